@@ -1,0 +1,124 @@
+"""Command line: ``reportgen run | render | list``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .config import RunConfig
+
+EXIT_BAD_OPTION = 2
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="reportgen", description=__doc__)
+    top.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    d = RunConfig()
+    run = sub.add_parser("run", help="explain, score and render a site")
+    run.add_argument("--model", default=d.model,
+                     help="registered name, torchvision/ARCH or package.module:factory "
+                     f"(default {d.model})")
+    run.add_argument("--weights", help="state-dict file for the model (loaded weights_only)")
+    run.add_argument("--data", help="folder of images, or of class sub-folders (default: the "
+                     "embedded photos)")
+    run.add_argument("--methods", default=d.methods, help="comma-separated names, or all")
+    run.add_argument("--layers", default=d.layers,
+                     help="comma-separated module names for CAM methods, or auto")
+    run.add_argument("--out", default=d.out, help=f"output folder (default {d.out})")
+    run.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"])
+    run.add_argument("--batch-size", type=positive_int, default=d.batch_size)
+    run.add_argument("--limit", type=positive_int, help="only the first N images")
+    run.add_argument("--seed", type=int, default=d.seed)
+
+    render = sub.add_parser("render", help="re-render the site from stored tables")
+    render.add_argument("--out", default=d.out)
+
+    lst = sub.add_parser("list", help="list methods, models or layers")
+    lst.add_argument("what", choices=["methods", "models", "layers"])
+    lst.add_argument("--model", default=d.model)
+    lst.add_argument("--weights")
+    return top
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import pipeline
+    from .render import render
+
+    config = RunConfig(model=args.model, weights=args.weights, data=args.data,
+                       methods=args.methods, layers=args.layers, out=args.out,
+                       device=args.device, batch_size=args.batch_size, limit=args.limit,
+                       seed=args.seed)
+    summary = pipeline.run(config)
+    started = time.perf_counter()
+    pages = render(config.out)
+    total = summary.seconds + time.perf_counter() - started
+    print(f"\nreportgen: {summary.images - summary.failed} of {summary.images} images explained "
+          f"with {len(summary.methods)} methods in {total:.1f} s")
+    if summary.failed:
+        print(f"  {summary.failed} image(s) failed: see the index page's 'Failed images'")
+    for problem in summary.problems:
+        print(f"  not computed: {problem}")
+    print(f"  site: {config.out}/index.html ({pages} pages); tables: {config.out}/data/")
+    return 0 if summary.images > summary.failed else 1
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from .render import render
+
+    pages = render(args.out)
+    print(f"reportgen: wrote {pages} pages to {args.out}/")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    if args.what == "methods":
+        from . import techniques
+
+        for t in techniques.REGISTRY.values():
+            print(f"{t.name:14s} {t.family:9s} {t.title} ({t.cost})")
+        return 0
+    from .models import REGISTRY, get_spec, list_layers, load_model
+
+    if args.what == "models":
+        for name, spec in REGISTRY.items():
+            print(f"{name:20s} {spec.description}")
+        print(f"{'torchvision/ARCH':20s} any torchvision classifier (hub weights or --weights)")
+        print(f"{'package.module:fn':20s} your own nn.Module factory (with --weights)")
+        return 0
+    model, spec = load_model(get_spec(args.model), args.weights)
+    print(f"layers of {spec.name} for an input of 1x3x{spec.input_size[0]}x{spec.input_size[1]}; "
+          "CAM = usable by CAM methods (spatial output); * = default")
+    print(f"{'name':32s} {'type':22s} {'output shape':22s} CAM")
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    shapes = {layer.name: layer for layer in list_layers(model, spec)}  # first output wins
+    for layer in sorted(shapes.values(), key=lambda item: order[item.name]):
+        mark = "*" if layer.name == spec.cam_layers[0] else ""
+        usable = "yes" if layer.spatial else ""
+        print(f"{layer.name:32s} {layer.kind:22s} {str(list(layer.shape)):22s} {usable}{mark}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    commands = {"run": cmd_run, "render": cmd_render, "list": cmd_list}
+    try:
+        return commands[args.command](args)
+    except (ValueError, FileNotFoundError) as err:
+        if args.debug:
+            raise
+        print(f"reportgen: error: {err}", file=sys.stderr)
+        return EXIT_BAD_OPTION
+
+
+if __name__ == "__main__":
+    sys.exit(main())

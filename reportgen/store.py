@@ -1,0 +1,74 @@
+"""The run's results on disk: tidy tables and image files, each written atomically.
+
+Layout under ``OUT``: ``data/`` (CSV tables, ``run.json``), ``img/`` (photos,
+overlays, grids), and the rendered pages. ``render.py`` reads only this.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+TABLES = ("images", "predictions", "metrics", "timings", "layers")
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Store:
+    """Paths and atomic I/O for one output folder."""
+
+    def __init__(self, out: str | Path):
+        self.out = Path(out)
+        self.data = self.out / "data"
+        self.img = self.out / "img"
+
+    def table_path(self, name: str) -> Path:
+        return self.data / f"{name}.csv"
+
+    def write_table(self, name: str, frame: pd.DataFrame) -> None:
+        atomic_write(self.table_path(name), lambda tmp: frame.to_csv(tmp, index=False))
+
+    def read_table(self, name: str) -> pd.DataFrame:
+        path = self.table_path(name)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"'{path}' is missing: run `reportgen run --out {self.out}` before rendering"
+            )
+        return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+    def write_json(self, name: str, obj) -> None:
+        text = json.dumps(obj, indent=2, default=str)
+        atomic_write(self.data / f"{name}.json", lambda tmp: Path(tmp).write_text(text))
+
+    def read_json(self, name: str):
+        return json.loads((self.data / f"{name}.json").read_text())
+
+    def save_image(self, rel: str, pixels: np.ndarray, quality: int = 88) -> str:
+        """Save ``uint8 [H, W, 3]`` under ``img/``; JPEG or PNG by suffix. Returns the site path."""
+        path = self.img / rel
+        fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
+        options = {"quality": quality} if fmt == "JPEG" else {"optimize": True}
+        atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, fmt, **options))
+        return path.relative_to(self.out).as_posix()
+
+
+def overlay_path(image: str, method: str, layer: str) -> str:
+    """Where a method's overlay for an image lives, relative to ``img/``."""
+    return f"maps/{image}/{method}@{layer}.jpg"

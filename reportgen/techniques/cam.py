@@ -1,0 +1,176 @@
+"""The class-activation-map family: one capture, each variant only its formula.
+
+``cam_maps`` runs one forward pass with the chosen layers captured and, when a
+variant needs gradients, one ``autograd.grad`` from the targets' scores down to
+those layers only (no parameter gradients). Each variant then turns the
+captured activations ``A [N, K, h, w]`` and gradients ``dS/dA`` into a map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..capture import Capture, grad_ready_input, preserved_state, resolve_layer
+from . import Technique, register
+
+
+@dataclass
+class Captured:
+    """What the formulas see for one layer."""
+
+    acts: torch.Tensor  # [N, K, h, w]
+    grads: torch.Tensor | None  # dS_target / dA, same shape
+    class_weights: torch.Tensor | None  # [N, K]: classifier row of each item's target
+
+
+def _weighted_sum(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("nk,nkhw->nhw", weights, acts)
+
+
+def cam_formula(c: Captured) -> torch.Tensor:
+    """Zhou et al. 2016: ``M_c = sum_k w_k^c A_k`` (raw, not rectified)."""
+    if c.class_weights is None:
+        raise ValueError("CAM needs a global-average-pool + linear head")
+    return _weighted_sum(c.class_weights, c.acts)
+
+
+def gradcam_formula(c: Captured) -> torch.Tensor:
+    """Selvaraju et al. 2017: ``relu(sum_k mean_ij(dS/dA_k) A_k)``."""
+    return torch.relu(_weighted_sum(c.grads.mean(dim=(2, 3)), c.acts))
+
+
+def gradcampp_formula(c: Captured) -> torch.Tensor:
+    """Chattopadhay et al. 2018, eq. 19 with Y = exp(S):
+
+    ``alpha = g^2 / (2 g^2 + sum_ab A_ab g^3)``, ``w_k = sum_ij alpha relu(g)``,
+    map ``relu(sum_k w_k A_k)``, where ``g = dS/dA``. The paper's
+    ``relu(dY/dA) = exp(S) relu(g)``; the positive per-image factor ``exp(S)`` is
+    dropped (as in every reference library) so raw values stay in a sane range.
+    """
+    g = c.grads
+    g2 = g.pow(2)
+    denom = 2 * g2 + c.acts.sum(dim=(2, 3), keepdim=True) * g2 * g
+    alpha = torch.where(denom != 0, g2 / torch.where(denom != 0, denom, 1.0), 0.0)
+    weights = (alpha * torch.relu(g)).sum(dim=(2, 3))
+    return torch.relu(_weighted_sum(weights, c.acts))
+
+
+FORMULAS: dict[str, Callable[[Captured], torch.Tensor]] = {}
+
+
+def _targets_tensor(targets: Sequence[int] | torch.Tensor, n: int, device) -> torch.Tensor:
+    t = torch.as_tensor(targets, device=device, dtype=torch.long).reshape(-1)
+    if t.numel() == 1 and n > 1:
+        t = t.expand(n)
+    if t.numel() != n:
+        raise ValueError(f"got {t.numel()} targets for a batch of {n}")
+    return t
+
+
+def _class_weights(model: nn.Module, classifier: str | None, targets: torch.Tensor, channels: int):
+    if classifier is None:
+        return None
+    linear = resolve_layer(model, classifier)
+    if not isinstance(linear, nn.Linear) or linear.in_features != channels:
+        return None
+    return linear.weight.detach()[targets]
+
+
+def cam_maps(
+    model: nn.Module,
+    x: torch.Tensor,
+    targets: Sequence[int] | torch.Tensor,
+    layers: Sequence[str],
+    methods: Sequence[str],
+    classifier: str | None = None,
+) -> dict[tuple[str, str], torch.Tensor]:
+    """Maps ``{(method, layer): [N, h, w]}`` for every method at every layer, from one capture.
+
+    A method that cannot apply at a layer (CAM away from the GAP + linear head)
+    raises ``ValueError`` naming both.
+    """
+    need_grad = any(REGISTRY_CAM[m].needs_gradient for m in methods)
+    with preserved_state(model), torch.enable_grad() if need_grad else torch.no_grad():
+        with Capture(model, layers, for_grad=need_grad) as cap:
+            inp = grad_ready_input(x) if need_grad else x
+            scores = model(inp)
+        t = _targets_tensor(targets, x.shape[0], scores.device)
+        acts = [cap.outputs[name] for name in layers]
+        for name, a in zip(layers, acts, strict=True):
+            if a.dim() != 4:
+                raise ValueError(
+                    f"layer '{name}' has output shape {tuple(a.shape)}; CAM methods need "
+                    "[N, C, H, W]. Pick a convolutional layer (`reportgen list layers`)"
+                )
+        grads: Sequence[torch.Tensor | None] = [None] * len(acts)
+        if need_grad:
+            picked = scores.gather(1, t[:, None]).sum()
+            grads = torch.autograd.grad(picked, acts, allow_unused=True)
+            if any(g is None for g in grads):
+                raise RuntimeError("no gradient reached the chosen layer; is it on the path?")
+    out: dict[tuple[str, str], torch.Tensor] = {}
+    for name, a, g in zip(layers, acts, grads, strict=True):
+        captured = Captured(
+            a.detach(),
+            None if g is None else g.detach(),
+            _class_weights(model, classifier, t, a.shape[1]),
+        )
+        for method in methods:
+            try:
+                out[(method, name)] = FORMULAS[method](captured).float()
+            except ValueError as err:
+                raise ValueError(f"{method} at layer '{name}': {err}") from err
+    return out
+
+
+REGISTRY_CAM: dict[str, Technique] = {}
+
+
+def _register(name: str, formula: Callable[[Captured], torch.Tensor], **kw) -> None:
+    def run(model, x, targets, layer: str, classifier: str | None = None) -> torch.Tensor:
+        return cam_maps(model, x, targets, [layer], [name], classifier)[(name, layer)]
+
+    FORMULAS[name] = formula
+    REGISTRY_CAM[name] = register(Technique(name=name, family="cam", run=run, **kw))
+
+
+_register(
+    "cam",
+    cam_formula,
+    title="CAM",
+    paper="Zhou et al., Learning Deep Features for Discriminative Localization, CVPR 2016",
+    url="https://arxiv.org/abs/1512.04150",
+    summary="M_c = Σ_k w_k^c A_k: the feature maps weighted by the classifier's weights for "
+    "class c. Defined only at the layer that feeds global average pooling and the linear "
+    "classifier.",
+    cost="1 forward pass, no backward",
+    needs_gradient=False,
+)
+_register(
+    "gradcam",
+    gradcam_formula,
+    title="Grad-CAM",
+    paper="Selvaraju et al., Grad-CAM: Visual Explanations from Deep Networks via "
+    "Gradient-based Localization, ICCV 2017",
+    url="https://arxiv.org/abs/1610.02391",
+    summary="α_k^c = (1/Z) Σ_ij ∂y^c/∂A_k(i,j); map = ReLU(Σ_k α_k^c A_k). With a GAP + "
+    "linear head it equals ReLU(CAM) divided by the map's area.",
+    cost="1 forward pass + 1 backward pass down to the layer",
+)
+_register(
+    "gradcampp",
+    gradcampp_formula,
+    title="Grad-CAM++",
+    paper="Chattopadhay et al., Grad-CAM++: Improved Visual Explanations for Deep "
+    "Convolutional Networks, WACV 2018",
+    url="https://arxiv.org/abs/1710.11063",
+    summary="Pixel-wise weights α_k^ij = g² / (2g² + Σ_ab A_k(a,b) g³) with g = ∂S^c/∂A_k(i,j) "
+    "(eq. 19, Y^c = exp(S^c)); w_k^c = Σ_ij α_k^ij ReLU(g); map = ReLU(Σ_k w_k^c A_k).",
+    cost="1 forward pass + 1 backward pass down to the layer",
+    notes="The paper's ReLU(∂Y/∂A) carries a positive factor exp(S^c) per image; like "
+    "pytorch-grad-cam and torchcam we leave it out, which scales each image's map only.",
+)
