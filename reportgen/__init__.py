@@ -46,6 +46,7 @@ def explain(
         kwargs = {"layer": layer, "classifier": classifier or last_linear(model)}
     maps = technique.run(model, images, target, **kwargs)
     if maps.shape[-2:] != images.shape[-2:]:
-        maps = F.interpolate(maps[:, None], size=images.shape[-2:], mode="bilinear",
-                             align_corners=False)[:, 0]
+        maps = F.interpolate(
+            maps[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False
+        )[:, 0]
     return maps

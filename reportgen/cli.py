@@ -25,15 +25,19 @@ def parser() -> argparse.ArgumentParser:
 
     d = RunConfig()
     run = sub.add_parser("run", help="explain, score and render a site")
-    run.add_argument("--model", default=d.model,
-                     help="registered name, torchvision/ARCH or package.module:factory "
-                     f"(default {d.model})")
+    run.add_argument(
+        "--model",
+        default=d.model,
+        help=f"registered name, torchvision/ARCH or package.module:factory (default {d.model})",
+    )
     run.add_argument("--weights", help="state-dict file for the model (loaded weights_only)")
-    run.add_argument("--data", help="folder of images, or of class sub-folders (default: the "
-                     "embedded photos)")
+    run.add_argument(
+        "--data", help="folder of images, or of class sub-folders (default: the embedded photos)"
+    )
     run.add_argument("--methods", default=d.methods, help="comma-separated names, or all")
-    run.add_argument("--layers", default=d.layers,
-                     help="comma-separated module names for CAM methods, or auto")
+    run.add_argument(
+        "--layers", default=d.layers, help="comma-separated module names for CAM methods, or auto"
+    )
     run.add_argument("--out", default=d.out, help=f"output folder (default {d.out})")
     run.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"])
     run.add_argument("--batch-size", type=positive_int, default=d.batch_size)
@@ -54,16 +58,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     from . import pipeline
     from .render import render
 
-    config = RunConfig(model=args.model, weights=args.weights, data=args.data,
-                       methods=args.methods, layers=args.layers, out=args.out,
-                       device=args.device, batch_size=args.batch_size, limit=args.limit,
-                       seed=args.seed)
+    config = RunConfig(
+        model=args.model,
+        weights=args.weights,
+        data=args.data,
+        methods=args.methods,
+        layers=args.layers,
+        out=args.out,
+        device=args.device,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        seed=args.seed,
+    )
     summary = pipeline.run(config)
     started = time.perf_counter()
     pages = render(config.out)
     total = summary.seconds + time.perf_counter() - started
-    print(f"\nreportgen: {summary.images - summary.failed} of {summary.images} images explained "
-          f"with {len(summary.methods)} methods in {total:.1f} s")
+    print(
+        f"\nreportgen: {summary.images - summary.failed} of {summary.images} images explained "
+        f"with {len(summary.methods)} methods in {total:.1f} s"
+    )
     if summary.failed:
         print(f"  {summary.failed} image(s) failed: see the index page's 'Failed images'")
     for problem in summary.problems:
@@ -96,8 +110,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"{'package.module:fn':20s} your own nn.Module factory (with --weights)")
         return 0
     model, spec = load_model(get_spec(args.model), args.weights)
-    print(f"layers of {spec.name} for an input of 1x3x{spec.input_size[0]}x{spec.input_size[1]}; "
-          "CAM = usable by CAM methods (spatial output); * = default")
+    print(
+        f"layers of {spec.name} for an input of 1x3x{spec.input_size[0]}x{spec.input_size[1]}; "
+        "CAM = usable by CAM methods (spatial output); * = default"
+    )
     print(f"{'name':32s} {'type':22s} {'output shape':22s} CAM")
     order = {name: i for i, (name, _) in enumerate(model.named_modules())}
     shapes = {layer.name: layer for layer in list_layers(model, spec)}  # first output wins

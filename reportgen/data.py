@@ -122,9 +122,13 @@ def read_manifest(path: Path | None = None) -> tuple[dict, list[ImageRecord]]:
         source = item.get("source") or str(base / item["path"])
         records.append(
             ImageRecord(
-                id=item["id"], source=source, label=item.get("label", ""),
-                classes=list(item.get("classes", [])), boxes=item.get("boxes", []),
-                crop=item.get("crop"), credit=item.get("credit", ""),
+                id=item["id"],
+                source=source,
+                label=item.get("label", ""),
+                classes=list(item.get("classes", [])),
+                boxes=item.get("boxes", []),
+                crop=item.get("crop"),
+                credit=item.get("credit", ""),
             )
         )
     return meta, records
@@ -148,8 +152,12 @@ def folder_records(root: Path, class_names: list[str]) -> list[ImageRecord]:
         key = label.lower().replace("_", " ")
         classes = [int(label)] if label.isdigit() else ([lookup[key]] if key in lookup else [])
         records.append(
-            ImageRecord(id=safe_id(str(rel.with_suffix("")), taken), source=str(path),
-                        label=label, classes=classes)
+            ImageRecord(
+                id=safe_id(str(rel.with_suffix("")), taken),
+                source=str(path),
+                label=label,
+                classes=classes,
+            )
         )
     if not records:
         raise DataError(f"--data '{root}' holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")

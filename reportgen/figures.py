@@ -15,8 +15,11 @@ CHANNELS = "viridis"
 def resize(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of a float map ``[h, w]`` to ``(H, W)``."""
     h, w = size
-    return np.asarray(Image.fromarray(array.astype(np.float32), mode="F").resize((w, h),
-                      Image.Resampling.BILINEAR))
+    return np.asarray(
+        Image.fromarray(array.astype(np.float32), mode="F").resize(
+            (w, h), Image.Resampling.BILINEAR
+        )
+    )
 
 
 def unit_range(m: np.ndarray) -> np.ndarray:
@@ -36,14 +39,18 @@ def overlay(photo: np.ndarray, saliency: np.ndarray, alpha: float = 0.5) -> np.n
     return ((1 - alpha) * photo + alpha * colourise(heat, HEATMAP)).round().astype(np.uint8)
 
 
-def draw_boxes(photo: np.ndarray, boxes: list[list[float]], scale: tuple[float, float]) -> np.ndarray:
+def draw_boxes(
+    photo: np.ndarray, boxes: list[list[float]], scale: tuple[float, float]
+) -> np.ndarray:
     """The photo with each box outlined; ``scale`` maps box pixels to photo pixels (sx, sy)."""
     image = Image.fromarray(photo)
     pen = ImageDraw.Draw(image)
     sx, sy = scale
     width = max(2, round(min(photo.shape[:2]) / 120))
     for x0, y0, x1, y1 in boxes:
-        pen.rectangle([x0 * sx, y0 * sy, x1 * sx - 1, y1 * sy - 1], outline=(0, 255, 0), width=width)
+        pen.rectangle(
+            [x0 * sx, y0 * sy, x1 * sx - 1, y1 * sy - 1], outline=(0, 255, 0), width=width
+        )
     return np.asarray(image)
 
 
@@ -59,7 +66,7 @@ def tile(tiles: np.ndarray, gap: int = 1, background: int = 255) -> np.ndarray:
     return grid
 
 
-def channel_grid(acts: np.ndarray, max_tile: int = 48) -> np.ndarray:
+def channel_grid(acts: np.ndarray, max_tile: int = 32) -> np.ndarray:
     """Every channel of ``[C, h, w]`` in viridis, each min-max scaled, as one grid image."""
     c, h, w = acts.shape
     side = min(max_tile, max(h, w))
@@ -67,8 +74,12 @@ def channel_grid(acts: np.ndarray, max_tile: int = 48) -> np.ndarray:
     for channel in acts:
         unit = unit_range(channel)
         if (h, w) != (side, side):
-            unit = np.asarray(Image.fromarray(unit, mode="F").resize((side, side),
-                              Image.Resampling.NEAREST if h < side else Image.Resampling.BILINEAR))
+            unit = np.asarray(
+                Image.fromarray(unit, mode="F").resize(
+                    (side, side),
+                    Image.Resampling.NEAREST if h < side else Image.Resampling.BILINEAR,
+                )
+            )
         tiles.append(colourise(np.clip(unit, 0, 1), CHANNELS))
     return tile(np.stack(tiles))
 

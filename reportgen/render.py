@@ -13,13 +13,17 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from evaluation.metrics import bootstrap_ci, win_rate
 
-from .store import Store, atomic_write, overlay_path
+from .store import Store, atomic_write, feature_grid_path, overlay_path
 
 # Metric columns of the leaderboard: (metric id, heading, better, paper)
 METRICS = [
     ("average_drop", "Average Drop %", "lower", "Chattopadhay et al. 2018, sec. 4.1"),
-    ("increase_in_confidence", "Increase in Confidence %", "higher",
-     "Chattopadhay et al. 2018, sec. 4.1"),
+    (
+        "increase_in_confidence",
+        "Increase in Confidence %",
+        "higher",
+        "Chattopadhay et al. 2018, sec. 4.1",
+    ),
     ("loc_0", "Loc(0)", "higher", "Chattopadhay et al. 2018, eq. 26"),
     ("loc_0.25", "Loc(0.25)", "higher", "Chattopadhay et al. 2018, eq. 26"),
     ("loc_0.5", "Loc(0.5)", "higher", "Chattopadhay et al. 2018, eq. 26"),
@@ -46,7 +50,8 @@ def leaderboard(metrics: pd.DataFrame) -> tuple[list[Entry], pd.DataFrame]:
     if metrics.empty:
         return [], pd.DataFrame()
     drops = metrics[metrics.metric == "average_drop"].pivot_table(
-        index="image", columns=["method", "layer"], values="value")
+        index="image", columns=["method", "layer"], values="value"
+    )
     drops = drops.dropna()  # Win % compares methods on the same images
     keys = [f"{m}@{lay}" for m, lay in drops.columns]
     matrix = pd.DataFrame(np.nan, index=keys, columns=keys)
@@ -62,8 +67,11 @@ def leaderboard(metrics: pd.DataFrame) -> tuple[list[Entry], pd.DataFrame]:
             if values.size:
                 stats[metric] = (float(values.mean()), *bootstrap_ci(values))
         key = f"{method}@{layer}"
-        win = float(matrix.loc[key].drop(key).mean()) if key in matrix.index and len(keys) > 1 \
+        win = (
+            float(matrix.loc[key].drop(key).mean())
+            if key in matrix.index and len(keys) > 1
             else float("nan")
+        )
         entries.append(Entry(method, layer, int(group.image.nunique()), stats, win))
     entries.sort(key=lambda e: e.stats.get("average_drop", (np.inf,))[0])
     return entries, matrix
@@ -88,7 +96,10 @@ def environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["num"] = number
-    env.globals["overlay"] = lambda image, method, layer: "img/" + overlay_path(image, method, layer)
+    env.globals["overlay"] = lambda image, method, layer: (
+        "img/" + overlay_path(image, method, layer)
+    )
+    env.globals["feature_grid"] = lambda image, layer: "img/" + feature_grid_path(image, layer)
     return env
 
 
@@ -145,17 +156,39 @@ def render(out: str | Path) -> int:
 
     ok = images[images.status == "ok"]
     methods = run["techniques"]  # the registry's text, stored by the run
-    scored = [(m, lay) for m, lay in metrics[["method", "layer"]].drop_duplicates().itertuples(
-        index=False)] if not metrics.empty else []
+    scored = (
+        [
+            (m, lay)
+            for m, lay in metrics[["method", "layer"]].drop_duplicates().itertuples(index=False)
+        ]
+        if not metrics.empty
+        else []
+    )
     per_image = {img: g for img, g in metrics.groupby("image")} if not metrics.empty else {}
-    feature_layers = list(layers.drop_duplicates("layer").sort_values("depth").layer) \
-        if not layers.empty else []
-    common = {"run": run, "methods": methods, "feature_layers": feature_layers,
-              "image_ids": list(ok.image), "metric_defs": METRICS}
+    feature_layers = (
+        list(layers.drop_duplicates("layer").sort_values("depth").layer) if not layers.empty else []
+    )
+    common = {
+        "run": run,
+        "methods": methods,
+        "feature_layers": feature_layers,
+        "image_ids": list(ok.image),
+        "metric_defs": METRICS,
+    }
 
     pages = 0
-    write_page(env, out, "index.html", "index.html", entries=entries, matrix=matrix,
-               images=images, timings=timings, layers=layers, **common)
+    write_page(
+        env,
+        out,
+        "index.html",
+        "index.html",
+        entries=entries,
+        matrix=matrix,
+        images=images,
+        timings=timings,
+        layers=layers,
+        **common,
+    )
     pages += 1
     ids = list(ok.image)
     for i, row in enumerate(ok.itertuples(index=False)):
@@ -163,21 +196,49 @@ def render(out: str | Path) -> int:
         cards = []
         for method, layer in scored:
             sel = values[(values.method == method) & (values.layer == layer)]
-            cards.append({"method": method, "layer": layer,
-                          "values": dict(zip(sel.metric, sel.value, strict=True))})
-        write_page(env, out, f"images/{row.image}.html", "image.html", image=row,
-                   predictions=predictions[predictions.image == row.image],
-                   classes={int(c) for c in str(row.classes).split()},
-                   cards=cards, prev=ids[i - 1] if i else None,
-                   next=ids[i + 1] if i + 1 < len(ids) else None, **common)
+            cards.append(
+                {
+                    "method": method,
+                    "layer": layer,
+                    "values": dict(zip(sel.metric, sel.value, strict=True)),
+                }
+            )
+        write_page(
+            env,
+            out,
+            f"images/{row.image}.html",
+            "image.html",
+            image=row,
+            predictions=predictions[predictions.image == row.image],
+            classes={int(c) for c in str(row.classes).split()},
+            cards=cards,
+            prev=ids[i - 1] if i else None,
+            next=ids[i + 1] if i + 1 < len(ids) else None,
+            **common,
+        )
         pages += 1
     for name, technique in methods.items():
         mine = [e for e in entries if e.method == name]
-        write_page(env, out, f"methods/{name}.html", "method.html", technique=technique,
-                   mine=mine, layers_of=[e.layer for e in mine], **common)
+        write_page(
+            env,
+            out,
+            f"methods/{name}.html",
+            "method.html",
+            technique=technique,
+            mine=mine,
+            layers_of=[e.layer for e in mine],
+            **common,
+        )
         pages += 1
     for layer in feature_layers:
-        write_page(env, out, f"layers/{layer}.html", "layer.html", layer=layer,
-                   stats=layers[layers.layer == layer], **common)
+        write_page(
+            env,
+            out,
+            f"layers/{layer}.html",
+            "layer.html",
+            layer=layer,
+            stats=layers[layers.layer == layer],
+            **common,
+        )
         pages += 1
     return pages

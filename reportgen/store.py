@@ -15,7 +15,44 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-TABLES = ("images", "predictions", "metrics", "timings", "layers")
+COLUMNS = {  # fixed columns, so an empty table still reads back with its header
+    "images": [
+        "image",
+        "source",
+        "label",
+        "classes",
+        "boxes",
+        "credit",
+        "status",
+        "error",
+        "width",
+        "height",
+    ],
+    "predictions": ["image", "rank", "class_id", "class_name", "probability"],
+    "metrics": ["image", "model", "layer", "method", "metric", "value"],
+    "layers": [
+        "image",
+        "layer",
+        "depth",
+        "channels",
+        "height",
+        "width",
+        "sparsity",
+        "mean_activation",
+    ],
+    "timings": [
+        "model",
+        "method",
+        "layer",
+        "device",
+        "threads",
+        "batches",
+        "images",
+        "warmup_excluded",
+        "total_seconds",
+        "ms_per_image",
+    ],
+}
 
 
 def atomic_write(path: Path, write) -> None:
@@ -42,23 +79,28 @@ class Store:
     def table_path(self, name: str) -> Path:
         return self.data / f"{name}.csv"
 
-    def write_table(self, name: str, frame: pd.DataFrame) -> None:
+    def write_table(self, name: str, rows: list[dict]) -> None:
+        frame = pd.DataFrame(rows, columns=COLUMNS[name])
         atomic_write(self.table_path(name), lambda tmp: frame.to_csv(tmp, index=False))
 
-    def read_table(self, name: str) -> pd.DataFrame:
-        path = self.table_path(name)
+    def _existing(self, path: Path) -> Path:
         if not path.is_file():
             raise FileNotFoundError(
                 f"'{path}' is missing: run `reportgen run --out {self.out}` before rendering"
             )
-        return pd.read_csv(path, keep_default_na=False, na_values=[""])
+        return path
+
+    def read_table(self, name: str) -> pd.DataFrame:
+        return pd.read_csv(
+            self._existing(self.table_path(name)), keep_default_na=False, na_values=[""]
+        )
 
     def write_json(self, name: str, obj) -> None:
         text = json.dumps(obj, indent=2, default=str)
         atomic_write(self.data / f"{name}.json", lambda tmp: Path(tmp).write_text(text))
 
     def read_json(self, name: str):
-        return json.loads((self.data / f"{name}.json").read_text())
+        return json.loads(self._existing(self.data / f"{name}.json").read_text())
 
     def save_image(self, rel: str, pixels: np.ndarray, quality: int = 88) -> str:
         """Save ``uint8 [H, W, 3]`` under ``img/``; JPEG or PNG by suffix. Returns the site path."""
@@ -72,3 +114,8 @@ class Store:
 def overlay_path(image: str, method: str, layer: str) -> str:
     """Where a method's overlay for an image lives, relative to ``img/``."""
     return f"maps/{image}/{method}@{layer}.jpg"
+
+
+def feature_grid_path(image: str, layer: str) -> str:
+    """Where an image's channel grid at a layer lives, relative to ``img/``."""
+    return f"features/{image}/{layer}.jpg"

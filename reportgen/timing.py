@@ -6,7 +6,6 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager
 
-import pandas as pd
 import torch
 
 
@@ -33,18 +32,24 @@ class Timer:
         self._sync()
         self.calls[(method, layer)].append((time.perf_counter() - start, images))
 
-    def table(self, model: str) -> pd.DataFrame:
+    def rows(self, model: str) -> list[dict]:
         rows = []
         for (method, layer), calls in self.calls.items():
             timed = calls[1:] if len(calls) > 1 else calls
             seconds = sum(s for s, _ in timed)
             images = sum(n for _, n in timed)
-            rows.append({
-                "model": model, "method": method, "layer": layer, "device": self.device.type,
-                "threads": torch.get_num_threads(), "batches": len(timed), "images": images,
-                "warmup_excluded": len(calls) > 1, "total_seconds": seconds,
-                "ms_per_image": 1000 * seconds / max(images, 1),
-            })
-        columns = ["model", "method", "layer", "device", "threads", "batches", "images",
-                   "warmup_excluded", "total_seconds", "ms_per_image"]
-        return pd.DataFrame(rows, columns=columns)
+            rows.append(
+                {
+                    "model": model,
+                    "method": method,
+                    "layer": layer,
+                    "device": self.device.type,
+                    "threads": torch.get_num_threads(),
+                    "batches": len(timed),
+                    "images": images,
+                    "warmup_excluded": len(calls) > 1,
+                    "total_seconds": seconds,
+                    "ms_per_image": 1000 * seconds / max(images, 1),
+                }
+            )
+        return rows

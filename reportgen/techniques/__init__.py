@@ -35,9 +35,17 @@ class Technique:
 
     def describe(self) -> dict[str, str | bool]:
         """The entry's text for the site (stored with the run, so rendering needs no torch)."""
-        return {"name": self.name, "title": self.title, "family": self.family,
-                "paper": self.paper, "url": self.url, "summary": self.summary,
-                "cost": self.cost, "notes": self.notes, "scored": self.scored}
+        return {
+            "name": self.name,
+            "title": self.title,
+            "family": self.family,
+            "paper": self.paper,
+            "url": self.url,
+            "summary": self.summary,
+            "cost": self.cost,
+            "notes": self.notes,
+            "scored": self.scored,
+        }
 
     @property
     def scored(self) -> bool:

@@ -34,7 +34,8 @@ def _weighted_sum(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
 def cam_formula(c: Captured) -> torch.Tensor:
     """Zhou et al. 2016: ``M_c = sum_k w_k^c A_k`` (raw, not rectified)."""
     if c.class_weights is None:
-        raise ValueError("CAM needs a global-average-pool + linear head")
+        raise ValueError("not defined here: CAM needs the layer that feeds global average "
+                         "pooling and the linear classifier")
     return _weighted_sum(c.class_weights, c.acts)
 
 

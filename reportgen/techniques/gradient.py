@@ -25,7 +25,9 @@ def input_gradient(model: nn.Module, x: torch.Tensor, targets: Sequence[int] | t
     return grad
 
 
-def saliency(model: nn.Module, x: torch.Tensor, targets, layer: str | None = None, **_) -> torch.Tensor:
+def saliency(
+    model: nn.Module, x: torch.Tensor, targets, layer: str | None = None, **_
+) -> torch.Tensor:
     """Simonyan et al. 2013: ``max_c |d S_target / d x_c|`` per pixel, ``[N, H, W]``."""
     return input_gradient(model, x, targets).abs().amax(dim=1)
 

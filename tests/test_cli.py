@@ -1,0 +1,105 @@
+"""End to end through the command line on the default model and the embedded photos."""
+
+import pandas as pd
+import pytest
+
+from reportgen.cli import main
+
+from .sitecheck import check_site
+
+
+@pytest.fixture(scope="module")
+def small_site(tmp_path_factory):
+    out = tmp_path_factory.mktemp("site")
+    assert main(["run", "--out", str(out), "--limit", "3", "--batch-size", "2"]) == 0
+    return out
+
+
+def test_run_writes_tidy_tables(small_site):
+    data = small_site / "data"
+    metrics = pd.read_csv(data / "metrics.csv")
+    assert list(metrics.columns) == ["image", "model", "layer", "method", "metric", "value"]
+    assert metrics.image.nunique() == 3
+    pairs = set(zip(metrics.method, metrics.layer, strict=True))
+    assert {
+        ("cam", "bn2"),
+        ("gradcam", "bn2"),
+        ("gradcampp", "bn2"),
+        ("gradcam", "blocks.5"),
+        ("saliency", "input"),
+    } <= pairs
+    assert {"average_drop", "increase_in_confidence", "loc_0", "loc_0.25", "loc_0.5"} <= set(
+        metrics.metric
+    )
+    predictions = pd.read_csv(data / "predictions.csv")
+    assert (predictions.groupby("image").size() == 5).all()
+    timings = pd.read_csv(data / "timings.csv")
+    assert {"method", "layer", "device", "images", "total_seconds", "ms_per_image"} <= set(
+        timings.columns
+    )
+    assert (timings.ms_per_image > 0).all()
+
+
+def test_site_pages_and_links_resolve(small_site):
+    for page in [
+        "index.html",
+        "images/chelsea.html",
+        "methods/gradcampp.html",
+        "methods/feature_maps.html",
+        "layers/bn2.html",
+    ]:
+        assert (small_site / page).is_file(), page
+    assert check_site(small_site) == []
+    index = (small_site / "index.html").read_text()
+    assert "Average Drop" in index and "Grad-CAM++" in index and "data:image" not in index
+
+
+def test_render_rebuilds_from_tables(small_site, capsys):
+    (small_site / "index.html").unlink()
+    assert main(["render", "--out", str(small_site)]) == 0
+    assert (small_site / "index.html").is_file()
+    assert "pages" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "--methods", "gradcan"], "method 'gradcan' is unknown. Did you mean gradcam"),
+        (["run", "--layers", "blocks.9"], "layer 'blocks.9' is not a module"),
+        (["run", "--layers", "classifier"], "CAM methods need a spatial"),
+        (["run", "--model", "efficientnet"], "--model 'efficientnet' is unknown"),
+        (["render", "--out", "/nonexistent/site"], "run `reportgen run"),
+    ],
+)
+def test_bad_options_exit_2_with_one_clear_line(argv, message, capsys, tmp_path):
+    assert main([*argv, "--out", str(tmp_path)] if argv[0] == "run" else argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_list_layers_marks_the_default(capsys):
+    assert main(["list", "layers"]) == 0
+    out = capsys.readouterr().out
+    line = next(row for row in out.splitlines() if row.startswith("bn2 "))
+    assert "[1, 1280, 7, 7]" in line and "yes*" in line
+    assert main(["list", "methods"]) == 0
+    assert "gradcampp" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_default_run_scores_every_cam_method(tmp_path):
+    """README's main command on all embedded photos: the leaderboard the issue asks for."""
+    assert main(["run", "--out", str(tmp_path)]) == 0
+    metrics = pd.read_csv(tmp_path / "data" / "metrics.csv")
+    assert metrics.image.nunique() >= 12
+    means = metrics.groupby(["method", "layer", "metric"]).value.mean()
+    for method, layer in [
+        ("cam", "bn2"),
+        ("gradcam", "bn2"),
+        ("gradcampp", "bn2"),
+        ("saliency", "input"),
+    ]:
+        for metric in ["average_drop", "increase_in_confidence", "loc_0.25"]:
+            assert means.notna()[(method, layer, metric)]
+    assert check_site(tmp_path) == []
+    assert len(list((tmp_path / "images").glob("*.html"))) >= 12

@@ -1,0 +1,84 @@
+"""Our maps against the reference libraries: same model, layer, input and targets.
+
+Per-image Pearson correlation >= 0.99 after each side's own normalisation, on two
+architectures (a torchvision ResNet-18 and the default EfficientNet-Lite0) and two
+layers each.
+"""
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+import reportgen
+from reportgen.techniques.cam import cam_maps
+
+pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")
+torchcam_methods = pytest.importorskip("torchcam.methods")
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
+    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
+
+
+def assert_correlated(ours: np.ndarray, theirs: np.ndarray, floor: float = 0.99) -> None:
+    for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        assert a.std() > 0 and b.std() > 0, f"item {i}: a flat map proves nothing"
+        assert pearson(a, b) >= floor, f"item {i}: r = {pearson(a, b):.4f}"
+
+
+def runner_up(model, x) -> list[int]:
+    """Each item's second-ranked class: per-item targets that are not the argmax."""
+    with torch.no_grad():
+        return model(x).topk(2, dim=1).indices[:, 1].tolist()
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    torch.manual_seed(1)
+    x = torch.rand(3, 3, 128, 128)
+    return model, x, {"layer4": "layer4", "layer3": "layer3"}, "fc"
+
+
+@pytest.fixture(scope="module")
+def efficientnet(lite0):
+    model, spec = lite0
+    torch.manual_seed(2)
+    x = torch.randn(2, 3, 224, 224)
+    return model, x, {"bn2": "bn2", "blocks.5": "blocks.5"}, spec.classifier
+
+
+@pytest.fixture(params=["resnet", "efficientnet"])
+def case(request):
+    return request.getfixturevalue(request.param)
+
+
+@pytest.mark.parametrize(
+    "method, peer",
+    [("gradcam", "GradCAM"), ("gradcampp", "GradCAMPlusPlus")],
+)
+def test_gradient_cams_match_pytorch_grad_cam(case, method, peer):
+    model, x, layers, _ = case
+    targets = runner_up(model, x)
+    for name in layers:
+        layer = dict(model.named_modules())[name]
+        with getattr(pytorch_grad_cam, peer)(model=model, target_layers=[layer]) as cam:
+            theirs = cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets])
+        ours = reportgen.explain(model, x, method, layer=name, target=targets).numpy()
+        assert_correlated(ours, theirs)
+
+
+def test_cam_matches_torchcam(case):
+    model, x, layers, classifier = case
+    name = next(iter(layers))  # CAM is defined at the layer feeding GAP + linear only
+    targets = runner_up(model, x)
+    with torchcam_methods.CAM(model, target_layer=name, fc_layer=classifier) as extractor:
+        scores = model(x)
+        (theirs,) = extractor(class_idx=targets, scores=scores)
+    ours = cam_maps(model, x, targets, [name], ["cam"], classifier)[("cam", name)]
+    # torchcam min-max normalises the signed CAM, as we keep it (no ReLU in Zhou et al.)
+    assert_correlated(ours.numpy(), theirs.detach().numpy())
