@@ -252,13 +252,15 @@ def process_batch(
                     with timer("feature_maps", "all", len(loaded)):
                         views = technique.run(model, x, layers=spec.feature_layers)
                     store_feature_maps(views, loaded, store, rows)
-                elif technique.family == "gradient":
-                    with timer(technique.name, layer, len(loaded)):
-                        maps[(technique.name, layer)] = technique.run(model, x, targets)
-                elif technique.family == "cam":
+                elif technique.scored:
+                    where = (
+                        {"layer": layer, "classifier": spec.classifier}
+                        if technique.needs_layer
+                        else {}
+                    )
                     with timer(technique.name, layer, len(loaded)):
                         maps[(technique.name, layer)] = technique.run(
-                            model, x, targets, layer=layer, classifier=spec.classifier
+                            model, x, targets, batch_size=config.batch_size, **where
                         )
             except ValueError as err:  # names the method and layer itself
                 message = str(err)

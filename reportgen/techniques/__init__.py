@@ -5,6 +5,7 @@ batch, per-item targets and (for layer methods) a layer name, and returns maps
 or arrays. Families:
 
 * ``gradient``: pixel attribution from input gradients, ``[N, H, W]`` at input size;
+* ``perturbation``: pixel attribution from forward passes on altered inputs, ``[N, H, W]``;
 * ``cam``: class activation maps at a layer's resolution ``[N, h, w]``;
 * ``view``: model views that are not scored (feature maps, filters).
 """
@@ -24,7 +25,7 @@ class Technique:
 
     name: str
     title: str
-    family: str  # gradient | cam | view
+    family: str  # gradient | perturbation | cam | view
     paper: str
     url: str
     summary: str  # one paragraph: what it computes, with the formula
@@ -50,7 +51,7 @@ class Technique:
     @property
     def scored(self) -> bool:
         """Saliency-producing techniques are scored by the metrics; views are not."""
-        return self.family in ("gradient", "cam")
+        return self.family in ("gradient", "perturbation", "cam")
 
     @property
     def needs_layer(self) -> bool:
@@ -87,4 +88,4 @@ def select(spec: str) -> list[Technique]:
 
 
 # Importing the family modules fills the registry (one file per family).
-from . import cam, gradient, views  # noqa: E402, F401
+from . import cam, gradient, perturbation, views  # noqa: E402, F401

@@ -34,8 +34,10 @@ def _weighted_sum(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
 def cam_formula(c: Captured) -> torch.Tensor:
     """Zhou et al. 2016: ``M_c = sum_k w_k^c A_k`` (raw, not rectified)."""
     if c.class_weights is None:
-        raise ValueError("not defined here: CAM needs the layer that feeds global average "
-                         "pooling and the linear classifier")
+        raise ValueError(
+            "not defined here: CAM needs the layer that feeds global average "
+            "pooling and the linear classifier"
+        )
     return _weighted_sum(c.class_weights, c.acts)
 
 
@@ -132,7 +134,7 @@ REGISTRY_CAM: dict[str, Technique] = {}
 
 
 def _register(name: str, formula: Callable[[Captured], torch.Tensor], **kw) -> None:
-    def run(model, x, targets, layer: str, classifier: str | None = None) -> torch.Tensor:
+    def run(model, x, targets, layer: str, classifier: str | None = None, **_) -> torch.Tensor:
         return cam_maps(model, x, targets, [layer], [name], classifier)[(name, layer)]
 
     FORMULAS[name] = formula

@@ -1,0 +1,3 @@
+"""Forward-only attributions from altered inputs or activations (batched, no gradients)."""
+
+from __future__ import annotations
