@@ -151,6 +151,7 @@ def render(out: str | Path) -> int:
     for item in static.iterdir():
         if item.is_file():
             shutil.copyfile(str(item), out / "assets" / item.name)
+    (out / ".nojekyll").touch()  # GitHub Pages: serve every file as is
     if not layers.empty:
         sparsity_plot(layers, out / "img" / "sparsity.svg")
 

@@ -103,3 +103,38 @@ def test_default_run_scores_every_cam_method(tmp_path):
             assert means.notna()[(method, layer, metric)]
     assert check_site(tmp_path) == []
     assert len(list((tmp_path / "images").glob("*.html"))) >= 12
+
+
+def test_torchvision_model_with_local_weights(tmp_path):
+    """`torchvision/ARCH --weights FILE` works offline; layers are chosen by name."""
+    import torch
+    import torchvision
+
+    weights = tmp_path / "resnet18.pt"
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+    out = tmp_path / "site"
+    argv = [
+        "run",
+        "--model",
+        "torchvision/resnet18",
+        "--weights",
+        str(weights),
+        "--limit",
+        "2",
+        "--methods",
+        "gradcam,cam,saliency",
+        "--layers",
+        "layer4,layer3",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    metrics = pd.read_csv(out / "data" / "metrics.csv")
+    assert {
+        ("gradcam", "layer4"),
+        ("gradcam", "layer3"),
+        ("cam", "layer4"),
+        ("saliency", "input"),
+    } <= set(zip(metrics.method, metrics.layer, strict=True))
+    assert check_site(out) == []

@@ -59,7 +59,13 @@ def case(request):
 
 @pytest.mark.parametrize(
     "method, peer",
-    [("gradcam", "GradCAM"), ("gradcampp", "GradCAMPlusPlus")],
+    [
+        ("gradcam", "GradCAM"),
+        ("gradcampp", "GradCAMPlusPlus"),
+        ("xgradcam", "XGradCAM"),
+        ("layercam", "LayerCAM"),
+        ("hirescam", "HiResCAM"),
+    ],
 )
 def test_gradient_cams_match_pytorch_grad_cam(case, method, peer):
     model, x, layers, _ = case
@@ -82,3 +88,23 @@ def test_cam_matches_torchcam(case):
     ours = cam_maps(model, x, targets, [name], ["cam"], classifier)[("cam", name)]
     # torchcam min-max normalises the signed CAM, as we keep it (no ReLU in Zhou et al.)
     assert_correlated(ours.numpy(), theirs.detach().numpy())
+
+
+def test_eigencam_matches_pytorch_grad_cam_projection_up_to_sign(case):
+    """Same first principal component as pytorch-grad-cam's SVD projection; our sign is
+    fixed by convention (positive correlation with the channel-summed activation)."""
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+
+    model, x, layers, _ = case
+    for name in layers:
+        ours = cam_maps(model, x, [0] * len(x), [name], ["eigencam"])[("eigencam", name)]
+        acts = dict(model.named_modules())[name]
+        with torch.no_grad():
+            captured = []
+            handle = acts.register_forward_hook(lambda m, i, o: captured.append(o))
+            model(x)
+            handle.remove()
+        theirs = get_2d_projection(captured[0].numpy())
+        for a, b, act in zip(ours.numpy(), theirs, captured[0].sum(1).numpy(), strict=True):
+            assert abs(pearson(a, b)) >= 0.99
+            assert pearson(a, act) > 0, "sign convention: follows the summed activation"

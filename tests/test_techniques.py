@@ -152,3 +152,41 @@ def test_filters_are_first_conv_min_max_normalised(tiny):
     assert name == "features.0" and w.shape == (8, 3, 3, 3)
     assert torch.allclose(w.amin(dim=(1, 2, 3)), torch.zeros(8))
     assert torch.allclose(w.amax(dim=(1, 2, 3)), torch.ones(8))
+
+
+def test_hirescam_and_layercam_on_gap_linear_head(tiny, batch):
+    """With GAP + linear, ∂S/∂A_k(i,j) = w_k / Z everywhere: HiResCAM = ReLU(CAM) / Z and
+    LayerCAM = ReLU(Σ_k ReLU(w_k) A_k) / Z."""
+    targets = [1, 2, 3]
+    maps = cam_maps(tiny, batch, targets, ["features"], ["cam", "hirescam", "layercam"], "fc")
+    cam = maps[("cam", "features")]
+    area = cam.shape[-1] * cam.shape[-2]
+    assert torch.allclose(maps[("hirescam", "features")], torch.relu(cam) / area, atol=1e-6)
+    acts = tiny.features(batch)
+    w = torch.relu(tiny.fc.weight[targets])
+    expected = torch.relu(torch.einsum("nk,nkhw->nhw", w, acts)) / area
+    assert torch.allclose(maps[("layercam", "features")], expected, atol=1e-6)
+
+
+def test_xgradcam_by_hand():
+    rng = np.random.default_rng(3)
+    a = rng.uniform(0, 2, size=(2, 3, 3))
+    v = rng.normal(size=(1, 2, 3, 3))
+    model = PositionHead(torch.tensor(v, dtype=torch.float64)).double()
+    out = cam_maps(model, torch.tensor(a[None]), [0], ["feat"], ["xgradcam"])
+    weights = [(a[k] / a[k].sum() * v[0, k]).sum() for k in range(2)]
+    expected = np.maximum(sum(w * a[k] for k, w in enumerate(weights)), 0)
+    assert np.allclose(out[("xgradcam", "feat")][0].numpy(), expected)
+
+
+def test_eigencam_recovers_a_rank_one_pattern_with_fixed_sign():
+    """A_k(i,j) = u_k · s(i,j) + b_k: the first component is s (centred), positive where
+    the activations are large, whatever sign the SVD returns."""
+    s = torch.zeros(5, 5)
+    s[1:3, 2:4] = 3.0
+    u = torch.tensor([0.5, 1.0, 2.0])
+    acts = (u[:, None, None] * s + torch.tensor([1.0, -2.0, 0.5])[:, None, None])[None]
+    model = nn.Sequential(nn.Identity())
+    out = cam_maps(model, acts, [0], ["0"], ["eigencam"])[("eigencam", "0")][0]
+    centred = s - s.mean()
+    assert torch.allclose(out / out.abs().max(), centred / centred.abs().max(), atol=1e-5)

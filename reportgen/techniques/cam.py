@@ -62,6 +62,45 @@ def gradcampp_formula(c: Captured) -> torch.Tensor:
     return torch.relu(_weighted_sum(weights, c.acts))
 
 
+def xgradcam_formula(c: Captured) -> torch.Tensor:
+    """Fu et al. 2020: ``w_k = Σ_ij A_k(i,j) / Σ_ab A_k(a,b) · ∂S/∂A_k(i,j)``.
+
+    The map is ``ReLU(Σ_k w_k A_k)``.
+    """
+    total = c.acts.sum(dim=(2, 3), keepdim=True)
+    share = torch.where(total != 0, c.acts / torch.where(total != 0, total, 1.0), 0.0)
+    return torch.relu(_weighted_sum((share * c.grads).sum(dim=(2, 3)), c.acts))
+
+
+def layercam_formula(c: Captured) -> torch.Tensor:
+    """Jiang et al. 2021: ``ReLU(Σ_k ReLU(∂S/∂A_k) ⊙ A_k)``, element-wise weights."""
+    return torch.relu((torch.relu(c.grads) * c.acts).sum(dim=1))
+
+
+def hirescam_formula(c: Captured) -> torch.Tensor:
+    """Draelos & Carin 2020: ``ReLU(Σ_k ∂S/∂A_k ⊙ A_k)``, the gradient kept element-wise."""
+    return torch.relu((c.grads * c.acts).sum(dim=1))
+
+
+def eigencam_formula(c: Captured) -> torch.Tensor:
+    """Muhammad & Yeasin 2020: the activations projected on their first principal component.
+
+    The positions ``(i, j)`` are samples of ``K`` features, centred per channel; the
+    map is each position's coordinate along the first right-singular vector. An SVD
+    fixes that vector only up to sign, so we orient it to correlate positively with
+    the channel-summed activation (the evidence is where the activations are large).
+    """
+    n, k, h, w = c.acts.shape
+    samples = c.acts.reshape(n, k, h * w).transpose(1, 2).double()
+    samples = samples - samples.mean(dim=1, keepdim=True)
+    _, _, vh = torch.linalg.svd(samples, full_matrices=False)
+    projection = samples @ vh[:, 0, :, None]  # [N, hw, 1]
+    energy = c.acts.sum(dim=1).reshape(n, h * w, 1).double()
+    energy = energy - energy.mean(dim=1, keepdim=True)
+    sign = torch.where((projection * energy).sum(dim=(1, 2)) < 0, -1.0, 1.0)
+    return (projection[..., 0] * sign[:, None].double()).reshape(n, h, w)
+
+
 FORMULAS: dict[str, Callable[[Captured], torch.Tensor]] = {}
 
 
@@ -176,4 +215,53 @@ _register(
     cost="1 forward pass + 1 backward pass down to the layer",
     notes="The paper's ReLU(∂Y/∂A) carries a positive factor exp(S^c) per image; like "
     "pytorch-grad-cam and torchcam we leave it out, which scales each image's map only.",
+)
+_register(
+    "xgradcam",
+    xgradcam_formula,
+    title="XGrad-CAM",
+    paper="Fu et al., Axiom-based Grad-CAM: Towards Accurate Visualization and Explanation "
+    "of CNNs, BMVC 2020",
+    url="https://arxiv.org/abs/2008.02312",
+    summary="w_k^c = Σ_ij (A_k(i,j) / Σ_ab A_k(a,b)) ∂S^c/∂A_k(i,j): gradients averaged with "
+    "the activations' own spatial distribution as weights; map = ReLU(Σ_k w_k^c A_k).",
+    cost="1 forward pass + 1 backward pass down to the layer",
+)
+_register(
+    "layercam",
+    layercam_formula,
+    title="LayerCAM",
+    paper="Jiang et al., LayerCAM: Exploring Hierarchical Class Activation Maps for "
+    "Localization, IEEE TIP 2021",
+    url="https://doi.org/10.1109/TIP.2021.3089943",
+    summary="M = ReLU(Σ_k ReLU(∂S^c/∂A_k) ⊙ A_k): every position keeps its own positive "
+    "gradient as weight, which keeps shallow layers' maps sharp.",
+    cost="1 forward pass + 1 backward pass down to the layer",
+)
+_register(
+    "hirescam",
+    hirescam_formula,
+    title="HiResCAM",
+    paper="Draelos & Carin, Use HiResCAM instead of Grad-CAM for faithful explanations of "
+    "convolutional neural networks, arXiv 2020",
+    url="https://arxiv.org/abs/2011.08891",
+    summary="M = ReLU(Σ_k ∂S^c/∂A_k ⊙ A_k): Grad-CAM without averaging the gradient over "
+    "positions. With a GAP + linear head it equals ReLU(CAM) divided by the map's area.",
+    cost="1 forward pass + 1 backward pass down to the layer",
+)
+_register(
+    "eigencam",
+    eigencam_formula,
+    title="Eigen-CAM",
+    paper="Muhammad & Yeasin, Eigen-CAM: Class Activation Map using Principal Components, "
+    "IJCNN 2020",
+    url="https://arxiv.org/abs/2008.00299",
+    summary="The layer's activations (positions as samples, channels as features, centred) "
+    "projected on their first principal component. Class-agnostic: no gradient, no target.",
+    cost="1 forward pass, no backward",
+    needs_gradient=False,
+    notes="An SVD gives the component only up to sign; we orient it so the map correlates "
+    "positively with the channel-summed activation. pytorch-grad-cam leaves the sign to the "
+    "SVD routine and then applies ReLU, so its map can show the opposite lobe. We keep the "
+    "signed projection (the site rectifies it for display and scoring).",
 )
