@@ -33,9 +33,19 @@ def colourise(unit: np.ndarray, cmap: str) -> np.ndarray:
     return (colormaps[cmap](unit)[..., :3] * 255).round().astype(np.uint8)
 
 
-def overlay(photo: np.ndarray, saliency: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """The rectified map, scaled to [0, 1] per image, in ``jet`` over the photo."""
-    heat = unit_range(np.maximum(resize(saliency, photo.shape[:2]), 0))
+def overlay(
+    photo: np.ndarray, saliency: np.ndarray, scale: float | None = None, alpha: float = 0.5
+) -> np.ndarray:
+    """The rectified map in ``jet`` over the photo (bilinear to the photo's size).
+
+    ``scale=None`` maps each image's own min..max to the colour range; a number maps
+    0..scale, so maps of one method share a scale across images.
+    """
+    rectified = np.maximum(resize(saliency, photo.shape[:2]), 0)
+    if scale is None:
+        heat = unit_range(rectified)
+    else:
+        heat = np.clip(rectified / scale, 0, 1) if scale > 0 else np.zeros_like(rectified)
     return ((1 - alpha) * photo + alpha * colourise(heat, HEATMAP)).round().astype(np.uint8)
 
 

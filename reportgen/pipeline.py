@@ -91,236 +91,259 @@ def make_probabilities(
     return probabilities
 
 
+class Run:
+    """The state of one ``reportgen run``: the model, the store and the rows gathered so far."""
+
+    def __init__(self, config: RunConfig):
+        torch.manual_seed(config.seed)
+        np.random.seed(config.seed)
+        self.config = config
+        self.device = resolve_device(config.device)
+        model, self.spec = load_model(get_spec(config.model), config.weights)
+        self.model = model.to(self.device).eval()
+        self.methods = techniques.select(config.methods)
+        self.cam_layers = (
+            list(self.spec.cam_layers)
+            if config.layers == "auto"
+            else [name.strip() for name in config.layers.split(",") if name.strip()]
+        )
+        check_layers(self.model, self.spec, self.cam_layers)
+        self.dataset, records = data.dataset(config.data, self.spec.class_names)
+        self.records = records[: config.limit] if config.limit else records
+        self.store = Store(config.out)
+        self.mean = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1)
+        self.probabilities = make_probabilities(
+            self.model, self.mean, self.std, self.device, config.batch_size
+        )
+        self.timer = Timer(self.device)
+        self.rows: dict[str, list[dict]] = defaultdict(list)
+        self.problems: list[str] = []
+        self.scales: dict[str, float] = {}  # method@layer -> largest rectified value seen
+
+    def load(self, record: data.ImageRecord):
+        """The record's pixels and display photo (both saved), or ``None`` if unreadable."""
+        row = {
+            "image": record.id,
+            "source": record.source,
+            "label": record.label,
+            "classes": " ".join(map(str, record.classes)),
+            "boxes": json.dumps(record.boxes),
+            "credit": record.credit,
+        }
+        try:
+            rgb = data.load_rgb(record)
+        except data.DataError as err:
+            self.rows["images"].append({**row, "status": "failed", "error": str(err)})
+            return None
+        photo = display_photo(rgb)
+        self.store.save_image(f"photos/{record.id}.jpg", photo)
+        scale = (photo.shape[1] / rgb.shape[1], photo.shape[0] / rgb.shape[0])
+        self.store.save_image(
+            f"photos/{record.id}.boxes.jpg", figures.draw_boxes(photo, record.boxes, scale)
+        )
+        self.rows["images"].append(
+            {**row, "status": "ok", "error": "", "width": rgb.shape[1], "height": rgb.shape[0]}
+        )
+        return record, rgb, photo
+
+    def predict(self, loaded, x: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities of the batch; the top-5 go to ``predictions``."""
+        with self.timer("predict", PIXEL_LAYER, len(loaded)), torch.inference_mode():
+            probs = torch.softmax(self.model(x).float(), dim=1).cpu()
+        top_p, top_i = probs.topk(5, dim=1)
+        for (record, _, _), p, i in zip(loaded, top_p.tolist(), top_i.tolist(), strict=True):
+            for rank, (prob, cls) in enumerate(zip(p, i, strict=True), start=1):
+                self.rows["predictions"].append(
+                    {
+                        "image": record.id,
+                        "rank": rank,
+                        "class_id": cls,
+                        "class_name": self.spec.class_names[cls],
+                        "probability": prob,
+                    }
+                )
+        return probs
+
+    def explain(self, loaded, x: torch.Tensor, targets: torch.Tensor):
+        """Every selected technique on the batch: ``{(method, layer): maps}``."""
+        maps: dict[tuple[str, str], torch.Tensor] = {}
+        for technique in tqdm(
+            self.methods, desc="methods", leave=False, disable=len(self.methods) < 2
+        ):
+            for layer in self.cam_layers if technique.needs_layer else [PIXEL_LAYER]:
+                try:
+                    if technique.name == "feature_maps":
+                        with self.timer("feature_maps", "all", len(loaded)):
+                            views = technique.run(self.model, x, layers=self.spec.feature_layers)
+                        self.store_feature_maps(views, loaded)
+                    elif technique.scored:
+                        where = (
+                            {"layer": layer, "classifier": self.spec.classifier}
+                            if technique.needs_layer
+                            else {}
+                        )
+                        with self.timer(technique.name, layer, len(loaded)):
+                            maps[(technique.name, layer)] = technique.run(
+                                self.model,
+                                x,
+                                targets,
+                                batch_size=self.config.batch_size,
+                                **where,
+                            )
+                except ValueError as err:  # names the method and layer itself
+                    message = str(err)
+                except RuntimeError as err:
+                    message = f"{technique.name} at {layer}: {err}"
+                else:
+                    continue
+                if message not in self.problems:
+                    self.problems.append(message)
+        return maps
+
+    def batch(self, loaded) -> None:
+        """Predictions, feature maps, every scored map and its metrics for one batch."""
+        spec = self.spec
+        inputs = np.stack([data.model_input(rgb, spec.input_size) for _, rgb, _ in loaded])
+        x = (torch.from_numpy(inputs).to(self.device).permute(0, 3, 1, 2) - self.mean) / self.std
+        probs = self.predict(loaded, x)
+        targets = probs.argmax(1)
+        maps = self.explain(loaded, x, targets)
+        for k, (record, _, _) in enumerate(loaded):
+            self.store.save_maps(
+                record.id, {f"{m}@{lay}": v[k].cpu().numpy() for (m, lay), v in maps.items()}
+            )
+        full = probs[torch.arange(len(loaded)), targets].numpy()
+        for (method, layer), m in maps.items():
+            up = (
+                F.interpolate(
+                    m[:, None].float(), size=spec.input_size, mode="bilinear", align_corners=False
+                )[:, 0]
+                .detach()
+                .cpu()
+                .numpy()
+            )
+            key = f"{method}@{layer}"
+            self.scales[key] = max(self.scales.get(key, 0.0), float(np.maximum(up, 0).max()))
+            masked = masked_confidence(self.probabilities, inputs, up, targets.numpy())
+            drops = drop_per_image(full, masked)
+            increases = increase_per_image(full, masked)
+            for k, (record, rgb, photo) in enumerate(loaded):
+                self.store.save_image(
+                    overlay_path(record.id, method, layer), figures.overlay(photo, up[k])
+                )
+                values = {
+                    "average_drop": drops[k],
+                    "increase_in_confidence": increases[k],
+                    "prob_full": full[k],
+                    "prob_masked": masked[k],
+                }
+                if record.boxes:
+                    sx, sy = spec.input_size[1] / rgb.shape[1], spec.input_size[0] / rgb.shape[0]
+                    boxes = [
+                        (x0 * sx, y0 * sy, x1 * sx, y1 * sy) for x0, y0, x1, y1 in record.boxes
+                    ]
+                    for delta in self.config.loc_deltas:
+                        values[f"loc_{delta:g}"] = loc_delta(up[k], boxes, delta)
+                base = {"image": record.id, "model": spec.name, "layer": layer, "method": method}
+                self.rows["metrics"].extend(
+                    {**base, "metric": name, "value": float(v)} for name, v in values.items()
+                )
+
+    def store_feature_maps(self, views, loaded) -> None:
+        """One channel grid per image and layer, and the layer statistics table."""
+        for depth, (layer, view) in enumerate(views.items()):
+            acts = view.acts.cpu().numpy()
+            for k, (record, _, _) in enumerate(loaded):
+                self.store.save_image(
+                    feature_grid_path(record.id, layer), figures.channel_grid(acts[k])
+                )
+                self.rows["layers"].append(
+                    {
+                        "image": record.id,
+                        "layer": layer,
+                        "depth": depth,
+                        "channels": acts.shape[1],
+                        "height": acts.shape[2],
+                        "width": acts.shape[3],
+                        "sparsity": float(view.sparsity[k]),
+                        "mean_activation": float(view.mean[k]),
+                    }
+                )
+
+    def shared_scale_overlays(self) -> None:
+        """Overlays on one scale per method and layer (0 .. the largest value over all images),
+        drawn from the stored raw maps once every image is done."""
+        for row in self.rows["images"]:
+            if row["status"] != "ok":
+                continue
+            photo = self.store.load_image(f"photos/{row['image']}.jpg")
+            for key, raw in self.store.load_maps(row["image"]).items():
+                method, layer = key.split("@", 1)
+                self.store.save_image(
+                    overlay_path(row["image"], method, layer, shared=True),
+                    figures.overlay(photo, raw, scale=self.scales[key]),
+                )
+
+    def filters(self):
+        name, weights = techniques.get("filters").run(self.model)
+        self.store.save_image("filters.png", figures.filter_grid(weights.numpy()))
+        return {"layer": name, "count": int(weights.shape[0])}
+
+
 def run(config: RunConfig, progress: bool = True) -> Summary:
     """Compute every selected technique and metric over the data set, store the tables."""
     start = time.perf_counter()
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed)
-    device = resolve_device(config.device)
-    model, spec = load_model(get_spec(config.model), config.weights)
-    model.to(device).eval()
-    methods = techniques.select(config.methods)
-    cam_layers = (
-        list(spec.cam_layers)
-        if config.layers == "auto"
-        else [name.strip() for name in config.layers.split(",") if name.strip()]
-    )
-    check_layers(model, spec, cam_layers)
-    dataset_name, records = data.dataset(config.data, spec.class_names)
-    records = records[: config.limit] if config.limit else records
-
-    store = Store(config.out)
-    mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
-    probabilities = make_probabilities(model, mean, std, device, config.batch_size)
-    timer = Timer(device)
-    rows: dict[str, list[dict]] = defaultdict(list)
-    problems: list[str] = []
-
-    bar = tqdm(total=len(records), desc="images", unit="img", disable=not progress)
-    for batch in data.batches(records, config.batch_size):
-        loaded = []
-        for record in batch:
-            row = {
-                "image": record.id,
-                "source": record.source,
-                "label": record.label,
-                "classes": " ".join(map(str, record.classes)),
-                "boxes": json.dumps(record.boxes),
-                "credit": record.credit,
-            }
-            try:
-                rgb = data.load_rgb(record)
-            except data.DataError as err:
-                rows["images"].append({**row, "status": "failed", "error": str(err)})
-                continue
-            photo = display_photo(rgb)
-            store.save_image(f"photos/{record.id}.jpg", photo)
-            boxed = figures.draw_boxes(
-                photo, record.boxes, (photo.shape[1] / rgb.shape[1], photo.shape[0] / rgb.shape[0])
-            )
-            store.save_image(f"photos/{record.id}.boxes.jpg", boxed)
-            rows["images"].append(
-                {**row, "status": "ok", "error": "", "width": rgb.shape[1], "height": rgb.shape[0]}
-            )
-            loaded.append((record, rgb, photo))
+    state = Run(config)
+    bar = tqdm(total=len(state.records), desc="images", unit="img", disable=not progress)
+    for batch in data.batches(state.records, config.batch_size):
+        loaded = [item for item in map(state.load, batch) if item is not None]
         if loaded:
-            process_batch(
-                model,
-                spec,
-                config,
-                methods,
-                cam_layers,
-                loaded,
-                store,
-                probabilities,
-                mean,
-                std,
-                device,
-                timer,
-                rows,
-                problems,
-            )
+            state.batch(loaded)
         bar.update(len(batch))
     bar.close()
-
-    if any(t.name == "filters" for t in methods):
-        name, weights = techniques.get("filters").run(model)
-        store.save_image("filters.png", figures.filter_grid(weights.numpy()))
-        rows_filters = {"layer": name, "count": int(weights.shape[0])}
-    else:
-        rows_filters = None
+    state.shared_scale_overlays()
+    filters = state.filters() if any(t.name == "filters" for t in state.methods) else None
 
     seconds = time.perf_counter() - start
+    spec, rows = state.spec, state.rows
     for table in ("images", "predictions", "metrics", "layers"):
-        store.write_table(table, rows[table])
-    store.write_table("timings", timer.rows(spec.name))
+        state.store.write_table(table, rows[table])
+    state.store.write_table("timings", state.timer.rows(spec.name))
     failed = sum(r["status"] == "failed" for r in rows["images"])
-    store.write_json(
+    names = [t.name for t in state.methods]
+    state.store.write_json(
         "run",
         {
             "settings": config.to_dict(),
             "settings_hash": config.digest(),
             "command": config.command(),
-            "dataset": dataset_name,
+            "dataset": state.dataset,
             "model": {
                 "name": spec.name,
                 "description": spec.description,
                 "input_size": list(spec.input_size),
                 "mean": list(spec.mean),
                 "std": list(spec.std),
-                "cam_layers": cam_layers,
+                "cam_layers": state.cam_layers,
                 "feature_layers": list(spec.feature_layers),
                 "classifier": spec.classifier,
             },
-            "methods": [t.name for t in methods],
-            "filters": rows_filters,
-            "techniques": {t.name: t.describe() for t in methods},
-            "device": str(device),
+            "methods": names,
+            "filters": filters,
+            "techniques": {t.name: t.describe() for t in state.methods},
+            "scales": state.scales,
+            "device": str(state.device),
             "threads": torch.get_num_threads(),
             "versions": versions(),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "seconds": round(seconds, 2),
-            "images": len(records),
+            "images": len(state.records),
             "failed": failed,
-            "problems": problems,
+            "problems": state.problems,
         },
     )
-    return Summary(config.out, seconds, len(records), failed, [t.name for t in methods], problems)
-
-
-def process_batch(
-    model,
-    spec,
-    config,
-    methods,
-    cam_layers,
-    loaded,
-    store,
-    probabilities,
-    mean,
-    std,
-    device,
-    timer: Timer,
-    rows,
-    problems,
-) -> None:
-    """Predictions, feature maps and every scored map for one batch of loaded images."""
-    inputs = np.stack([data.model_input(rgb, spec.input_size) for _, rgb, _ in loaded])
-    x = (torch.from_numpy(inputs).to(device).permute(0, 3, 1, 2) - mean) / std
-    with timer("predict", PIXEL_LAYER, len(loaded)), torch.inference_mode():
-        probs = torch.softmax(model(x).float(), dim=1).cpu()
-    targets = probs.argmax(1)
-    top_p, top_i = probs.topk(5, dim=1)
-    for (record, _, _), p, i in zip(loaded, top_p.tolist(), top_i.tolist(), strict=True):
-        for rank, (prob, cls) in enumerate(zip(p, i, strict=True), start=1):
-            rows["predictions"].append(
-                {
-                    "image": record.id,
-                    "rank": rank,
-                    "class_id": cls,
-                    "class_name": spec.class_names[cls],
-                    "probability": prob,
-                }
-            )
-
-    maps: dict[tuple[str, str], torch.Tensor] = {}
-    for technique in tqdm(methods, desc="methods", leave=False, disable=len(methods) < 2):
-        for layer in cam_layers if technique.needs_layer else [PIXEL_LAYER]:
-            try:
-                if technique.name == "feature_maps":
-                    with timer("feature_maps", "all", len(loaded)):
-                        views = technique.run(model, x, layers=spec.feature_layers)
-                    store_feature_maps(views, loaded, store, rows)
-                elif technique.scored:
-                    where = (
-                        {"layer": layer, "classifier": spec.classifier}
-                        if technique.needs_layer
-                        else {}
-                    )
-                    with timer(technique.name, layer, len(loaded)):
-                        maps[(technique.name, layer)] = technique.run(
-                            model, x, targets, batch_size=config.batch_size, **where
-                        )
-            except ValueError as err:  # names the method and layer itself
-                message = str(err)
-            except RuntimeError as err:
-                message = f"{technique.name} at {layer}: {err}"
-            else:
-                continue
-            if message not in problems:
-                problems.append(message)
-
-    full = probs[torch.arange(len(loaded)), targets].numpy()
-    for (method, layer), m in maps.items():
-        up = (
-            F.interpolate(
-                m[:, None].float(), size=spec.input_size, mode="bilinear", align_corners=False
-            )[:, 0]
-            .detach()
-            .cpu()
-            .numpy()
-        )
-        masked = masked_confidence(probabilities, inputs, up, targets.numpy())
-        drops = drop_per_image(full, masked)
-        increases = increase_per_image(full, masked)
-        for k, (record, rgb, photo) in enumerate(loaded):
-            store.save_image(overlay_path(record.id, method, layer), figures.overlay(photo, up[k]))
-            base = {"image": record.id, "model": spec.name, "layer": layer, "method": method}
-            values = {
-                "average_drop": drops[k],
-                "increase_in_confidence": increases[k],
-                "prob_full": full[k],
-                "prob_masked": masked[k],
-            }
-            if record.boxes:
-                sx, sy = spec.input_size[1] / rgb.shape[1], spec.input_size[0] / rgb.shape[0]
-                boxes = [(x0 * sx, y0 * sy, x1 * sx, y1 * sy) for x0, y0, x1, y1 in record.boxes]
-                for delta in config.loc_deltas:
-                    values[f"loc_{delta:g}"] = loc_delta(up[k], boxes, delta)
-            rows["metrics"].extend(
-                {**base, "metric": k_, "value": float(v)} for k_, v in values.items()
-            )
-
-
-def store_feature_maps(views, loaded, store: Store, rows) -> None:
-    """One channel grid per image and layer, and the layer statistics table."""
-    for depth, (layer, view) in enumerate(views.items()):
-        acts = view.acts.cpu().numpy()
-        for k, (record, _, _) in enumerate(loaded):
-            store.save_image(feature_grid_path(record.id, layer), figures.channel_grid(acts[k]))
-            rows["layers"].append(
-                {
-                    "image": record.id,
-                    "layer": layer,
-                    "depth": depth,
-                    "channels": acts.shape[1],
-                    "height": acts.shape[2],
-                    "width": acts.shape[3],
-                    "sparsity": float(view.sparsity[k]),
-                    "mean_activation": float(view.mean[k]),
-                }
-            )
+    return Summary(config.out, seconds, len(state.records), failed, names, state.problems)
 
 
 def versions() -> dict[str, str]:

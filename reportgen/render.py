@@ -96,8 +96,8 @@ def environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["num"] = number
-    env.globals["overlay"] = lambda image, method, layer: (
-        "img/" + overlay_path(image, method, layer)
+    env.globals["overlay"] = lambda image, method, layer, shared=False: (
+        "img/" + overlay_path(image, method, layer, shared)
     )
     env.globals["feature_grid"] = lambda image, layer: "img/" + feature_grid_path(image, layer)
     return env

@@ -102,6 +102,20 @@ class Store:
     def read_json(self, name: str):
         return json.loads(self._existing(self.data / f"{name}.json").read_text())
 
+    def save_maps(self, image: str, maps: dict[str, np.ndarray]) -> None:
+        """Raw maps of one image (``method@layer`` -> float32 array at its own resolution)."""
+        path = self.data / "maps" / f"{image}.npz"
+        arrays = {key: np.asarray(m, dtype=np.float32) for key, m in maps.items()}
+        atomic_write(path, lambda tmp: np.savez_compressed(open(tmp, "wb"), **arrays))
+
+    def load_maps(self, image: str) -> dict[str, np.ndarray]:
+        with np.load(self._existing(self.data / "maps" / f"{image}.npz")) as stored:
+            return {key: stored[key] for key in stored.files}
+
+    def load_image(self, rel: str) -> np.ndarray:
+        with Image.open(self._existing(self.img / rel)) as im:
+            return np.asarray(im.convert("RGB"))
+
     def save_image(self, rel: str, pixels: np.ndarray, quality: int = 88) -> str:
         """Save ``uint8 [H, W, 3]`` under ``img/``; JPEG or PNG by suffix. Returns the site path."""
         path = self.img / rel
@@ -111,9 +125,10 @@ class Store:
         return path.relative_to(self.out).as_posix()
 
 
-def overlay_path(image: str, method: str, layer: str) -> str:
-    """Where a method's overlay for an image lives, relative to ``img/``."""
-    return f"maps/{image}/{method}@{layer}.jpg"
+def overlay_path(image: str, method: str, layer: str, shared: bool = False) -> str:
+    """Where a method's overlay for an image lives, relative to ``img/``; ``shared`` is the
+    version drawn on the scale shared by all images of that method and layer."""
+    return f"maps/{image}/{method}@{layer}{'.shared' if shared else ''}.jpg"
 
 
 def feature_grid_path(image: str, layer: str) -> str:

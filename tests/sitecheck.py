@@ -15,7 +15,7 @@ class _Links(HTMLParser):
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
-        for key in ("href", "src"):
+        for key in ("href", "src", "data-own", "data-shared"):
             if attrs.get(key) is not None:
                 self.refs.append((tag, attrs[key]))
         if tag == "img" and not attrs.get("alt"):

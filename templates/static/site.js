@@ -35,6 +35,21 @@
       if (saved) sortTable(table, saved[0], saved[1]);
     } catch (e) {}
   });
+  // Per-image or shared colour scale for heat maps; the choice is remembered.
+  var boxes = document.querySelectorAll("input.shared-scale");
+  function applyScale(shared) {
+    Array.prototype.forEach.call(document.querySelectorAll("img[data-shared]"), function (img) {
+      img.src = shared ? img.getAttribute("data-shared") : img.getAttribute("data-own");
+    });
+    Array.prototype.forEach.call(boxes, function (b) { b.checked = shared; });
+  }
+  Array.prototype.forEach.call(boxes, function (box) {
+    box.addEventListener("change", function () {
+      try { localStorage.setItem("reportgen-shared-scale", box.checked ? "1" : "0"); } catch (e) {}
+      applyScale(box.checked);
+    });
+  });
+  try { if (localStorage.getItem("reportgen-shared-scale") === "1") applyScale(true); } catch (e) {}
   document.addEventListener("keydown", function (event) {
     if (event.target.closest("input, textarea, select")) return;
     var rel = event.key === "ArrowLeft" || event.key === "k" ? "prev" :
