@@ -8,6 +8,7 @@ so an explanation never leaves a trace on the user's model.
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -139,3 +140,144 @@ def grad_ready_input(x: torch.Tensor) -> torch.Tensor:
             "call them outside that block"
         )
     return x.detach().clone().requires_grad_(True)
+
+
+# --- Backward rules: guided backpropagation and the deconvnet -------------------------------
+
+RULES = ("guided", "deconvnet")
+
+# Element-wise rectifier-like activations the rules apply to (subclasses included). Gates
+# (Sigmoid, Tanh, Hardsigmoid in squeeze-excitation blocks) are not rectifiers and keep
+# their ordinary gradient.
+TORCH_ACTIVATIONS: tuple[type[nn.Module], ...] = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.CELU,
+    nn.SELU,
+    nn.SiLU,
+    nn.GELU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Softplus,
+)
+_TIMM_ACTIVATIONS = (
+    "GELU",
+    "GELUTanh",
+    "QuickGELU",
+    "Swish",
+    "SwishMe",
+    "Mish",
+    "MishMe",
+    "HardSwish",
+    "HardSwishMe",
+    "HardMish",
+    "HardMishMe",
+)
+
+
+@functools.cache
+def activation_types() -> tuple[type[nn.Module], ...]:
+    """torch's rectifier-like activations plus timm's own classes (which do not subclass them)."""
+    try:
+        from timm.layers import activations, activations_me
+    except ImportError:  # timm is a dependency, but the rules do not need it
+        return TORCH_ACTIVATIONS
+    extra = [
+        getattr(mod, name)
+        for mod in (activations, activations_me)
+        for name in _TIMM_ACTIVATIONS
+        if isinstance(getattr(mod, name, None), type)
+    ]
+    return TORCH_ACTIVATIONS + tuple(extra)
+
+
+class _RuleFunction(torch.autograd.Function):
+    """Forward: the activation's own output. Backward: the rule instead of ``f'(x) * g``.
+
+    * guided: ``f'(x) * relu(g)``: the ordinary local derivative, but only the
+      positive part of the signal from above (for ReLU ``relu(g) * (x > 0)``, for
+      ReLU6 ``relu(g) * (0 < x < 6)``);
+    * deconvnet: ``relu(g)``, ignoring the forward input altogether.
+
+    ``f'(x)`` is not hand-coded per activation: backward re-runs the module's own
+    ``forward`` on the saved input and takes its vector-Jacobian product with
+    ``relu(g)``, so every element-wise activation gets its exact derivative.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, y: torch.Tensor, fn, rule: str) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.fn, ctx.rule = fn, rule
+        return y.clone()  # a fresh tensor, so later in-place ops downstream stay legal
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        positive = torch.relu(grad_out)
+        if ctx.rule == "deconvnet":
+            return positive, None, None, None
+        with torch.enable_grad():
+            leaf = x.detach().requires_grad_(True)
+            # clone: an in-place activation must not write into a leaf that requires grad
+            (grad,) = torch.autograd.grad(ctx.fn(leaf.clone()), leaf, positive)
+        return grad, None, None, None
+
+
+@contextmanager
+def backward_rule(model: nn.Module, rule: str) -> Iterator[nn.Module]:
+    """Make every activation module of ``model`` apply ``rule`` in backward, for the block.
+
+    Nothing of the model is replaced: a forward pre-hook keeps each activation's
+    input (and hands an in-place activation a clone, so the input survives), and a
+    forward hook swaps the output for the same values routed through
+    ``_RuleFunction``. A module called several times (ResNet's shared ``relu``)
+    gets the rule at every call. Hooks are removed on exit, even on error.
+
+    Raises ``ValueError`` when no activation module exists or none ran: activations
+    called as functions (``F.relu`` in ``forward``) cannot be hooked.
+    """
+    if rule not in RULES:
+        raise ValueError(f"backward rule '{rule}' is unknown; valid: {', '.join(RULES)}")
+    kinds = activation_types()
+    modules = [m for m in model.modules() if isinstance(m, kinds)]
+    hint = (
+        f"the {rule} rule needs activation modules (nn.ReLU, nn.ReLU6, nn.SiLU, ...) that it "
+        "can hook; activations called as functions (F.relu in forward) cannot be reached. "
+        "Define them as modules (self.relu = nn.ReLU()) and call those"
+    )
+    if not modules:
+        raise ValueError(f"{type(model).__name__} has no activation module: {hint}")
+    inputs: dict[nn.Module, list[torch.Tensor]] = {m: [] for m in modules}
+    applied = 0
+
+    def keep_input(module: nn.Module, args: tuple):
+        inputs[module].append(args[0])
+        if getattr(module, "inplace", False):
+            return (args[0].clone(), *args[1:])
+        return None
+
+    def reroute(module: nn.Module, _args: tuple, out):
+        nonlocal applied
+        x = inputs[module].pop()
+        if not (isinstance(out, torch.Tensor) and torch.is_grad_enabled() and x.requires_grad):
+            return None
+        applied += 1
+        return _RuleFunction.apply(x, out.detach(), module.forward, rule)
+
+    handles = []
+    try:
+        for m in modules:
+            handles.append(m.register_forward_pre_hook(keep_input))
+            handles.append(m.register_forward_hook(reroute))
+        yield model
+    finally:
+        for h in handles:
+            h.remove()
+    if not applied:
+        raise ValueError(
+            f"none of the {len(modules)} activation modules of {type(model).__name__} ran on "
+            f"a differentiable input: {hint}"
+        )
