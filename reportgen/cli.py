@@ -43,6 +43,14 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=positive_int, default=d.batch_size)
     run.add_argument("--limit", type=positive_int, help="only the first N images")
     run.add_argument("--seed", type=int, default=d.seed)
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="METHOD.KEY=VALUE",
+        help="a technique's setting, e.g. --set rise.masks=1000 (repeatable; "
+        "the method pages list each technique's settings)",
+    )
 
     render = sub.add_parser("render", help="re-render the site from stored tables")
     render.add_argument("--out", default=d.out)
@@ -57,7 +65,12 @@ def parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace) -> int:
     from . import pipeline
     from .render import render
+    from .techniques import parse_setting
 
+    options: dict[str, dict[str, object]] = {}
+    for text in args.set:
+        method, key, value = parse_setting(text)
+        options.setdefault(method, {})[key] = value
     config = RunConfig(
         model=args.model,
         weights=args.weights,
@@ -69,10 +82,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         limit=args.limit,
         seed=args.seed,
+        options=options,
     )
     summary = pipeline.run(config)
     started = time.perf_counter()
-    pages = render(config.out)
+    written, pages = render(config.out)
     total = summary.seconds + time.perf_counter() - started
     print(
         f"\nreportgen: {summary.images - summary.failed} of {summary.images} images explained "
@@ -89,8 +103,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     from .render import render
 
-    pages = render(args.out)
-    print(f"reportgen: wrote {pages} pages to {args.out}/")
+    started = time.perf_counter()
+    written, pages = render(args.out)
+    print(
+        f"reportgen: wrote {written} of {pages} pages to {args.out}/ "
+        f"({pages - written} unchanged) in {time.perf_counter() - started:.2f} s"
+    )
     return 0
 
 

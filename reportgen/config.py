@@ -21,6 +21,7 @@ class RunConfig:
     batch_size: int = 8
     limit: int | None = None
     seed: int = 0
+    options: dict[str, dict[str, object]] = field(default_factory=dict)  # from --set
     loc_deltas: tuple[float, ...] = field(default=(0.0, 0.25, 0.5))
 
     def to_dict(self) -> dict:
@@ -36,6 +37,8 @@ class RunConfig:
         parts = ["reportgen run"]
         defaults = RunConfig()
         for key, value in self.to_dict().items():
-            if key != "loc_deltas" and value != getattr(defaults, key) and value is not None:
+            if key == "options":
+                parts += [f"--set {m}.{k}={v}" for m, kv in value.items() for k, v in kv.items()]
+            elif key != "loc_deltas" and value != getattr(defaults, key) and value is not None:
                 parts.append(f"--{key.replace('_', '-')} {value}")
         return " ".join(parts)

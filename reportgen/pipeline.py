@@ -190,6 +190,7 @@ class Run:
                                 targets,
                                 batch_size=self.config.batch_size,
                                 **where,
+                                **self.config.options.get(technique.name, {}),
                             )
                 except ValueError as err:  # names the method and layer itself
                     message = str(err)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import shutil
+import hashlib
+import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -127,14 +128,50 @@ def sparsity_plot(layers: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def write_page(env: Environment, out: Path, rel: str, template: str, **context) -> None:
-    depth = rel.count("/")
-    html = env.get_template(template).render(root="../" * depth, page=rel, **context)
-    atomic_write(out / rel, lambda tmp: Path(tmp).write_text(html, encoding="utf-8"))
+class SiteWriter:
+    """Writes pages and files only when their content changed, like coverage.py's report.
+
+    A status file keeps a hash of each output, so an unchanged re-render writes
+    nothing and says so.
+    """
+
+    STATUS = ".reportgen-status.json"
+
+    def __init__(self, out: Path, env: Environment):
+        self.out, self.env = out, env
+        path = out / self.STATUS
+        self.status: dict[str, str] = json.loads(path.read_text()) if path.is_file() else {}
+        self.written = 0
+        self.pages = 0
+
+    def _changed(self, rel: str, digest: str) -> bool:
+        if self.status.get(rel) == digest and (self.out / rel).is_file():
+            return False
+        self.status[rel] = digest
+        self.written += rel.endswith(".html")
+        return True
+
+    def page(self, rel: str, template: str, **context) -> None:
+        self.pages += 1
+        html = self.env.get_template(template).render(
+            root="../" * rel.count("/"), page=rel, **context
+        )
+        if self._changed(rel, hashlib.sha256(html.encode()).hexdigest()):
+            atomic_write(self.out / rel, lambda tmp: Path(tmp).write_text(html, encoding="utf-8"))
+
+    def file(self, rel: str, source: bytes, make) -> None:
+        """``make(path)`` writes ``rel`` when ``source`` (its input) changed."""
+        if self._changed(rel, hashlib.sha256(source).hexdigest()):
+            (self.out / rel).parent.mkdir(parents=True, exist_ok=True)
+            make(self.out / rel)
+
+    def save(self) -> None:
+        text = json.dumps(self.status, indent=0, sort_keys=True)
+        atomic_write(self.out / self.STATUS, lambda tmp: Path(tmp).write_text(text))
 
 
-def render(out: str | Path) -> int:
-    """Write every page of the site under ``out``; returns how many pages were written."""
+def render(out: str | Path) -> tuple[int, int]:
+    """Render the site under ``out``: ``(pages written, pages in the site)``."""
     store = Store(out)
     run = store.read_json("run")
     images = store.read_table("images")
@@ -143,17 +180,21 @@ def render(out: str | Path) -> int:
     timings = store.read_table("timings")
     layers = store.read_table("layers")
     entries, matrix = leaderboard(metrics)
-    env = environment()
     out = Path(out)
+    site = SiteWriter(out, environment())
 
     static = resources.files("reportgen.templates").joinpath("static")
-    (out / "assets").mkdir(parents=True, exist_ok=True)
     for item in static.iterdir():
         if item.is_file():
-            shutil.copyfile(str(item), out / "assets" / item.name)
-    (out / ".nojekyll").touch()  # GitHub Pages: serve every file as is
+            content = item.read_bytes()
+            site.file(f"assets/{item.name}", content, lambda path, c=content: path.write_bytes(c))
+    site.file(".nojekyll", b"", lambda path: path.touch())  # Pages: serve every file as is
     if not layers.empty:
-        sparsity_plot(layers, out / "img" / "sparsity.svg")
+        site.file(
+            "img/sparsity.svg",
+            store.table_path("layers").read_bytes(),
+            lambda path: sparsity_plot(layers, path),
+        )
 
     ok = images[images.status == "ok"]
     methods = run["techniques"]  # the registry's text, stored by the run
@@ -177,10 +218,7 @@ def render(out: str | Path) -> int:
         "metric_defs": METRICS,
     }
 
-    pages = 0
-    write_page(
-        env,
-        out,
+    site.page(
         "index.html",
         "index.html",
         entries=entries,
@@ -190,7 +228,6 @@ def render(out: str | Path) -> int:
         layers=layers,
         **common,
     )
-    pages += 1
     ids = list(ok.image)
     for i, row in enumerate(ok.itertuples(index=False)):
         values = per_image.get(row.image, pd.DataFrame(columns=metrics.columns))
@@ -204,9 +241,7 @@ def render(out: str | Path) -> int:
                     "values": dict(zip(sel.metric, sel.value, strict=True)),
                 }
             )
-        write_page(
-            env,
-            out,
+        site.page(
             f"images/{row.image}.html",
             "image.html",
             image=row,
@@ -217,12 +252,9 @@ def render(out: str | Path) -> int:
             next=ids[i + 1] if i + 1 < len(ids) else None,
             **common,
         )
-        pages += 1
     for name, technique in methods.items():
         mine = [e for e in entries if e.method == name]
-        write_page(
-            env,
-            out,
+        site.page(
             f"methods/{name}.html",
             "method.html",
             technique=technique,
@@ -230,16 +262,13 @@ def render(out: str | Path) -> int:
             layers_of=[e.layer for e in mine],
             **common,
         )
-        pages += 1
     for layer in feature_layers:
-        write_page(
-            env,
-            out,
+        site.page(
             f"layers/{layer}.html",
             "layer.html",
             layer=layer,
             stats=layers[layers.layer == layer],
             **common,
         )
-        pages += 1
-    return pages
+    site.save()
+    return site.written, site.pages

@@ -43,3 +43,26 @@ def lite0():
     from reportgen.models import get_spec, load_model
 
     return load_model(get_spec("efficientnet_lite0"))
+
+
+# Cheap settings for end-to-end runs in tests: every technique, far fewer passes than the
+# published defaults (the slow full-default run uses those). Score-CAM and Ablation-CAM cost
+# one pass per channel of the layer, so they are left to their own tests here.
+FAST_METHODS = (
+    "saliency,guided_backprop,deconvnet,guided_gradcam,smoothgrad,integrated_gradients,"
+    "cam,gradcam,gradcampp,xgradcam,layercam,hirescam,eigencam,occlusion,rise,feature_maps,filters"
+)
+FAST_RUN = [
+    "--methods",
+    FAST_METHODS,
+    "--set",
+    "rise.masks=32",
+    "--set",
+    "smoothgrad.samples=3",
+    "--set",
+    "integrated_gradients.steps=4",
+    "--set",
+    "occlusion.stride=56",
+    "--set",
+    "occlusion.window=56",
+]

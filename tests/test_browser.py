@@ -18,6 +18,8 @@ import pytest
 
 from reportgen.cli import main
 
+from .conftest import FAST_RUN
+
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
 
@@ -28,8 +30,9 @@ PREFIX = "/reportgen/"
 if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
     if os.environ.get("REPORTGEN_REQUIRE_BROWSER"):  # set by .ci/run: never skip there
         raise RuntimeError("chromium and chromedriver are required but not installed")
-    pytest.skip("needs Debian's chromium and chromium-driver (README: Development)",
-                allow_module_level=True)
+    pytest.skip(
+        "needs Debian's chromium and chromium-driver (README: Development)", allow_module_level=True
+    )
 
 
 class SubPathHandler(http.server.SimpleHTTPRequestHandler):
@@ -38,7 +41,7 @@ class SubPathHandler(http.server.SimpleHTTPRequestHandler):
     def translate_path(self, path: str) -> str:
         if not path.startswith(PREFIX):
             return str(Path(self.directory) / "__outside_the_prefix__")
-        return super().translate_path("/" + path[len(PREFIX):])
+        return super().translate_path("/" + path[len(PREFIX) :])
 
     def log_message(self, *args) -> None:
         pass
@@ -47,7 +50,7 @@ class SubPathHandler(http.server.SimpleHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     out = tmp_path_factory.mktemp("browser-site")
-    assert main(["run", "--out", str(out), "--limit", "3", "--batch-size", "3"]) == 0
+    assert main(["run", "--out", str(out), "--limit", "3", "--batch-size", "3", *FAST_RUN]) == 0
     handler = functools.partial(SubPathHandler, directory=str(out))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -60,9 +63,17 @@ def served(tmp_path_factory):
 def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--no-first-run", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={tempfile.mkdtemp()}"]:
+    for flag in [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--no-first-run",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tempfile.mkdtemp()}",
+    ]:
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(CHROMEDRIVER))
@@ -82,14 +93,21 @@ def open_page(browser, url: str) -> None:
             .then(() => done());
     """)
     broken = browser.execute_script(
-        "return Array.from(document.images).filter(i => !i.naturalWidth).map(i => i.src)")
+        "return Array.from(document.images).filter(i => !i.naturalWidth).map(i => i.src)"
+    )
     assert broken == [], f"{url}: images that did not load: {broken}"
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == [], f"{url}: console errors: {errors}"
 
 
-PAGES = ["index.html", "images/chelsea.html", "methods/gradcampp.html", "methods/saliency.html",
-         "methods/feature_maps.html", "layers/bn2.html"]
+PAGES = [
+    "index.html",
+    "images/chelsea.html",
+    "methods/gradcampp.html",
+    "methods/saliency.html",
+    "methods/feature_maps.html",
+    "layers/bn2.html",
+]
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -97,7 +115,8 @@ def test_every_page_type_loads_cleanly(served, browser, page):
     _, base = served
     open_page(browser, base + page)
     links = browser.execute_script(
-        "return Array.from(document.querySelectorAll('a[href]')).map(a => a.href)")
+        "return Array.from(document.querySelectorAll('a[href]')).map(a => a.href)"
+    )
     for link in links:
         assert link.startswith(base) or link.startswith("https://"), f"{page}: {link}"
 
@@ -111,7 +130,8 @@ def test_internal_links_resolve_under_the_prefix(served, browser):
     for page in sorted(out.rglob("*.html")):
         browser.get(base + page.relative_to(out).as_posix())
         for link in browser.execute_script(
-                "return Array.from(document.querySelectorAll('a[href]')).map(a => a.href)"):
+            "return Array.from(document.querySelectorAll('a[href]')).map(a => a.href)"
+        ):
             target = link.split("#")[0]
             if target.startswith(base) and target not in seen:
                 seen.add(target)
@@ -129,8 +149,10 @@ def test_leaderboard_sorts_in_the_browser(served, browser):
     heading = table.find_elements(By.CSS_SELECTOR, "thead th")[3]  # Average Drop
 
     def column() -> list[float]:
-        return [float(td.get_attribute("data-value"))
-                for td in table.find_elements(By.CSS_SELECTOR, "tbody tr td:nth-child(4)")]
+        return [
+            float(td.get_attribute("data-value"))
+            for td in table.find_elements(By.CSS_SELECTOR, "tbody tr td:nth-child(4)")
+        ]
 
     click(browser, heading)
     assert column() == sorted(column()) and heading.get_attribute("aria-sort") == "ascending"
@@ -138,8 +160,10 @@ def test_leaderboard_sorts_in_the_browser(served, browser):
     assert column() == sorted(column(), reverse=True)
     browser.get(base + "index.html")  # the choice survives a reload (localStorage)
     table = browser.find_element(By.ID, "leaderboard-table")
-    assert table.find_elements(By.CSS_SELECTOR, "thead th")[3].get_attribute(
-        "aria-sort") == "descending"
+    assert (
+        table.find_elements(By.CSS_SELECTOR, "thead th")[3].get_attribute("aria-sort")
+        == "descending"
+    )
 
 
 def click(browser, element) -> None:

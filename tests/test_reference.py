@@ -11,6 +11,7 @@ import torch
 import torchvision
 
 import reportgen
+from reportgen.capture import Capture
 from reportgen.techniques.cam import cam_maps
 
 pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")
@@ -98,13 +99,10 @@ def test_eigencam_matches_pytorch_grad_cam_projection_up_to_sign(case):
     model, x, layers, _ = case
     for name in layers:
         ours = cam_maps(model, x, [0] * len(x), [name], ["eigencam"])[("eigencam", name)]
-        acts = dict(model.named_modules())[name]
-        with torch.no_grad():
-            captured = []
-            handle = acts.register_forward_hook(lambda m, i, o: captured.append(o))
+        with torch.no_grad(), Capture(model, [name]) as capture:
             model(x)
-            handle.remove()
-        theirs = get_2d_projection(captured[0].numpy())
-        for a, b, act in zip(ours.numpy(), theirs, captured[0].sum(1).numpy(), strict=True):
+        acts = capture.outputs[name]
+        theirs = get_2d_projection(acts.numpy())
+        for a, b, act in zip(ours.numpy(), theirs, acts.sum(1).numpy(), strict=True):
             assert abs(pearson(a, b)) >= 0.99
             assert pearson(a, act) > 0, "sign convention: follows the summed activation"

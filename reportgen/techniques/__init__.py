@@ -13,6 +13,7 @@ or arrays. Families:
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -34,9 +35,22 @@ class Technique:
     needs_gradient: bool = True
     notes: str = ""  # how we differ from a reference library, if we do
 
-    def describe(self) -> dict[str, str | bool]:
+    def settings(self) -> dict[str, object]:
+        """The technique's own options and their defaults (what a run uses), read from
+        ``run``'s signature so the site can never disagree with the code."""
+        skip = {"layer", "classifier", "batch_size", "layers", "targets"}
+        return {
+            name: p.default if isinstance(p.default, (int, float, str, bool)) else repr(p.default)
+            for name, p in inspect.signature(self.run).parameters.items()
+            if p.default is not inspect.Parameter.empty
+            and name not in skip
+            and p.kind is not inspect.Parameter.VAR_KEYWORD
+        }
+
+    def describe(self) -> dict[str, object]:
         """The entry's text for the site (stored with the run, so rendering needs no torch)."""
         return {
+            "settings": self.settings(),
             "name": self.name,
             "title": self.title,
             "family": self.family,
@@ -78,6 +92,32 @@ def get(name: str) -> Technique:
         + (f"Did you mean {', '.join(close)}? " if close else "")
         + f"Valid: {', '.join(REGISTRY)}"
     )
+
+
+def parse_setting(text: str) -> tuple[str, str, object]:
+    """``METHOD.KEY=VALUE`` from ``--set``, checked against the method's own settings and cast
+    to the type of its default (a ``None`` default takes a number)."""
+    target, sep, raw = text.partition("=")
+    method, dot, key = target.partition(".")
+    if not sep or not dot:
+        raise ValueError(f"--set '{text}': write METHOD.KEY=VALUE, e.g. rise.masks=1000")
+    settings = get(method).settings()
+    if key not in settings:
+        valid = ", ".join(settings) or "none"
+        raise ValueError(f"--set '{text}': {method} has no setting '{key}'. Valid: {valid}")
+    default = settings[key]
+    try:
+        if isinstance(default, bool):
+            value: object = raw.lower() in ("1", "true", "yes", "on")
+        elif isinstance(default, (int, float)):
+            value = type(default)(raw)
+        elif isinstance(default, str) and default != "None":
+            value = raw
+        else:
+            value = float(raw)
+    except ValueError as err:
+        raise ValueError(f"--set '{text}': '{raw}' is not a valid {key} ({err})") from err
+    return method, key, value
 
 
 def select(spec: str) -> list[Technique]:

@@ -1,36 +1,202 @@
-"""Pixel attributions from gradients with respect to the input."""
+"""Pixel attributions from gradients with respect to the input.
+
+Every technique here is one helper, ``input_gradient``, called on the right inputs:
+the image itself (saliency), noisy copies (SmoothGrad), points on a path from a
+baseline (integrated gradients), or with a backward rule on the activations
+(guided backpropagation, deconvnet). Maps are reduced over colour channels so the
+site can overlay them, and keep their raw values.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ..capture import grad_ready_input, preserved_state
+from ..capture import backward_rule, grad_ready_input, preserved_state, record_outputs
 from . import Technique, register
+from .cam import _targets_tensor, cam_maps
+
+Targets = int | Sequence[int] | torch.Tensor
 
 
-def input_gradient(model: nn.Module, x: torch.Tensor, targets: Sequence[int] | torch.Tensor):
+def input_gradient(
+    model: nn.Module, x: torch.Tensor, targets: Targets, rule: str | None = None
+) -> torch.Tensor:
     """d score[target_i] / d x_i for every item of the batch, in one backward pass.
 
     Items are independent in eval mode, so the gradient of the summed target
-    scores is each item's own gradient.
+    scores is each item's own gradient. ``rule`` (``"guided"`` or ``"deconvnet"``)
+    replaces the activations' backward pass (see ``capture.backward_rule``).
     """
     with preserved_state(model), torch.enable_grad():
-        inp = grad_ready_input(x)
-        scores = model(inp)
-        t = torch.as_tensor(targets, device=scores.device, dtype=torch.long).reshape(-1, 1)
-        (grad,) = torch.autograd.grad(scores.gather(1, t.expand(x.shape[0], 1)).sum(), inp)
+        with backward_rule(model, rule) if rule else nullcontext():
+            inp = grad_ready_input(x)
+            scores = model(inp)
+            t = _targets_tensor(targets, x.shape[0], scores.device)
+            (grad,) = torch.autograd.grad(scores.gather(1, t[:, None]).sum(), inp)
     return grad
 
 
-def saliency(
-    model: nn.Module, x: torch.Tensor, targets, layer: str | None = None, **_
-) -> torch.Tensor:
-    """Simonyan et al. 2013: ``max_c |d S_target / d x_c|`` per pixel, ``[N, H, W]``."""
-    return input_gradient(model, x, targets).abs().amax(dim=1)
+def max_abs_over_channels(grad: torch.Tensor) -> torch.Tensor:
+    """``[N, C, H, W] -> [N, H, W]``: the largest magnitude over colour channels (Simonyan)."""
+    return grad.abs().amax(dim=1)
 
+
+def saliency(model: nn.Module, x: torch.Tensor, targets: Targets, **_) -> torch.Tensor:
+    """Simonyan et al. 2013: ``max_c |d S_target / d x_c|`` per pixel, ``[N, H, W]``."""
+    return max_abs_over_channels(input_gradient(model, x, targets))
+
+
+def guided_backprop(model: nn.Module, x: torch.Tensor, targets: Targets, **_) -> torch.Tensor:
+    """Springenberg et al. 2014: the guided gradient, reduced like saliency."""
+    return max_abs_over_channels(input_gradient(model, x, targets, rule="guided"))
+
+
+def deconvnet(model: nn.Module, x: torch.Tensor, targets: Targets, **_) -> torch.Tensor:
+    """Zeiler & Fergus 2014: the target score projected back with rectified signals."""
+    return max_abs_over_channels(input_gradient(model, x, targets, rule="deconvnet"))
+
+
+def guided_gradcam(
+    model: nn.Module,
+    x: torch.Tensor,
+    targets: Targets,
+    layer: str | None = None,
+    classifier: str | None = None,
+    **_,
+) -> torch.Tensor:
+    """Selvaraju et al. 2017: guided backprop times the bilinearly up-sampled Grad-CAM map.
+
+    Grad-CAM is ``>= 0``, so ``max_c |G_c · L| = L · max_c |G_c|``: the map is the
+    guided-backprop map weighted by Grad-CAM. ``layer=None`` is the model's last
+    spatial layer (the CAM default); ``classifier`` is accepted and not needed.
+    """
+    from ..models import default_cam_layer  # models imports capture, not techniques
+
+    if layer is None:
+        layer = default_cam_layer(*record_outputs(model, x[:1]))
+    cam = cam_maps(model, x, targets, [layer], ["gradcam"])[("gradcam", layer)]
+    weight = F.interpolate(cam[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return guided_backprop(model, x, targets) * weight[:, 0]
+
+
+def _copies_gradients(
+    model: nn.Module,
+    x: torch.Tensor,
+    targets: Targets,
+    copies: int,
+    make: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    batch_size: int,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Input gradients of ``copies`` altered versions of every item, ``batch_size`` rows a pass.
+
+    Rows run copy-major over (copy k, item i); ``make(k, i)`` builds them. Yields
+    ``(k, i, gradients)`` per chunk, so callers accumulate without holding all rows.
+    """
+    t = _targets_tensor(targets, x.shape[0], x.device)
+    n, step = x.shape[0], max(1, batch_size)
+    total = copies * n
+    for start in range(0, total, step):
+        rows = torch.arange(start, min(start + step, total), device=x.device)
+        k, i = rows // n, rows % n
+        yield k, i, input_gradient(model, make(k, i), t[i])
+
+
+def smoothgrad(
+    model: nn.Module,
+    x: torch.Tensor,
+    targets: Targets,
+    samples: int = 50,
+    noise: float = 0.15,
+    seed: int = 0,
+    batch_size: int = 16,
+    **_,
+) -> torch.Tensor:
+    """Smilkov et al. 2017: the saliency map averaged over noisy copies of the image.
+
+    ``x_k = x + σ ε_k`` with ``σ = noise · (max x − min x)`` per image. The draws
+    ``ε_k`` come from a generator seeded with ``seed``, one ``[C, H, W]`` draw per
+    sample, and are shared by the items of a batch: an image's map is the same
+    whatever batch it is in and whatever ``batch_size`` is.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    eps = torch.stack([torch.randn(x.shape[1:], generator=gen) for _ in range(samples)])
+    eps = eps.to(device=x.device, dtype=x.dtype)
+    flat = x.flatten(1)
+    sigma = noise * (flat.amax(1) - flat.amin(1))
+
+    def noisy(k: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+        return x[i] + sigma[i, None, None, None] * eps[k]
+
+    total = torch.zeros(x.shape[0], *x.shape[2:], device=x.device, dtype=x.dtype)
+    for _k, i, grad in _copies_gradients(model, x, targets, samples, noisy, batch_size):
+        total.index_add_(0, i, max_abs_over_channels(grad))
+    return total / samples
+
+
+def _baseline_like(x: torch.Tensor, baseline: float | torch.Tensor | None) -> torch.Tensor:
+    """The IG baseline as a tensor of ``x``'s shape (``None``: zeros of the model's input)."""
+    value = 0.0 if baseline is None else baseline
+    return torch.as_tensor(value, device=x.device, dtype=x.dtype).expand_as(x)
+
+
+def ig_attributions(
+    model: nn.Module,
+    x: torch.Tensor,
+    targets: Targets,
+    steps: int = 50,
+    baseline: float | torch.Tensor | None = None,
+    batch_size: int = 16,
+) -> torch.Tensor:
+    """Sundararajan et al. 2017, per input element ``[N, C, H, W]``:
+
+    ``(x − x′) ∫₀¹ ∂S(x′ + α (x − x′))/∂x dα`` with ``steps``-point Gauss-Legendre
+    quadrature on [0, 1] (captum's default method), ``batch_size`` rows a pass.
+    """
+    base = _baseline_like(x, baseline)
+    nodes, weights = np.polynomial.legendre.leggauss(steps)
+    alphas = torch.as_tensor(0.5 * (nodes + 1), device=x.device, dtype=x.dtype)
+    step_weights = torch.as_tensor(0.5 * weights, device=x.device, dtype=x.dtype)
+
+    def on_path(k: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+        a = alphas[k, None, None, None]
+        return base[i] + a * (x[i] - base[i])
+
+    total = torch.zeros_like(x)
+    for k, i, grad in _copies_gradients(model, x, targets, steps, on_path, batch_size):
+        total.index_add_(0, i, step_weights[k, None, None, None] * grad)
+    return (x - base) * total
+
+
+def integrated_gradients(
+    model: nn.Module,
+    x: torch.Tensor,
+    targets: Targets,
+    steps: int = 50,
+    baseline: float | torch.Tensor | None = None,
+    batch_size: int = 16,
+    **_,
+) -> torch.Tensor:
+    """The attributions summed over colour channels, signed: the map sums to S(x) − S(x′)."""
+    return ig_attributions(model, x, targets, steps, baseline, batch_size).sum(dim=1)
+
+
+_RULE_NOTES = (
+    "The rule is applied in backward at every activation module, through hooks that "
+    "leave the model unchanged (in-place and shared modules included). captum only "
+    "overrides nn.ReLU; on ReLU6 models such as EfficientNet-Lite0 its result is the "
+    "plain gradient. For other element-wise activations (ReLU6, LeakyReLU, ELU, SiLU, "
+    "GELU, Mish, Hardswish, Softplus and timm's variants) the rule is {rule}. Gates "
+    "(Sigmoid, Tanh, Hardsigmoid) keep their ordinary gradient. Activations called as "
+    "functions (F.relu in forward) cannot be reached: a model without activation "
+    "modules is refused with an error. Map: max over colour channels of the absolute "
+    "value, as for saliency."
+)
 
 register(
     Technique(
@@ -44,5 +210,110 @@ register(
         "the class score, taking the largest magnitude over colour channels.",
         cost="1 forward pass + 1 backward pass to the input",
         run=saliency,
+    )
+)
+register(
+    Technique(
+        name="guided_backprop",
+        title="Guided backpropagation",
+        family="gradient",
+        paper="Springenberg, Dosovitskiy, Brox and Riedmiller, Striving for Simplicity: "
+        "The All Convolutional Net, ICLR workshop 2015",
+        url="https://arxiv.org/abs/1412.6806",
+        summary="The gradient ∂S^c/∂I with every ReLU's backward pass replaced by "
+        "R_in = ReLU(R_out) · 1[x > 0]: only positive signal flows back, and only through "
+        "units that were active. M(i,j) = max_c |R_c(i,j)|.",
+        cost="1 forward pass + 1 backward pass to the input",
+        run=guided_backprop,
+        notes=_RULE_NOTES.format(
+            rule="f′(x) · ReLU(R_out): the activation's true local derivative times the "
+            "positive part of the signal (for ReLU6 that is ReLU(R_out) · 1[0 < x < 6])"
+        ),
+    )
+)
+register(
+    Technique(
+        name="deconvnet",
+        title="Deconvnet",
+        family="gradient",
+        paper="Zeiler and Fergus, Visualizing and Understanding Convolutional Networks, ECCV 2014",
+        url="https://arxiv.org/abs/1311.2901",
+        summary="The target class score projected back to pixels: transposed filters, "
+        "max-pool switches, and at every ReLU R_in = ReLU(R_out), ignoring the forward "
+        "input. M(i,j) = max_c |R_c(i,j)|.",
+        cost="1 forward pass + 1 backward pass to the input",
+        run=deconvnet,
+        notes="Like captum's Deconvolution this projects the target class score, not the "
+        "paper's single strongest activation of a layer. Autograd's backward pass through "
+        "convolutions and max pooling is exactly the paper's transposed filters and "
+        "switch unpooling; eval-mode batch norm is the affine map it is. Without max "
+        "pooling (EfficientNet-Lite0) the result does not depend on the image. "
+        + _RULE_NOTES.format(
+            rule="ReLU(R_out) alone: the forward input is ignored, including ReLU6's "
+            "upper bound (captum would mask x ≥ 6 if ReLU6 were written as ReLU then "
+            "min(·, 6))"
+        ),
+    )
+)
+register(
+    Technique(
+        name="guided_gradcam",
+        title="Guided Grad-CAM",
+        family="gradient",
+        paper="Selvaraju et al., Grad-CAM: Visual Explanations from Deep Networks via "
+        "Gradient-based Localization, ICCV 2017",
+        url="https://arxiv.org/abs/1610.02391",
+        summary="Guided backpropagation times the Grad-CAM map L^c = ReLU(Σ_k α_k^c A_k) "
+        "up-sampled to the input: M(i,j) = L^c(i,j) · max_c |G_c(i,j)|, at the model's "
+        "last spatial layer unless a layer is given.",
+        cost="2 forward + 2 backward passes (Grad-CAM, guided backprop), and 1 forward "
+        "pass to find the default layer when none is given",
+        run=guided_gradcam,
+        notes="Grad-CAM is up-sampled bilinearly (align_corners=False), as in the rest of "
+        "the site; captum's GuidedGradCam defaults to nearest (interpolate_mode), the "
+        "tests pin captum to bilinear. In a run the layer is the model's last spatial "
+        "layer (the default CAM layer), not the --layers list. Guided backprop rules for "
+        "non-ReLU activations as on the guided_backprop page.",
+    )
+)
+register(
+    Technique(
+        name="smoothgrad",
+        title="SmoothGrad",
+        family="gradient",
+        paper="Smilkov, Thorat, Kim, Viégas and Wattenberg, SmoothGrad: removing noise by "
+        "adding noise, ICML workshop 2017",
+        url="https://arxiv.org/abs/1706.03825",
+        summary="M̂(i,j) = (1/n) Σ_k M(x + ε_k)(i,j) with ε_k ~ N(0, σ²), n = 50, "
+        "σ = 15 % of (max x − min x) per image, and M the saliency map max_c |∂S^c/∂x_c|.",
+        cost="50 forward + 50 backward passes (batched)",
+        run=smoothgrad,
+        notes="The average is over saliency maps (absolute gradient, max over channels), "
+        "the paper's 'absolute value' variant; captum's NoiseTunnel with Saliency "
+        "averages |∂S/∂x| per channel before any reduction. The noise is seeded (seed=0) "
+        "and one draw per sample is shared by the images of a batch, so an image's map "
+        "does not depend on the batch it ran in. σ is taken in the model's normalised "
+        "input space.",
+    )
+)
+register(
+    Technique(
+        name="integrated_gradients",
+        title="Integrated gradients",
+        family="gradient",
+        paper="Sundararajan, Taly and Yan, Axiomatic Attribution for Deep Networks, ICML 2017",
+        url="https://arxiv.org/abs/1703.01365",
+        summary="IG_c(i,j) = (x − x′)_c(i,j) · ∫₀¹ ∂S^c(x′ + α(x − x′))/∂x_c(i,j) dα with "
+        "50 Gauss-Legendre steps; M(i,j) = Σ_c IG_c(i,j), signed, so Σ_ij M = "
+        "S^c(x) − S^c(x′) (completeness).",
+        cost="50 forward + 50 backward passes (batched)",
+        run=integrated_gradients,
+        notes="The baseline x′ is zero in the model's normalised input space, which is the "
+        "normalisation mean colour (mid-grey for EfficientNet-Lite0), not the paper's "
+        "black image: a technique does not know the model's mean and std. Pass "
+        "baseline=(0 − mean)/std (a tensor [1, 3, 1, 1]) for true black. Same as captum's "
+        "IntegratedGradients with its default baselines and method='gausslegendre'. The "
+        "map sums channels with their sign (captum returns them per channel); the "
+        "metrics rectify it, so only positive evidence counts there.",
     )
 )

@@ -1,0 +1,535 @@
+"""Forward-only techniques compute what their papers define.
+
+Closed forms on hand-built models (occlusion, RISE, Score-CAM, Ablation-CAM), then the
+reference libraries on real networks: captum's Occlusion, pytorch-grad-cam's ScoreCAM and
+AblationCAM, torchcam's ScoreCAM. Run with ``-s`` to see the measured correlations.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+import reportgen
+from reportgen import techniques
+from reportgen.capture import Capture, LayerNotFound
+from reportgen.techniques.perturbation import (
+    RiseMasks,
+    ablationcam,
+    minmax,
+    occlusion,
+    rise,
+    rows_per_pass,
+    scorecam,
+)
+
+from .conftest import TinyGapNet
+
+METHODS = ["occlusion", "rise", "scorecam", "ablationcam"]
+SMALL = {  # settings that fit the 16 px inputs of the tiny model
+    "occlusion": {"window": 6, "stride": 4},
+    "rise": {"masks": 64, "cells": 4},
+    "scorecam": {"layer": "features"},
+    "ablationcam": {"layer": "features"},
+}
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
+    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
+
+
+def assert_correlated(label: str, ours, theirs, floor: float = 0.99) -> list[float]:
+    """Per-image Pearson r of two ``[N, H, W]`` stacks, printed, each at least ``floor``."""
+    ours, theirs = np.asarray(ours, dtype=np.float64), np.asarray(theirs, dtype=np.float64)
+    assert ours.shape == theirs.shape
+    rs = []
+    for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        assert a.std() > 0 and b.std() > 0, f"{label} item {i}: a flat map proves nothing"
+        rs.append(pearson(a, b))
+    print(f"{label}: r = {', '.join(f'{r:.5f}' for r in rs)}")
+    assert min(rs) >= floor, f"{label}: r = {rs}"
+    return rs
+
+
+def to_input_size(maps: torch.Tensor, size) -> np.ndarray:
+    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[
+        :, 0
+    ].numpy()
+
+
+class RowCounter:
+    """Counts forward passes and the rows (images) in them, through a forward pre-hook."""
+
+    def __init__(self, model: nn.Module):
+        self.rows = self.calls = 0
+        self.handle = model.register_forward_pre_hook(self)
+
+    def __call__(self, _module, args) -> None:
+        self.rows += args[0].shape[0]
+        self.calls += 1
+
+
+# --- registry ------------------------------------------------------------------------------
+
+
+def test_registered_with_paper_cost_and_notes():
+    for name in METHODS:
+        t = techniques.get(name)
+        assert not t.needs_gradient and t.scored
+        assert t.paper and t.url.startswith("https://") and t.summary and t.cost and t.notes
+    assert techniques.get("occlusion").family == techniques.get("rise").family == "perturbation"
+    assert techniques.get("scorecam").needs_layer and techniques.get("ablationcam").needs_layer
+
+
+# --- occlusion: closed form ----------------------------------------------------------------
+
+
+class RegionLogit(nn.Module):
+    """Two classes; logit 0 is the sum of channel 0 over a box, so only that box matters."""
+
+    def __init__(self, box: tuple[slice, slice]):
+        super().__init__()
+        self.box = box
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x[:, 0, self.box[0], self.box[1]].sum(dim=(1, 2))
+        return torch.stack([s, torch.zeros_like(s)], dim=1)
+
+
+def test_occlusion_is_mean_drop_over_covering_windows():
+    """12 px, window 4, stride 3: positions 0, 3, 6 and 8 (flush with the far edge)."""
+    box = (slice(5, 7), slice(1, 3))
+    model = RegionLogit(box)
+    x = torch.rand(2, 3, 12, 12) + 0.1  # positive: hiding any of the box lowers the logit
+    starts = [0, 3, 6, 8]
+    total, count = torch.zeros(2, 12, 12), torch.zeros(12, 12)
+    overlaps = torch.zeros(12, 12, dtype=torch.bool)
+    clean = model(x).softmax(1)[:, 0]
+    for y in starts:
+        for x0 in starts:
+            hidden = x.clone()
+            hidden[:, :, y : y + 4, x0 : x0 + 4] = 0.0
+            total[:, y : y + 4, x0 : x0 + 4] += (clean - model(hidden).softmax(1)[:, 0])[
+                :, None, None
+            ]
+            count[y : y + 4, x0 : x0 + 4] += 1
+            if y < 7 and y + 4 > 5 and x0 < 3 and x0 + 4 > 1:  # the window meets the box
+                overlaps[y : y + 4, x0 : x0 + 4] = True
+    maps = occlusion(model, x, [0, 0], window=4, stride=3)
+    assert (count > 0).all(), "every pixel, edges included, is covered"
+    assert torch.allclose(maps, total / count, atol=1e-6)
+    assert torch.equal(maps[0].abs() > 1e-7, overlaps) and torch.equal(maps[1] > 1e-7, overlaps)
+
+
+def test_occlusion_fill_and_argument_errors():
+    model = RegionLogit((slice(0, 4), slice(0, 4)))
+    x = torch.ones(1, 3, 8, 8)
+    # filling with the image's own value changes nothing
+    assert occlusion(model, x, 0, window=4, stride=2, fill=1.0).abs().max() == 0
+    assert occlusion(model, x, 0, window=4, stride=2, fill=[1.0, 0.0, 0.0]).abs().max() == 0
+    assert occlusion(model, x, 0, window=4, stride=2, fill=0.0).max() > 0
+    with pytest.raises(ValueError, match="window 9 px"):
+        occlusion(model, x, 0, window=9)
+    with pytest.raises(ValueError, match="fill needs"):
+        occlusion(model, x, 0, window=4, fill=[0.0, 0.0])
+
+
+# --- RISE: closed form ---------------------------------------------------------------------
+
+
+class RegionMean(nn.Module):
+    """Two classes whose softmax is exactly (a, 1 − a), a = mean of channel 0 over a box.
+
+    On an all-ones input the target probability is the mean of the mask over the box:
+    linear in the mask, so RISE's expectation has a closed form.
+    """
+
+    def __init__(self, box: tuple[slice, slice]):
+        super().__init__()
+        self.box = box
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = x[:, 0, self.box[0], self.box[1]].mean(dim=(1, 2)).clamp(1e-9, 1 - 1e-9)
+        return torch.stack([a.log(), (1 - a).log()], dim=1)
+
+
+def rise_expectation(size: int, cells: int, p: float, box: tuple[slice, slice]) -> torch.Tensor:
+    """E[S(u)] = Σ_v g(v) E[M(u) M(v)] / p for P = Σ_v g(v) M(v), g uniform on the box.
+
+    A mask is the bilinear interpolation of iid Bernoulli(p) cells, so with interpolation
+    weights w: E[M(u) M(v)] = p² + p (1 − p) ⟨w(u), w(v)⟩, averaged over the uniform
+    shift. Weights and shift are separable, so the ⟨·,·⟩ term is a product of 1-D kernels
+    K(a, b) = mean_s Σ_n w_n(a + s) w_n(b + s); the weights come from up-sampling one-hot
+    cell vectors.
+    """
+    cell = math.ceil(size / cells)
+    w = F.interpolate(
+        torch.eye(cells, dtype=torch.float64)[:, None],
+        size=(cells + 1) * cell,
+        mode="linear",
+        align_corners=False,
+    )[:, 0].T
+    k = sum(w[s : s + size] @ w[s : s + size].T for s in range(cell)) / cell
+    ky, kx = k[:, box[0]].mean(1), k[:, box[1]].mean(1)
+    return (p + (1 - p) * ky[:, None] * kx[None, :]).float()
+
+
+@pytest.mark.parametrize("p", [0.5, 0.3])
+def test_rise_converges_to_its_expectation(p):
+    box = (slice(1, 8), slice(2, 14))
+    model = RegionMean(box)
+    expected = rise_expectation(32, 4, p, box)
+    maps = rise(model, torch.ones(1, 3, 32, 32), 0, masks=4000, cells=4, p=p, seed=0)[0]
+    r = pearson(maps.numpy(), expected.numpy())
+    print(
+        f"RISE vs closed form (p={p}): r = {r:.4f}, max |err| = {(maps - expected).abs().max():.4f}"
+    )
+    assert r >= 0.98
+    assert (maps - expected).abs().max() < 0.03
+    inside = torch.zeros(32, 32, dtype=torch.bool)
+    inside[box] = True
+    assert maps[inside].mean() > maps[~inside].mean() + 0.1
+    # a 4-cell grid up-sampled to 40 px spans 10 px per cell; rows 27+ are 2 cells or more
+    # from the box, so their mask values are independent of the score: E[S] = E[M] E[P] / p = p
+    assert torch.allclose(expected[27:], torch.tensor(p))
+    assert abs(maps[27:].mean().item() - p) < 0.01
+
+
+def test_rise_is_the_weighted_mean_of_its_masks(tiny, batch):
+    targets = [1, 4, 0]
+    maps = rise(tiny, batch, targets, masks=40, cells=3, p=0.4, seed=3, batch_size=16)
+    bank = RiseMasks.draw(40, 3, 0.4, (16, 16), seed=3, device="cpu")
+    masks = bank(torch.arange(40))
+    assert masks.min() >= 0 and masks.max() <= 1 and masks.shape == (40, 16, 16)
+    with torch.no_grad():
+        for i, t in enumerate(targets):
+            probs = tiny(batch[i : i + 1] * masks[:, None]).softmax(1)[:, t]
+            expected = (probs[:, None, None] * masks).sum(0) / (40 * 0.4)
+            assert torch.allclose(maps[i], expected, atol=1e-5)
+
+
+def test_rise_reproducible_and_independent_of_batch_size(tiny, batch):
+    a = rise(tiny, batch, 2, masks=100, cells=4, seed=7, batch_size=64)
+    b = rise(tiny, batch, 2, masks=100, cells=4, seed=7, batch_size=7)
+    c = rise(tiny, batch, 2, masks=100, cells=4, seed=8, batch_size=64)
+    assert torch.allclose(a, b, atol=1e-6)
+    assert not torch.allclose(a, c, atol=1e-3)
+
+
+# --- Score-CAM and Ablation-CAM: closed forms ----------------------------------------------
+
+
+class SetChannels(nn.Module):
+    """Overwrites chosen channels with constants: dead (0) and saturated (2.5) units."""
+
+    def __init__(self, values: dict[int, float]):
+        super().__init__()
+        self.values = values
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        a = a.clone()
+        for k, v in self.values.items():
+            a[:, k] = v
+        return a
+
+
+class ConstNet(nn.Module):
+    """conv -> SetChannels -> global average pool -> linear; the layer is ``set``."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1, stride=2)
+        self.set = SetChannels({1: 0.0, 3: 2.5, 4: 0.0})
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.set(self.conv(x)).mean(dim=(2, 3)))
+
+
+@pytest.fixture
+def const_net() -> ConstNet:
+    torch.manual_seed(0)
+    return ConstNet().eval()
+
+
+def test_scorecam_by_hand_and_constant_channels_run_once(const_net, batch):
+    """Every channel by hand (constant ones included) equals the deduplicated run."""
+    targets = [2, 0, 3]
+    with torch.no_grad():
+        acts = const_net.set(const_net.conv(batch))
+        expected = []
+        for i, t in enumerate(targets):
+            logits = []
+            for k in range(6):
+                a = acts[i, k]
+                norm = (a - a.min()) / (a.max() - a.min()) if a.max() > a.min() else a * 0
+                mask = F.interpolate(
+                    norm[None, None], size=(16, 16), mode="bilinear", align_corners=False
+                )
+                logits.append(const_net(batch[i : i + 1] * mask)[0, t])
+            w = torch.stack(logits).softmax(0)
+            expected.append(torch.relu((w[:, None, None] * acts[i]).sum(0)))
+    counter = RowCounter(const_net)
+    try:
+        maps = scorecam(const_net, batch, targets, layer="set", batch_size=5)
+    finally:
+        counter.handle.remove()
+    assert torch.allclose(maps, torch.stack(expected), atol=1e-5)
+    # 3 clean rows + 3 images x 3 non-constant channels + 1 shared all-zero input
+    assert counter.rows == 3 + 3 * 3 + 1 < 3 + 3 * 6
+
+
+def test_ablationcam_closed_form_and_zero_channels_skipped(const_net, batch):
+    """Mean pool + linear after the layer: y_c − y_c^k = W[c, k] · mean(A_k), so
+    w_k = W[c, k] · mean(A_k) / y_c; the two all-zero channels need no pass."""
+    targets = [1, 1, 3]
+    with torch.no_grad():
+        acts = const_net.set(const_net.conv(batch))
+        y = const_net(batch)[torch.arange(3), targets]
+        w = const_net.fc.weight[targets] * acts.mean(dim=(2, 3)) / y[:, None]
+        expected = torch.relu(torch.einsum("nk,nkhw->nhw", w, acts))
+    counter = RowCounter(const_net)
+    try:
+        maps = ablationcam(const_net, batch, targets, layer="set", batch_size=4)
+    finally:
+        counter.handle.remove()
+    assert torch.allclose(maps, expected, atol=1e-5)
+    assert maps.abs().sum() > 0
+    assert counter.rows == 3 + 3 * 4  # clean pass + 4 channels that zeroing changes
+
+
+# --- every method: batches, side effects ---------------------------------------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_per_item_targets_match_single_calls(tiny, batch, method):
+    targets = [4, 0, 2]
+    run = techniques.get(method).run
+    together = run(tiny, batch, torch.tensor(targets), batch_size=5, **SMALL[method])
+    assert together.dtype == torch.float32 and not together.is_inference()
+    for i, t in enumerate(targets):
+        alone = run(tiny, batch[i : i + 1], t, batch_size=64, **SMALL[method])
+        assert torch.allclose(together[i], alone[0], atol=1e-5, rtol=1e-4)
+
+
+def test_model_left_exactly_as_found(batch):
+    torch.manual_seed(0)
+    model = TinyGapNet(inplace=True).train()
+    model.fc.weight.requires_grad_(False)
+    for method in METHODS:
+        maps = techniques.get(method).run(model, batch, [1, 2, 3], **SMALL[method])
+        maps += 1  # an ordinary tensor, not an inference-mode one
+    assert model.training and all(m.training for m in model.modules())
+    assert not model.fc.weight.requires_grad and model.fc.bias.requires_grad
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    for method in ["scorecam", "ablationcam"]:
+        with pytest.raises(LayerNotFound):
+            techniques.get(method).run(model, batch, 0, layer="featurs")
+        with pytest.raises(ValueError, match="'fc'"):
+            techniques.get(method).run(model, batch, 0, layer="fc")
+    assert model.training and all(not m._forward_hooks for m in model.modules())
+
+
+class SharedReLU(nn.Module):
+    """One ReLU module called twice, as in torchvision's BasicBlock."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.relu(self.conv2(self.relu(self.conv1(x)))).mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
+def test_reused_module_is_refused(batch, method):
+    """Replacing a reused module's output would replace both of its calls: say so instead."""
+    model = SharedReLU().eval()
+    with pytest.raises(ValueError, match="'relu' runs 2 times"):
+        techniques.get(method).run(model, batch, 0, layer="relu")
+    assert not model.relu._forward_hooks
+    assert techniques.get(method).run(model, batch, 0, layer="conv2").shape == (3, 16, 16)
+
+
+def test_rows_per_pass_default_and_errors(tiny, batch):
+    counter = RowCounter(tiny)
+    try:
+        occlusion(tiny, batch[:1], 0, window=4, stride=4)  # 16 windows, CPU default: 8 rows
+    finally:
+        counter.handle.remove()
+    assert (counter.rows, counter.calls) == (1 + 16, 1 + 2)
+    assert rows_per_pass(None, batch) == 8 and rows_per_pass(3, batch) == 3
+    with pytest.raises(ValueError, match="batch_size"):
+        rise(tiny, batch, 0, masks=8, batch_size=0)
+
+
+def test_inference_mode_and_explain(tiny, batch):
+    with torch.inference_mode():
+        inside = rise(tiny, batch, 1, **SMALL["rise"])
+    assert torch.allclose(inside, rise(tiny, batch, 1, **SMALL["rise"]))
+    maps = reportgen.explain(tiny, batch, "scorecam", layer="features", target=[0, 1, 2])
+    low = scorecam(tiny, batch, [0, 1, 2], layer="features")
+    assert maps.shape == (3, 16, 16)
+    assert torch.allclose(maps, torch.from_numpy(to_input_size(low, (16, 16))))
+
+
+# --- reference libraries -------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    """A real network, its input, per-item targets and two layers to compare at."""
+
+    model: nn.Module
+    x: torch.Tensor
+    targets: list[int]
+    layers: list[str]
+
+
+@pytest.fixture(scope="module")
+def resnet() -> Case:
+    """Randomly initialised ResNet-18 (ReLU), two 64 px noise images, runner-up targets."""
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    torch.manual_seed(1)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        targets = model(x).topk(2, dim=1).indices[:, 1].tolist()  # not the argmax
+    return Case(model, x, targets, ["layer3", "layer2"])
+
+
+@pytest.fixture(scope="module")
+def efficientnet(lite0) -> Case:
+    """The default model on a real photo (scikit-image's cat) at 128 px, its top-1 class.
+
+    Layers: blocks.5 (192 channels, 4 x 4 here, no final activation) and bn1 (32 channels
+    after ReLU6). One image keeps the file fast; per-item batching is tested above.
+    """
+    from skimage.data import chelsea
+
+    model, spec = lite0
+    photo = torch.from_numpy(chelsea()).permute(2, 0, 1)[None].float() / 255
+    photo = F.interpolate(photo, size=(128, 128), mode="bilinear", antialias=True)
+    x = (photo - torch.tensor(spec.mean)[:, None, None]) / torch.tensor(spec.std)[:, None, None]
+    with torch.no_grad():
+        targets = model.eval()(x).argmax(1).tolist()
+    return Case(model, x, targets, ["blocks.5", "bn1"])
+
+
+@pytest.fixture(params=["resnet", "efficientnet"])
+def case(request) -> Case:
+    return request.getfixturevalue(request.param)
+
+
+def test_scorecam_matches_pytorch_grad_cam(case):
+    """With pytorch-grad-cam's mask up-sampling (align_corners=True) the maps agree."""
+    gradcam_lib = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    for name in case.layers:
+        layer = dict(case.model.named_modules())[name]
+        with gradcam_lib.ScoreCAM(model=case.model, target_layers=[layer]) as cam:
+            cam.batch_size = 64
+            theirs = cam(
+                input_tensor=case.x, targets=[ClassifierOutputTarget(t) for t in case.targets]
+            )
+        ours = scorecam(case.model, case.x, case.targets, layer=name, align_corners=True)
+        ours = to_input_size(ours, case.x.shape[-2:])
+        assert_correlated(f"scorecam {name} vs pytorch-grad-cam", ours, theirs)
+
+
+def test_scorecam_default_matches_torchcam(efficientnet):
+    """Our default (normalise, then half-pixel up-sampling) is torchcam's, at layer size."""
+    torchcam_methods = pytest.importorskip("torchcam.methods")
+    case = efficientnet
+    for name in case.layers:
+        with torchcam_methods.ScoreCAM(
+            case.model, target_layer=name, batch_size=64, input_shape=tuple(case.x.shape[1:])
+        ) as extractor:
+            with torch.no_grad():
+                scores = case.model(case.x)
+            (theirs,) = extractor(class_idx=case.targets, scores=scores)
+        ours = scorecam(case.model, case.x, case.targets, layer=name)
+        assert_correlated(f"scorecam {name} vs torchcam", ours, theirs)
+        # torchcam min-max scales each map; ours keeps raw values
+        assert torch.allclose(minmax(ours), theirs, atol=1e-4)
+
+
+def test_ablationcam_matches_pytorch_grad_cam(case):
+    gradcam_lib = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.ablation_layer import AblationLayer
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    class ZeroAblation(AblationLayer):
+        """The paper's ablation (zero), also where the layer's minimum is not 0."""
+
+        def __call__(self, x):
+            for i in range(self.activations.size(0)):
+                self.activations[i, self.indices[i], :] = 0
+            return self.activations
+
+    for name in case.layers:
+        layer = dict(case.model.named_modules())[name]
+        with torch.no_grad(), Capture(case.model, [name]) as cap:
+            case.model(case.x)
+        relu_layer = bool(cap.outputs[name].min() == 0)  # pytorch-grad-cam zeroes only then
+        ablation = AblationLayer() if relu_layer else ZeroAblation()
+        with gradcam_lib.AblationCAM(
+            model=case.model, target_layers=[layer], ablation_layer=ablation, batch_size=64
+        ) as cam:
+            theirs = cam(
+                input_tensor=case.x, targets=[ClassifierOutputTarget(t) for t in case.targets]
+            )
+        ours = to_input_size(
+            ablationcam(case.model, case.x, case.targets, layer=name), case.x.shape[-2:]
+        )
+        label = f"ablationcam {name} vs pytorch-grad-cam{'' if relu_layer else ' (zeroing)'}"
+        assert_correlated(label, ours, theirs)
+
+
+@pytest.mark.parametrize("fill", [0.0, 0.5])
+def test_occlusion_matches_captum(case, fill):
+    """Same windows, same fill, captum run on softmax probabilities: the same maps."""
+    captum_attr = pytest.importorskip("captum.attr")
+    side = case.x.shape[-1]
+    window, stride = side // 4, side // 8  # (side − window) / stride = 6: no edge remainder
+
+    def probabilities(inp: torch.Tensor) -> torch.Tensor:
+        return case.model(inp).softmax(1)
+
+    with torch.no_grad():
+        theirs = captum_attr.Occlusion(probabilities).attribute(
+            case.x,
+            target=case.targets,
+            sliding_window_shapes=(3, window, window),
+            strides=(3, stride, stride),
+            baselines=fill,
+            perturbations_per_eval=64,
+        )[:, 0]
+    ours = occlusion(case.model, case.x, case.targets, window=window, stride=stride, fill=fill)
+    assert_correlated(f"occlusion fill={fill} vs captum", ours, theirs)
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_occlusion_edge_windows_differ_from_captum_only_at_the_edge(tiny, batch):
+    """16 px, window 6, stride 4: ours 0, 4, 8, 10 (flush); captum 0, 4, 8, 12 (cut to 4 px)."""
+    captum_attr = pytest.importorskip("captum.attr")
+    targets = [0, 3, 1]
+    with torch.no_grad():
+        theirs = captum_attr.Occlusion(lambda inp: tiny(inp).softmax(1)).attribute(
+            batch, target=targets, sliding_window_shapes=(3, 6, 6), strides=(3, 4, 4)
+        )[:, 0]
+    ours = occlusion(tiny, batch, targets, window=6, stride=4)
+    # pixels before 10 are covered by the same windows on both sides
+    assert torch.allclose(ours[:, :10, :10], theirs[:, :10, :10], atol=1e-6)
+    assert not torch.allclose(ours[:, 10:, 10:], theirs[:, 10:, 10:], atol=1e-6)
