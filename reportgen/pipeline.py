@@ -189,6 +189,8 @@ class Run:
                                 x,
                                 targets,
                                 batch_size=self.config.batch_size,
+                                mean=self.spec.mean,
+                                std=self.spec.std,
                                 **where,
                                 **self.config.options.get(technique.name, {}),
                             )

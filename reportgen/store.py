@@ -116,7 +116,7 @@ class Store:
         with Image.open(self._existing(self.img / rel)) as im:
             return np.asarray(im.convert("RGB"))
 
-    def save_image(self, rel: str, pixels: np.ndarray, quality: int = 88) -> str:
+    def save_image(self, rel: str, pixels: np.ndarray, quality: int = 80) -> str:
         """Save ``uint8 [H, W, 3]`` under ``img/``; JPEG or PNG by suffix. Returns the site path."""
         path = self.img / rel
         fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"

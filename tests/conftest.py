@@ -2,9 +2,39 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two maps (flattened)."""
+    a, b = np.ravel(a) - np.mean(a), np.ravel(b) - np.mean(b)
+    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
+
+
+def assert_correlated(label: str, ours, theirs, floor: float = 0.99) -> list[float]:
+    """Per-image Pearson r of two ``[N, H, W]`` stacks (tensors or arrays), each at least
+    ``floor``; printed, so ``pytest -s`` shows the values."""
+    as_array = [
+        t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t for t in (ours, theirs)
+    ]
+    ours, theirs = (np.asarray(a, dtype=np.float64) for a in as_array)
+    assert ours.shape == theirs.shape, f"{label}: {ours.shape} vs {theirs.shape}"
+    rs = []
+    for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        assert a.std() > 0 and b.std() > 0, f"{label} item {i}: a flat map proves nothing"
+        rs.append(pearson(a, b))
+    print(f"{label}: r = {', '.join(f'{r:.6f}' for r in rs)}")
+    assert min(rs) >= floor, f"{label}: r = {rs}"
+    return rs
+
+
+def runner_up(model: nn.Module, x: torch.Tensor) -> list[int]:
+    """Each item's second-ranked class: per-item targets that are not the argmax."""
+    with torch.no_grad():
+        return model(x).topk(2, dim=1).indices[:, 1].tolist()
 
 
 class TinyGapNet(nn.Module):

@@ -32,21 +32,12 @@ from reportgen.techniques.gradient import (
     smoothgrad,
 )
 
-from .conftest import TinyGapNet
+from .conftest import TinyGapNet, assert_correlated, runner_up
 
 captum_attr = pytest.importorskip("captum.attr")
 
 NEW = ["guided_backprop", "deconvnet", "guided_gradcam", "smoothgrad", "integrated_gradients"]
 FAST = {"smoothgrad": {"samples": 4}, "integrated_gradients": {"steps": 6}}
-
-
-def assert_correlated(label: str, ours: torch.Tensor, theirs: torch.Tensor) -> None:
-    """Per-image Pearson correlation >= 0.99 (printed, so ``pytest -s`` shows the values)."""
-    for i, (a, b) in enumerate(zip(ours.detach().numpy(), theirs.detach().numpy(), strict=True)):
-        assert a.std() > 0 and b.std() > 0, f"{label} item {i}: a flat map proves nothing"
-        r = float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
-        print(f"{label} item {i}: r = {r:.6f} (1 - r = {1 - r:.1e})")
-        assert r >= 0.99, f"{label} item {i}: r = {r:.4f}"
 
 
 def model_untouched(model: nn.Module) -> bool:
@@ -321,12 +312,6 @@ def test_guided_gradcam_is_guided_backprop_weighted_by_gradcam(tiny, batch):
 
 
 # --- against captum on real architectures -----------------------------------------------
-
-
-def runner_up(model: nn.Module, x: torch.Tensor) -> list[int]:
-    """Each item's second-ranked class: per-item targets that are not the argmax."""
-    with torch.no_grad():
-        return model(x).topk(2, dim=1).indices[:, 1].tolist()
 
 
 @pytest.fixture(scope="module")

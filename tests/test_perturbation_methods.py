@@ -30,7 +30,7 @@ from reportgen.techniques.perturbation import (
     scorecam,
 )
 
-from .conftest import TinyGapNet
+from .conftest import TinyGapNet, assert_correlated, pearson
 
 METHODS = ["occlusion", "rise", "scorecam", "ablationcam"]
 SMALL = {  # settings that fit the 16 px inputs of the tiny model
@@ -39,24 +39,6 @@ SMALL = {  # settings that fit the 16 px inputs of the tiny model
     "scorecam": {"layer": "features"},
     "ablationcam": {"layer": "features"},
 }
-
-
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
-    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
-
-
-def assert_correlated(label: str, ours, theirs, floor: float = 0.99) -> list[float]:
-    """Per-image Pearson r of two ``[N, H, W]`` stacks, printed, each at least ``floor``."""
-    ours, theirs = np.asarray(ours, dtype=np.float64), np.asarray(theirs, dtype=np.float64)
-    assert ours.shape == theirs.shape
-    rs = []
-    for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
-        assert a.std() > 0 and b.std() > 0, f"{label} item {i}: a flat map proves nothing"
-        rs.append(pearson(a, b))
-    print(f"{label}: r = {', '.join(f'{r:.5f}' for r in rs)}")
-    assert min(rs) >= floor, f"{label}: r = {rs}"
-    return rs
 
 
 def to_input_size(maps: torch.Tensor, size) -> np.ndarray:

@@ -5,7 +5,6 @@ architectures (a torchvision ResNet-18 and the default EfficientNet-Lite0) and t
 layers each.
 """
 
-import numpy as np
 import pytest
 import torch
 import torchvision
@@ -14,26 +13,11 @@ import reportgen
 from reportgen.capture import Capture
 from reportgen.techniques.cam import cam_maps
 
+from .conftest import assert_correlated, pearson, runner_up
+
 pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")
 torchcam_methods = pytest.importorskip("torchcam.methods")
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
-
-
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
-    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
-
-
-def assert_correlated(ours: np.ndarray, theirs: np.ndarray, floor: float = 0.99) -> None:
-    for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
-        assert a.std() > 0 and b.std() > 0, f"item {i}: a flat map proves nothing"
-        assert pearson(a, b) >= floor, f"item {i}: r = {pearson(a, b):.4f}"
-
-
-def runner_up(model, x) -> list[int]:
-    """Each item's second-ranked class: per-item targets that are not the argmax."""
-    with torch.no_grad():
-        return model(x).topk(2, dim=1).indices[:, 1].tolist()
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +60,7 @@ def test_gradient_cams_match_pytorch_grad_cam(case, method, peer):
         with getattr(pytorch_grad_cam, peer)(model=model, target_layers=[layer]) as cam:
             theirs = cam(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets])
         ours = reportgen.explain(model, x, method, layer=name, target=targets).numpy()
-        assert_correlated(ours, theirs)
+        assert_correlated(f"{method} {name}", ours, theirs)
 
 
 def test_cam_matches_torchcam(case):
@@ -88,7 +72,7 @@ def test_cam_matches_torchcam(case):
         (theirs,) = extractor(class_idx=targets, scores=scores)
     ours = cam_maps(model, x, targets, [name], ["cam"], classifier)[("cam", name)]
     # torchcam min-max normalises the signed CAM, as we keep it (no ReLU in Zhou et al.)
-    assert_correlated(ours.numpy(), theirs.detach().numpy())
+    assert_correlated(f"cam {name}", ours, theirs)
 
 
 def test_eigencam_matches_pytorch_grad_cam_projection_up_to_sign(case):

@@ -190,3 +190,17 @@ def test_eigencam_recovers_a_rank_one_pattern_with_fixed_sign():
     out = cam_maps(model, acts, [0], ["0"], ["eigencam"])[("eigencam", "0")][0]
     centred = s - s.mean()
     assert torch.allclose(out / out.abs().max(), centred / centred.abs().max(), atol=1e-5)
+
+
+def test_integrated_gradients_black_baseline_from_mean_and_std():
+    """Given the model's normalisation, the default baseline is the black image, so the map
+    sums to S(x) − S(black) (completeness, exact for a linear model)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
+    x = torch.randn(1, 3, 4, 4)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    ig = techniques.get("integrated_gradients").run(model, x, [1], mean=mean, std=std)
+    black = (-torch.tensor(mean) / torch.tensor(std)).view(1, 3, 1, 1).expand_as(x)
+    with torch.no_grad():
+        expected = model(x)[0, 1] - model(black)[0, 1]
+    assert ig.sum().item() == pytest.approx(expected.item(), rel=1e-4)

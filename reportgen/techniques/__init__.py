@@ -38,7 +38,7 @@ class Technique:
     def settings(self) -> dict[str, object]:
         """The technique's own options and their defaults (what a run uses), read from
         ``run``'s signature so the site can never disagree with the code."""
-        skip = {"layer", "classifier", "batch_size", "layers", "targets"}
+        skip = {"layer", "classifier", "batch_size", "layers", "targets", "mean", "std"}
         return {
             name: p.default if isinstance(p.default, (int, float, str, bool)) else repr(p.default)
             for name, p in inspect.signature(self.run).parameters.items()

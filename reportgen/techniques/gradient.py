@@ -180,9 +180,18 @@ def integrated_gradients(
     steps: int = 50,
     baseline: float | torch.Tensor | None = None,
     batch_size: int = 16,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
     **_,
 ) -> torch.Tensor:
-    """The attributions summed over colour channels, signed: the map sums to S(x) − S(x′)."""
+    """The attributions summed over colour channels, signed: the map sums to S(x) − S(x′).
+
+    With the model's ``mean``/``std`` (the pipeline passes them) the default baseline is
+    the black image, ``(0 − mean) / std``; without them, zero in the model's input space.
+    """
+    if baseline is None and mean is not None and std is not None:
+        black = -torch.as_tensor(mean, dtype=x.dtype) / torch.as_tensor(std, dtype=x.dtype)
+        baseline = black.to(x.device).view(1, -1, 1, 1)
     return ig_attributions(model, x, targets, steps, baseline, batch_size).sum(dim=1)
 
 
@@ -308,10 +317,9 @@ register(
         "S^c(x) − S^c(x′) (completeness).",
         cost="50 forward + 50 backward passes (batched)",
         run=integrated_gradients,
-        notes="The baseline x′ is zero in the model's normalised input space, which is the "
-        "normalisation mean colour (mid-grey for EfficientNet-Lite0), not the paper's "
-        "black image: a technique does not know the model's mean and std. Pass "
-        "baseline=(0 − mean)/std (a tensor [1, 3, 1, 1]) for true black. Same as captum's "
+        notes="The baseline x′ is the black image, (0 − mean)/std in the model's normalised "
+        "input space (reports pass the model's mean and std); called without them, it is "
+        "zero in the input space (the mean colour). baseline= sets any other. Same as captum's "
         "IntegratedGradients with its default baselines and method='gausslegendre'. The "
         "map sums channels with their sign (captum returns them per channel); the "
         "metrics rectify it, so only positive evidence counts there.",
