@@ -107,6 +107,9 @@ def test_default_run_scores_every_cam_method(tmp_path):
         ("gradcam", "bn2"),
         ("gradcampp", "bn2"),
         ("saliency", "input"),
+        ("baseline_random", "input"),
+        ("baseline_centre", "input"),
+        ("baseline_edges", "input"),
     ]:
         for metric in ["average_drop", "increase_in_confidence", "loc_0.25"]:
             assert means.notna()[(method, layer, metric)]

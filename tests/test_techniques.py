@@ -204,3 +204,19 @@ def test_integrated_gradients_black_baseline_from_mean_and_std():
     with torch.no_grad():
         expected = model(x)[0, 1] - model(black)[0, 1]
     assert ig.sum().item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_baselines_ignore_the_model_and_compute_what_they_say():
+    x = torch.zeros(2, 3, 6, 8)
+    x[:, :, :, 4:] = 1.0  # a vertical step edge between columns 3 and 4
+    edges = techniques.get("baseline_edges").run(None, x)
+    # Sobel x-response at the step is 1 + 2 + 1 = 4 per channel, 3 channels; zero elsewhere
+    assert torch.allclose(edges[:, :, 3:5], torch.full((2, 6, 2), 12.0))
+    assert edges[:, :, :3].abs().max() == 0 and edges[:, :, 5:].abs().max() == 0
+    centre = techniques.get("baseline_centre").run(None, x)
+    assert centre.shape == (2, 6, 8) and torch.allclose(centre, centre.flip(-1).flip(-2))
+    assert centre[0, 2:4, 3:5].min() > centre[0, 0, 0]
+    rand = techniques.get("baseline_random")
+    assert torch.equal(rand.run(None, x, seed=3), rand.run(None, x, seed=3))
+    assert not torch.equal(rand.run(None, x, seed=3), rand.run(None, x, seed=4))
+    assert all(techniques.get(n).scored for n in ["baseline_random", "baseline_edges"])

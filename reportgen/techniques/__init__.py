@@ -7,6 +7,7 @@ or arrays. Families:
 * ``gradient``: pixel attribution from input gradients, ``[N, H, W]`` at input size;
 * ``perturbation``: pixel attribution from forward passes on altered inputs, ``[N, H, W]``;
 * ``cam``: class activation maps at a layer's resolution ``[N, h, w]``;
+* ``baseline``: maps that ignore the model (random, centre, edges), scored like the rest;
 * ``view``: model views that are not scored (feature maps, filters).
 """
 
@@ -26,7 +27,7 @@ class Technique:
 
     name: str
     title: str
-    family: str  # gradient | perturbation | cam | view
+    family: str  # gradient | perturbation | cam | baseline | view
     paper: str
     url: str
     summary: str  # one paragraph: what it computes, with the formula
@@ -65,7 +66,7 @@ class Technique:
     @property
     def scored(self) -> bool:
         """Saliency-producing techniques are scored by the metrics; views are not."""
-        return self.family in ("gradient", "perturbation", "cam")
+        return self.family in ("gradient", "perturbation", "cam", "baseline")
 
     @property
     def needs_layer(self) -> bool:
@@ -128,4 +129,4 @@ def select(spec: str) -> list[Technique]:
 
 
 # Importing the family modules fills the registry (one file per family).
-from . import cam, gradient, perturbation, views  # noqa: E402, F401
+from . import baselines, cam, gradient, perturbation, views  # noqa: E402, F401
