@@ -27,11 +27,11 @@ def explain(
     so they stay comparable across images.
     """
     import torch
-    import torch.nn.functional as F
 
     from . import techniques
     from .capture import preserved_state, record_outputs
     from .models import default_cam_layer, last_linear
+    from .techniques.cam import upsample
 
     technique = techniques.get(method)
     if not technique.scored:
@@ -45,8 +45,4 @@ def explain(
             layer = default_cam_layer(*record_outputs(model, images[:1]))
         kwargs = {"layer": layer, "classifier": classifier or last_linear(model)}
     maps = technique.run(model, images, target, **kwargs)
-    if maps.shape[-2:] != images.shape[-2:]:
-        maps = F.interpolate(
-            maps[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False
-        )[:, 0]
-    return maps
+    return upsample(maps, images.shape[-2:]) if maps.shape[-2:] != images.shape[-2:] else maps

@@ -12,7 +12,6 @@ from datetime import datetime, timezone
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from evaluation.metrics import drop_per_image, increase_per_image, loc_delta, masked_confidence
@@ -22,6 +21,7 @@ from .capture import resolve_layer
 from .config import RunConfig
 from .models import get_spec, list_layers, load_model
 from .store import Store, feature_grid_path, overlay_path
+from .techniques.cam import upsample
 from .timing import Timer
 
 PIXEL_LAYER = "input"  # the "layer" of pixel-level methods in the tables
@@ -218,14 +218,7 @@ class Run:
             )
         full = probs[torch.arange(len(loaded)), targets].numpy()
         for (method, layer), m in maps.items():
-            up = (
-                F.interpolate(
-                    m[:, None].float(), size=spec.input_size, mode="bilinear", align_corners=False
-                )[:, 0]
-                .detach()
-                .cpu()
-                .numpy()
-            )
+            up = upsample(m.float(), spec.input_size).detach().cpu().numpy()
             key = f"{method}@{layer}"
             self.scales[key] = max(self.scales.get(key, 0.0), float(np.maximum(up, 0).max()))
             masked = masked_confidence(self.probabilities, inputs, up, targets.numpy())

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..capture import Capture, grad_ready_input, preserved_state, resolve_layer
@@ -27,8 +28,17 @@ class Captured:
     class_weights: torch.Tensor | None  # [N, K]: classifier row of each item's target
 
 
-def _weighted_sum(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
-    return torch.einsum("nk,nkhw->nhw", weights, acts)
+def weighted_sum(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+    """``Σ_k w_k A_k`` per item (not rectified): the sum every CAM variant ends with."""
+    return torch.einsum("nk,nkhw->nhw", weights.to(acts.dtype), acts)
+
+
+def upsample(maps: torch.Tensor, size: Sequence[int], align_corners: bool = False) -> torch.Tensor:
+    """Bilinear resize of ``[N, h, w]`` maps to ``size``; half-pixel centres by default, the
+    one up-sampling every map in reportgen goes through."""
+    return F.interpolate(
+        maps[:, None], size=tuple(size), mode="bilinear", align_corners=align_corners
+    )[:, 0]
 
 
 def cam_formula(c: Captured) -> torch.Tensor:
@@ -38,12 +48,12 @@ def cam_formula(c: Captured) -> torch.Tensor:
             "not defined here: CAM needs the layer that feeds global average "
             "pooling and the linear classifier"
         )
-    return _weighted_sum(c.class_weights, c.acts)
+    return weighted_sum(c.class_weights, c.acts)
 
 
 def gradcam_formula(c: Captured) -> torch.Tensor:
     """Selvaraju et al. 2017: ``relu(sum_k mean_ij(dS/dA_k) A_k)``."""
-    return torch.relu(_weighted_sum(c.grads.mean(dim=(2, 3)), c.acts))
+    return torch.relu(weighted_sum(c.grads.mean(dim=(2, 3)), c.acts))
 
 
 def gradcampp_formula(c: Captured) -> torch.Tensor:
@@ -59,7 +69,7 @@ def gradcampp_formula(c: Captured) -> torch.Tensor:
     denom = 2 * g2 + c.acts.sum(dim=(2, 3), keepdim=True) * g2 * g
     alpha = torch.where(denom != 0, g2 / torch.where(denom != 0, denom, 1.0), 0.0)
     weights = (alpha * torch.relu(g)).sum(dim=(2, 3))
-    return torch.relu(_weighted_sum(weights, c.acts))
+    return torch.relu(weighted_sum(weights, c.acts))
 
 
 def xgradcam_formula(c: Captured) -> torch.Tensor:
@@ -69,7 +79,7 @@ def xgradcam_formula(c: Captured) -> torch.Tensor:
     """
     total = c.acts.sum(dim=(2, 3), keepdim=True)
     share = torch.where(total != 0, c.acts / torch.where(total != 0, total, 1.0), 0.0)
-    return torch.relu(_weighted_sum((share * c.grads).sum(dim=(2, 3)), c.acts))
+    return torch.relu(weighted_sum((share * c.grads).sum(dim=(2, 3)), c.acts))
 
 
 def layercam_formula(c: Captured) -> torch.Tensor:
@@ -104,7 +114,7 @@ def eigencam_formula(c: Captured) -> torch.Tensor:
 FORMULAS: dict[str, Callable[[Captured], torch.Tensor]] = {}
 
 
-def _targets_tensor(targets: Sequence[int] | torch.Tensor, n: int, device) -> torch.Tensor:
+def targets_tensor(targets: Sequence[int] | torch.Tensor, n: int, device) -> torch.Tensor:
     t = torch.as_tensor(targets, device=device, dtype=torch.long).reshape(-1)
     if t.numel() == 1 and n > 1:
         t = t.expand(n)
@@ -140,7 +150,7 @@ def cam_maps(
         with Capture(model, layers, for_grad=need_grad) as cap:
             inp = grad_ready_input(x) if need_grad else x
             scores = model(inp)
-        t = _targets_tensor(targets, x.shape[0], scores.device)
+        t = targets_tensor(targets, x.shape[0], scores.device)
         acts = [cap.outputs[name] for name in layers]
         for name, a in zip(layers, acts, strict=True):
             if a.dim() != 4:

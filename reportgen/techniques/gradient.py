@@ -14,12 +14,11 @@ from contextlib import nullcontext
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..capture import backward_rule, grad_ready_input, preserved_state, record_outputs
 from . import Technique, register
-from .cam import _targets_tensor, cam_maps
+from .cam import cam_maps, targets_tensor, upsample
 
 Targets = int | Sequence[int] | torch.Tensor
 
@@ -37,7 +36,7 @@ def input_gradient(
         with backward_rule(model, rule) if rule else nullcontext():
             inp = grad_ready_input(x)
             scores = model(inp)
-            t = _targets_tensor(targets, x.shape[0], scores.device)
+            t = targets_tensor(targets, x.shape[0], scores.device)
             (grad,) = torch.autograd.grad(scores.gather(1, t[:, None]).sum(), inp)
     return grad
 
@@ -81,8 +80,7 @@ def guided_gradcam(
     if layer is None:
         layer = default_cam_layer(*record_outputs(model, x[:1]))
     cam = cam_maps(model, x, targets, [layer], ["gradcam"])[("gradcam", layer)]
-    weight = F.interpolate(cam[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)
-    return guided_backprop(model, x, targets) * weight[:, 0]
+    return guided_backprop(model, x, targets) * upsample(cam, x.shape[-2:])
 
 
 def _copies_gradients(
@@ -98,7 +96,7 @@ def _copies_gradients(
     Rows run copy-major over (copy k, item i); ``make(k, i)`` builds them. Yields
     ``(k, i, gradients)`` per chunk, so callers accumulate without holding all rows.
     """
-    t = _targets_tensor(targets, x.shape[0], x.device)
+    t = targets_tensor(targets, x.shape[0], x.device)
     n, step = x.shape[0], max(1, batch_size)
     total = copies * n
     for start in range(0, total, step):

@@ -25,12 +25,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..capture import Capture, preserved_state, resolve_layer
 from . import Technique, register
-from .cam import _targets_tensor
+from .cam import targets_tensor, upsample, weighted_sum
 
 Targets = int | Sequence[int] | torch.Tensor
 Build = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -50,7 +49,7 @@ def forward_only(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]
     def run(model: nn.Module, x: torch.Tensor, targets: Targets, **kwargs) -> torch.Tensor:
         kwargs["batch_size"] = rows_per_pass(kwargs.get("batch_size"), x)
         with preserved_state(model), torch.inference_mode():
-            classes = _targets_tensor(targets, x.shape[0], x.device)
+            classes = targets_tensor(targets, x.shape[0], x.device)
             maps = fn(model, x, classes, **kwargs).float()
         return maps.clone()
 
@@ -120,13 +119,6 @@ def minmax(maps: torch.Tensor) -> torch.Tensor:
     return torch.where(span > 0, (maps - low) / torch.where(span > 0, span, 1), 0.0)
 
 
-def upsample(maps: torch.Tensor, size: Sequence[int], align_corners: bool = False) -> torch.Tensor:
-    """Bilinear resize of ``[B, h, w]`` maps; half-pixel centres (reportgen's default)."""
-    return F.interpolate(
-        maps[:, None], size=tuple(size), mode="bilinear", align_corners=align_corners
-    )[:, 0]
-
-
 def layer_activations(
     model: nn.Module, x: torch.Tensor, layer: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,11 +159,6 @@ def hooked(module: nn.Module, hook: Callable) -> Iterator[None]:
         yield
     finally:
         handle.remove()
-
-
-def weighted_sum(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
-    """``relu(Σ_k w_k A_k)`` per item: the map every CAM variant ends with."""
-    return torch.relu(torch.einsum("nk,nkhw->nhw", weights.to(acts.dtype), acts))
 
 
 # --- occlusion -----------------------------------------------------------------------------
@@ -363,7 +350,7 @@ def scorecam(
     if not live.all():
         blank = model(torch.zeros_like(x[:1])).expand(n, -1)
         logits = torch.where(live, logits, pick(blank, targets, probabilities=False)[:, None])
-    return weighted_sum(logits.softmax(dim=1), acts)
+    return torch.relu(weighted_sum(logits.softmax(dim=1), acts))
 
 
 # --- Ablation-CAM --------------------------------------------------------------------------
@@ -418,7 +405,7 @@ def ablationcam(
             model, items, channels, build, targets, batch_size=batch_size, probabilities=False
         )
     weights = (clean[:, None] - ablated) / clean[:, None]
-    return weighted_sum(weights, acts)
+    return torch.relu(weighted_sum(weights, acts))
 
 
 # --- registry ------------------------------------------------------------------------------
