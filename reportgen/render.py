@@ -41,10 +41,6 @@ class Entry:
     stats: dict[str, tuple[float, float, float]]  # metric -> (mean, lo, hi)
     win: float  # mean Win % against every other entry
 
-    @property
-    def key(self) -> str:
-        return f"{self.method}@{self.layer}"
-
 
 def leaderboard(metrics: pd.DataFrame) -> tuple[list[Entry], pd.DataFrame]:
     """Means with bootstrap 95 % CIs per (method, layer), and the pairwise Win % matrix."""
