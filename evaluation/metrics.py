@@ -31,10 +31,15 @@ def explanation_images(images: np.ndarray, saliency: np.ndarray) -> np.ndarray:
 
 
 def drop_per_image(full: np.ndarray, masked: np.ndarray) -> np.ndarray:
-    """``100 · max(0, Y − O) / Y`` for each image (the summand of Average Drop)."""
+    """``100 · max(0, Y − O) / Y`` for each image (the summand of Average Drop).
+
+    ``Y = 0`` (a class the model gives no probability at all) has nothing to drop:
+    its summand is defined as 0 rather than the NaN of ``0 / 0``.
+    """
     full = np.asarray(full, dtype=np.float64)
     masked = np.asarray(masked, dtype=np.float64)
-    return 100.0 * np.maximum(0.0, full - masked) / full
+    lost = np.maximum(0.0, full - masked)
+    return 100.0 * np.divide(lost, full, out=np.zeros_like(lost), where=full > 0)
 
 
 def increase_per_image(full: np.ndarray, masked: np.ndarray) -> np.ndarray:

@@ -1,13 +1,23 @@
-"""Command line: ``reportgen run | render | list``."""
+"""Command line: ``reportgen run | render | merge | list``.
+
+Exit status: 0 when the run finished (images that were skipped or failed are
+listed in the report), 1 when no image could be explained, 2 for a bad option or
+input folder (one line on stderr; ``--debug`` shows the traceback).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 import time
+from datetime import timedelta
+from pathlib import Path
 
 from .config import RunConfig
 
+EXIT_NOTHING_DONE = 1
 EXIT_BAD_OPTION = 2
 
 
@@ -16,6 +26,13 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def shard(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise argparse.ArgumentTypeError(f"'{text}' is not i/N with 0 <= i < N, e.g. 0/2")
+    return int(index), int(count)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -44,6 +61,22 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--limit", type=positive_int, help="only the first N images")
     run.add_argument("--seed", type=int, default=d.seed)
     run.add_argument(
+        "--target",
+        default=d.target,
+        help="class each map explains: predicted (default), label (the image's first "
+        "annotated class) or a class id",
+    )
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out, skipping finished work (same options required)",
+    )
+    run.add_argument(
+        "--shard",
+        type=shard,
+        help="do only every N-th batch, starting at i (i/N); under torchrun set from the rank",
+    )
+    run.add_argument(
         "--set",
         action="append",
         default=[],
@@ -55,6 +88,12 @@ def parser() -> argparse.ArgumentParser:
     render = sub.add_parser("render", help="re-render the site from stored tables")
     render.add_argument("--out", default=d.out)
 
+    merge = sub.add_parser(
+        "merge", help="join the shards of one run (other --out folders) and render the site"
+    )
+    merge.add_argument("--out", default=d.out, help="the folder to merge into and render")
+    merge.add_argument("folders", nargs="*", help="--out folders of the other shards")
+
     lst = sub.add_parser("list", help="list methods, models or layers")
     lst.add_argument("what", choices=["methods", "models", "layers"])
     lst.add_argument("--model", default=d.model)
@@ -64,13 +103,14 @@ def parser() -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from . import pipeline
-    from .render import render
     from .techniques import parse_setting
 
     options: dict[str, dict[str, object]] = {}
     for text in args.set:
         method, key, value = parse_setting(text)
         options.setdefault(method, {})[key] = value
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
+    rank = int(os.environ.get("RANK", "0"))
     config = RunConfig(
         model=args.model,
         weights=args.weights,
@@ -82,22 +122,86 @@ def cmd_run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         limit=args.limit,
         seed=args.seed,
+        target=args.target,
         options=options,
+        resume=args.resume,
+        shard=args.shard or (rank, world),
     )
-    summary = pipeline.run(config)
+    if world > 1 and not args.shard:
+        return distributed(config, rank)
+    count = config.shard[1]
+    pipeline.work(config, fresh=count == 1)
+    if count > 1 and not pipeline.shards_done(config.out, count):
+        print(
+            f"reportgen: shard {config.shard[0]}/{count} done; the last shard to finish "
+            f"builds the site (or run `reportgen merge --out {config.out} ...`)"
+        )
+        return 0
+    return finish(config.out)
+
+
+def distributed(config: RunConfig, rank: int) -> int:
+    """Under torchrun: rank 0 clears the folder (unless --resume), every rank does its
+    share of the batches, and rank 0 builds the tables and the site once all are done."""
+    import torch.distributed as dist
+
+    from . import pipeline
+    from .store import Store
+
+    dist.init_process_group("gloo", timeout=timedelta(days=7))  # shards may take days
+    try:
+        if rank == 0 and not config.resume:
+            Store(config.out).reset()
+        dist.barrier()
+        pipeline.work(
+            config, progress=rank == 0, fresh=False, rank=int(os.environ.get("LOCAL_RANK", "0"))
+        )
+        dist.barrier()
+        return finish(config.out) if rank == 0 else 0
+    finally:
+        dist.destroy_process_group()
+
+
+def finish(out: str) -> int:
+    """Tables from the parts, then the site; prints the summary."""
+    from . import pipeline
+    from .render import render
+
     started = time.perf_counter()
-    written, pages = render(config.out)
+    summary = pipeline.finish(out)
+    written, pages = render(out)
     total = summary.seconds + time.perf_counter() - started
+    done = summary.images - summary.failed
     print(
-        f"\nreportgen: {summary.images - summary.failed} of {summary.images} images explained "
+        f"\nreportgen: {done} of {summary.images} images explained "
         f"with {len(summary.methods)} methods in {total:.1f} s"
     )
     if summary.failed:
-        print(f"  {summary.failed} image(s) failed: see the index page's 'Failed images'")
+        print(f"  {summary.failed} image(s) skipped: see the index page's 'Skipped images'")
     for problem in summary.problems:
         print(f"  not computed: {problem}")
-    print(f"  site: {config.out}/index.html ({pages} pages); tables: {config.out}/data/")
-    return 0 if summary.images > summary.failed else 1
+    print(f"  site: {out}/index.html ({pages} pages); tables: {out}/data/")
+    return 0 if done else EXIT_NOTHING_DONE
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    """Copy the other shards' parts, maps and images into --out, then finish there."""
+    from .pipeline import MODEL, check_same_settings
+    from .store import Store
+
+    target = Store(args.out)
+    for folder in args.folders:
+        other = Store(folder)
+        about = other.read_part(MODEL, "run")
+        if about is None:
+            raise FileNotFoundError(f"'{folder}' holds no reportgen run to merge")
+        mine = target.read_part(MODEL, "run")
+        if mine is not None:
+            check_same_settings(mine["settings"], about["settings"], folder)
+        for sub in ("data/parts", "data/maps", "img"):
+            if (Path(folder) / sub).is_dir():
+                shutil.copytree(Path(folder) / sub, Path(args.out) / sub, dirs_exist_ok=True)
+    return finish(args.out)
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -144,7 +248,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    commands = {"run": cmd_run, "render": cmd_render, "list": cmd_list}
+    commands = {"run": cmd_run, "render": cmd_render, "merge": cmd_merge, "list": cmd_list}
     try:
         return commands[args.command](args)
     except (ValueError, FileNotFoundError) as err:

@@ -21,16 +21,26 @@ class RunConfig:
     batch_size: int = 8
     limit: int | None = None
     seed: int = 0
+    target: str = "predicted"  # "predicted", "label" (the image's first class) or a class id
     options: dict[str, dict[str, object]] = field(default_factory=dict)  # from --set
     loc_deltas: tuple[float, ...] = field(default=(0.0, 0.25, 0.5))
+    resume: bool = False  # continue the run in ``out``; not a setting of the results
+    shard: tuple[int, int] = (0, 1)  # (index, count): this process's share of the batches
+
+    LOCAL = ("out", "resume", "shard")  # where and how, not what: left out of the hash
+
+    def results_settings(self) -> dict:
+        """The settings that change results, JSON-ready."""
+        settings = {k: v for k, v in asdict(self).items() if k not in self.LOCAL}
+        return json.loads(json.dumps(settings))
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def digest(self) -> str:
         """A short hash of the settings that change results (not where they are written)."""
-        settings = {k: v for k, v in self.to_dict().items() if k != "out"}
-        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+        text = json.dumps(self.results_settings(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def command(self) -> str:
         """The command line that reproduces this run."""
@@ -39,6 +49,8 @@ class RunConfig:
         for key, value in self.to_dict().items():
             if key == "options":
                 parts += [f"--set {m}.{k}={v}" for m, kv in value.items() for k, v in kv.items()]
-            elif key != "loc_deltas" and value != getattr(defaults, key) and value is not None:
+            elif key in ("loc_deltas", *self.LOCAL) or value in (None, getattr(defaults, key)):
+                continue
+            else:
                 parts.append(f"--{key.replace('_', '-')} {value}")
         return " ".join(parts)

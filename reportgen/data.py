@@ -1,8 +1,14 @@
-"""Image sources: the embedded photos (with hand-drawn boxes) and the user's folders."""
+"""Image sources: the embedded photos (with hand-drawn boxes) and the user's folders.
+
+Users point the tool at folders we have never seen, so every file is either converted to
+``uint8 [H, W, 3]`` (with a short note saying how) or refused with a ``DataError`` naming the
+file and the reason: one bad file must cost that file, never the run.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -10,27 +16,50 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import ExifTags, Image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
 EMBEDDED = "embedded"
+PACKAGE_PREFIXES = ("skimage.data.", "sklearn.", "matplotlib.")
+MAX_SIDE = 4096  # longer photos are reduced on load: an 8000x8000 photo is 192 MB as uint8
+TINY_SIDE = 32  # a photo this small is mostly up-sampling by the time it reaches the model
+MAX_ID = 100  # characters; ids become file names
+MODE_NAMES = {  # PIL modes in words, for the notes
+    "1": "1-bit",
+    "L": "grey",
+    "LA": "grey with alpha",
+    "P": "palette",
+    "PA": "palette with alpha",
+    "I": "32-bit integer",
+    "F": "floating-point",
+}
+EXIF_TURNS = {  # EXIF orientation -> the transpose that shows the photo upright
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 @dataclass
 class ImageRecord:
     """One image of a data set: where it comes from, its label and its boxes."""
 
-    id: str  # unique and safe as a file name
+    id: str  # unique (ignoring case) and safe as a file name
     source: str  # a file path, or a package source such as ``skimage.data.chelsea``
     label: str = ""
     classes: list[int] = field(default_factory=list)  # accepted class ids (ImageNet)
     boxes: list[list[float]] = field(default_factory=list)  # [x0, y0, x1, y1] in source pixels
-    crop: list[int] | None = None  # [y0, y1, x0, x1] applied after loading
+    crop: list[int] | None = None  # [y0, y1, x0, x1] in source pixels, applied after loading
     credit: str = ""
+    skip: str = ""  # why this file is not loaded (e.g. not an image), kept so reports can say
 
 
 class DataError(ValueError):
-    """A data folder or manifest that cannot be used."""
+    """A data folder, manifest or image that cannot be used; the message names it."""
 
 
 def _package_image(source: str) -> np.ndarray:
@@ -56,12 +85,16 @@ def _package_image(source: str) -> np.ndarray:
 
 
 def to_rgb(array: np.ndarray) -> np.ndarray:
-    """Any 2-D/3-D image array (grey, RGBA, 16-bit, float) as ``uint8 [H, W, 3]``."""
+    """Any 2-D/3-D image array (grey, RGBA, 16-bit, float) as ``uint8 [H, W, 3]``.
+
+    Integers wider than 8 bits are taken as 16-bit and scaled by ``>> 8`` (the high byte, as
+    PIL does for 16-bit RGB files; within one level of ``value / 257``), never clipped at 255.
+    """
     a = np.asarray(array)
     if a.dtype == bool:
         a = a.astype(np.uint8) * 255
-    elif a.dtype == np.uint16:
-        a = (a >> 8).astype(np.uint8)
+    elif a.dtype.kind in "ui" and a.dtype.itemsize > 1:
+        a = (np.clip(a, 0, 65535).astype(np.uint16) >> 8).astype(np.uint8)
     elif a.dtype.kind == "f":
         a = (np.clip(a, 0, 1) * 255).round().astype(np.uint8)
     if a.ndim == 2:
@@ -72,21 +105,105 @@ def to_rgb(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a[..., :3].astype(np.uint8))
 
 
-def load_rgb(record: ImageRecord) -> np.ndarray:
-    """The record's pixels as ``uint8 [H, W, 3]``; raises with the file named on failure."""
-    if Path(record.source).suffix.lower() in IMAGE_SUFFIXES:
-        try:
-            with Image.open(record.source) as im:
-                im.load()
-                rgb = np.asarray(im.convert("RGB"))
-        except Exception as err:
-            raise DataError(f"cannot read image '{record.source}': {err}") from err
-    else:
-        rgb = to_rgb(_package_image(record.source))
-    if record.crop:
-        y0, y1, x0, x1 = record.crop
+def _as_rgb(im: Image.Image) -> tuple[Image.Image, str]:
+    """The decoded frame as 8-bit RGB, alpha composited on white, and what that took.
+
+    Conversions stay inside PIL (8-bit, C loops) so a huge photo never becomes a float array;
+    only 16/32-bit frames go through numpy, because PIL's ``convert`` clips them at 255.
+    """
+    name = "16-bit" if im.mode.startswith("I;16") else MODE_NAMES.get(im.mode, im.mode)
+    if im.mode.startswith("I") or im.mode == "F":
+        return Image.fromarray(to_rgb(np.asarray(im))), f"{name} scaled to 8-bit"
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        white = Image.new("RGB", im.size, "white")
+        white.paste(rgba, mask=rgba.getchannel("A"))
+        kind = name if im.mode.endswith(("A", "a")) else f"{name} with transparency"
+        return white, f"{kind} composited on white"
+    if im.mode == "RGB":
+        return im, ""
+    return im.convert("RGB"), f"{name} converted to RGB"
+
+
+def _read_file(path: Path) -> tuple[np.ndarray, list[str], float]:
+    """Decode one file: pixels, notes of each conversion, and the scale of any reduction."""
+    if path.stat().st_size == 0:
+        raise DataError(f"cannot read image '{path}': empty file (0 bytes)")
+    with Image.open(path) as im:
+        jpeg = im.format in ("JPEG", "MPO")  # MPO: a phone's JPEG with extra views appended
+        frames = 1 if jpeg else getattr(im, "n_frames", 1)
+        full = im.size
+        pixels, limit = full[0] * full[1], Image.MAX_IMAGE_PIXELS
+        if limit and pixels > limit:  # PIL itself only warns below twice its limit
+            raise Image.DecompressionBombError(f"{full[0]}x{full[1]} = {pixels} pixels > {limit}")
+        factor = -(-max(full) // MAX_SIDE)  # ceil: the smallest integer reduction that fits
+        if factor > 1 and jpeg:  # let the decoder skip the detail (1/2 .. 1/8)
+            im.draft(None, (full[0] // factor, full[1] // factor))
+        deep = any(";16" in str(tile.args) for tile in im.tile)  # e.g. 16-bit RGB PNG
+        im.load()
+        orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
+        rgb, converted = _as_rgb(im)
+        notes = [f"first frame of {frames}"] if frames > 1 else []
+        if deep and not converted.startswith("16-bit"):  # PIL kept the high byte, like >> 8
+            notes.append("16-bit scaled to 8-bit")
+        notes += [converted] if converted else []
+        size = (-(-full[0] // factor), -(-full[1] // factor))
+        if rgb.size != size:  # not (or not enough) reduced by the JPEG decoder: average blocks
+            rgb = rgb.resize(size, Image.Resampling.BOX)
+        if rgb.size != full:
+            notes.append(f"reduced from {full[0]}x{full[1]} to {rgb.width}x{rgb.height} on load")
+        if orientation in EXIF_TURNS:
+            rgb = rgb.transpose(EXIF_TURNS[orientation])
+            notes.append("rotated per EXIF orientation")
+        return np.asarray(rgb), notes, max(rgb.size) / max(full)  # a copy: ``im`` closes here
+
+
+def _reason(err: Exception) -> str:
+    """What went wrong with a file, in words a user can act on."""
+    if isinstance(err, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return f"over PIL's decompression-bomb limit, not loaded ({err})"
+    if isinstance(err, Image.UnidentifiedImageError):
+        return "not a readable image (corrupt, or a format PIL cannot read)"
+    if isinstance(err, EOFError) or "truncated" in str(err).lower():
+        return f"truncated file ({err})"
+    if isinstance(err, FileNotFoundError):
+        return "file not found"
+    return f"corrupt or unreadable ({type(err).__name__}: {err})"
+
+
+def load_photo(record: ImageRecord) -> tuple[np.ndarray, str]:
+    """The record's pixels as ``uint8 [H, W, 3]`` and a note of what was converted ("" if
+    nothing), e.g. ``"grey converted to RGB; rotated per EXIF orientation"``.
+
+    Raises ``DataError`` naming the file for anything unusable (empty, corrupt, truncated,
+    over PIL's decompression-bomb limit, skipped), so a caller can report it and go on.
+    """
+    if record.skip:
+        raise DataError(f"skipped '{record.source}': {record.skip}")
+    source = record.source
+    try:
+        if source.startswith(PACKAGE_PREFIXES) and not Path(source).is_file():
+            rgb, notes, scale = to_rgb(_package_image(source)), [], 1.0
+        else:
+            rgb, notes, scale = _read_file(Path(source))
+    except DataError:
+        raise
+    except Exception as err:
+        raise DataError(f"cannot read image '{source}': {_reason(err)}") from err
+    if record.crop:  # in source pixels, so scaled like the photo if it was reduced
+        y0, y1, x0, x1 = (round(v * scale) for v in record.crop)
         rgb = rgb[y0:y1, x0:x1]
-    return rgb
+    h, w = rgb.shape[:2]
+    if h == 0 or w == 0:
+        raise DataError(f"cannot use image '{source}': crop {record.crop} leaves no pixels")
+    if min(h, w) < TINY_SIDE:
+        notes.append(f"tiny ({w}x{h}): up-sampled to the model input")
+    return np.ascontiguousarray(rgb), "; ".join(notes)
+
+
+def load_rgb(record: ImageRecord) -> np.ndarray:
+    """The record's pixels as ``uint8 [H, W, 3]``; raises ``DataError`` naming the file."""
+    return load_photo(record)[0]
 
 
 def model_input(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -100,32 +217,62 @@ def model_input(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def safe_id(text: str, taken: set[str]) -> str:
-    """A file-name-safe id, unique among ``taken``."""
-    base = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "image"
+    """A file-name-safe id (ASCII ``[A-Za-z0-9._-]``, not starting with '.', at most
+    ``MAX_ID`` characters), unique among ``taken`` ignoring case: macOS and Windows file
+    systems would let ``A.jpg`` overwrite ``a.jpg``. ``taken`` holds lower-cased ids."""
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-")[:MAX_ID].rstrip("._-")
+    base = base or "image"
     candidate, k = base, 2
-    while candidate in taken:
-        candidate, k = f"{base}-{k}", k + 1
-    taken.add(candidate)
+    while candidate.lower() in taken:
+        suffix = f"-{k}"
+        candidate, k = base[: MAX_ID - len(suffix)] + suffix, k + 1
+    taken.add(candidate.lower())
     return candidate
 
 
-def read_manifest(path: Path | None = None) -> tuple[dict, list[ImageRecord]]:
-    """The embedded manifest (default) or a user's ``manifest.json`` in the same format."""
-    if path is None:
-        text = resources.files("reportgen.datasets").joinpath(f"{EMBEDDED}.json").read_text()
-        base = None
-    else:
-        text, base = path.read_text(), path.parent
-    meta = json.loads(text)
+def _class_id(value: object, classes: int | None, where: str) -> int:
+    """``value`` as a class id, refused unless an int in ``range(classes)`` (a wrong label
+    would silently score every method against the wrong class)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DataError(f"{where}: class id {value!r} is not an integer")
+    if classes is not None and not 0 <= value < classes:
+        raise DataError(f"{where}: class id {value} is out of range 0..{classes - 1}")
+    return value
+
+
+def read_manifest(
+    path: Path | None = None, classes: int | None = None
+) -> tuple[dict, list[ImageRecord]]:
+    """The embedded manifest (default) or a user's ``manifest.json`` in the same format.
+
+    Ids are passed through ``safe_id`` (an id like ``../../x`` must not steer a path out of the
+    output folder); with ``classes``, every class id must lie in ``range(classes)``.
+    """
+    try:
+        if path is None:
+            text = resources.files("reportgen.datasets").joinpath(f"{EMBEDDED}.json").read_text()
+        else:
+            text = path.read_text(encoding="utf-8")
+        meta = json.loads(text)
+        items = meta["images"]
+        if not all(isinstance(item, dict) for item in items):
+            raise TypeError("'images' must be a list of objects")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(f"cannot read manifest '{path}': {err}") from err
+    base = None if path is None else path.parent
+    taken: set[str] = set()
     records = []
-    for item in meta["images"]:
-        source = item.get("source") or str(base / item["path"])
+    for n, item in enumerate(items):
+        where = f"manifest '{path}', image {item.get('id', f'#{n}')!r}"
+        source = item.get("source") or (item.get("path") and str(base / item["path"]))
+        if not source:
+            raise DataError(f"{where}: needs a 'path' (or a package 'source')")
         records.append(
             ImageRecord(
-                id=item["id"],
+                id=safe_id(str(item.get("id") or Path(source).stem), taken),
                 source=source,
                 label=item.get("label", ""),
-                classes=list(item.get("classes", [])),
+                classes=[_class_id(c, classes, where) for c in item.get("classes", [])],
                 boxes=item.get("boxes", []),
                 crop=item.get("crop"),
                 credit=item.get("credit", ""),
@@ -134,44 +281,61 @@ def read_manifest(path: Path | None = None) -> tuple[dict, list[ImageRecord]]:
     return meta, records
 
 
-def folder_records(root: Path, class_names: list[str]) -> list[ImageRecord]:
-    """Images in ``root`` or in one sub-folder per class (torchvision ImageFolder layout).
+def _visible_files(root: Path) -> list[Path]:
+    """Files under ``root`` in a fixed order, without hidden files and folders (``.git``,
+    ``.DS_Store``, ``.ipynb_checkpoints``), which are nobody's data."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(folder, f) for f in files if not f.startswith(".")]
+    return sorted(p for p in found if p.is_file())
 
-    A sub-folder named by a class index or a class description gives the label.
+
+def folder_records(root: Path, class_names: list[str]) -> list[ImageRecord]:
+    """Files in ``root`` or in one sub-folder per class (torchvision ImageFolder layout).
+
+    A sub-folder named by a class index or a class description gives the label. Files that are
+    not images get a record with ``skip`` set, so the report can list them.
     """
     if not root.is_dir():
         raise DataError(f"--data '{root}' is not a folder")
     lookup = {name.split(",")[0].strip().lower(): i for i, name in enumerate(class_names)}
+    readable = ", ".join(sorted(IMAGE_SUFFIXES))
     taken: set[str] = set()
     records = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            continue
+    for path in _visible_files(root):
         rel = path.relative_to(root)
         label = rel.parts[0] if len(rel.parts) > 1 else ""
         key = label.lower().replace("_", " ")
-        classes = [int(label)] if label.isdigit() else ([lookup[key]] if key in lookup else [])
+        if re.fullmatch(r"[0-9]+", label):
+            where = f"--data sub-folder '{root / label}'"
+            classes = [_class_id(int(label), len(class_names), where)]
+        else:
+            classes = [lookup[key]] if key in lookup else []
+        image = path.suffix.lower() in IMAGE_SUFFIXES
+        kind = f"suffix '{path.suffix}'" if path.suffix else "no suffix"
         records.append(
             ImageRecord(
-                id=safe_id(str(rel.with_suffix("")), taken),
+                id=safe_id(str(rel.with_suffix("") if image else rel), taken),
                 source=str(path),
                 label=label,
                 classes=classes,
+                skip="" if image else f"not an image file ({kind}); reportgen reads {readable}",
             )
         )
-    if not records:
-        raise DataError(f"--data '{root}' holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    if all(r.skip for r in records):
+        raise DataError(f"--data '{root}' holds no images ({readable})")
     return records
 
 
 def dataset(data: str | None, class_names: list[str]) -> tuple[str, list[ImageRecord]]:
-    """``(name, records)`` for ``--data``: none = the embedded photos."""
+    """``(name, records)`` for ``--data``: none = the embedded photos (ImageNet class ids)."""
     if data is None:
         meta, records = read_manifest()
         return meta["name"], records
     root = Path(data)
     if (root / "manifest.json").is_file():
-        meta, records = read_manifest(root / "manifest.json")
+        meta, records = read_manifest(root / "manifest.json", len(class_names))
         return meta.get("name", root.name), records
     return root.name, folder_records(root, class_names)
 

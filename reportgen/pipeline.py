@@ -1,7 +1,15 @@
-"""``reportgen run``: load, explain, score, store. Rendering is a separate step."""
+"""``reportgen run``: load, explain, score, store. Rendering is a separate step.
+
+Work is cut into units (one batch x one technique at one layer). Each unit's
+rows, raw maps and images are written as soon as it is done, its part file last
+(see ``store``), so memory stays flat over any number of images, a killed run
+resumes with ``--resume``, and shards (``--shard i/N`` or ``torchrun``) split the
+batches. ``finish`` builds the tables from the parts and needs no model.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import time
@@ -22,10 +30,12 @@ from .config import RunConfig
 from .models import get_spec, list_layers, load_model
 from .store import Store, feature_grid_path, overlay_path
 from .techniques.cam import upsample
-from .timing import Timer
+from .timing import Timer, timing_rows
 
 PIXEL_LAYER = "input"  # the "layer" of pixel-level methods in the tables
 DISPLAY_SIDE = 384  # long side of photos and overlays in the site
+TABLES = ("images", "predictions", "metrics", "layers")
+MODEL = "model"  # the parts folder of run-wide work (settings, filters, shard markers)
 
 
 class OptionError(ValueError):
@@ -42,9 +52,11 @@ class Summary:
     problems: list[str] = field(default_factory=list)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and torch.cuda.is_available():
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
     if name == "cuda" and not torch.cuda.is_available():
         raise OptionError("--device cuda: no CUDA device is visible; use --device cpu or auto")
     if name not in ("cpu", "cuda"):
@@ -91,14 +103,45 @@ def make_probabilities(
     return probabilities
 
 
-class Run:
-    """The state of one ``reportgen run``: the model, the store and the rows gathered so far."""
+def usable_boxes(boxes: list, width: int, height: int) -> tuple[list, str]:
+    """Boxes clipped to the image; the ones with no area left are dropped and named."""
+    kept, dropped = [], []
+    for box in boxes:
+        x0, y0, x1, y1 = box
+        clipped = [max(0, x0), max(0, y0), min(width, x1), min(height, y1)]
+        if clipped[2] - clipped[0] >= 1 and clipped[3] - clipped[1] >= 1:
+            kept.append(clipped)
+        else:
+            dropped.append(str(box))
+    if not dropped:
+        return kept, ""
+    return kept, f"box {', '.join(dropped)} outside the {width}x{height} image: ignored"
 
-    def __init__(self, config: RunConfig):
+
+def batch_name(index: int) -> str:
+    return f"b{index:06d}"
+
+
+def parse_target(text: str, classes: int) -> str | int:
+    """``--target``: ``predicted``, ``label`` or a class id in range."""
+    if text in ("predicted", "label"):
+        return text
+    if not text.lstrip("-").isdigit() or not 0 <= int(text) < classes:
+        raise OptionError(
+            f"--target '{text}' is not a class of this model: use predicted, label, "
+            f"or a class id from 0 to {classes - 1}"
+        )
+    return int(text)
+
+
+class Run:
+    """One process's share of ``reportgen run``: the model, the store, the units to do."""
+
+    def __init__(self, config: RunConfig, local_rank: int = 0):
         torch.manual_seed(config.seed)
         np.random.seed(config.seed)
         self.config = config
-        self.device = resolve_device(config.device)
+        self.device = resolve_device(config.device, local_rank)
         model, self.spec = load_model(get_spec(config.model), config.weights)
         self.model = model.to(self.device).eval()
         self.methods = techniques.select(config.methods)
@@ -108,6 +151,7 @@ class Run:
             else [name.strip() for name in config.layers.split(",") if name.strip()]
         )
         check_layers(self.model, self.spec, self.cam_layers)
+        self.target = parse_target(config.target, len(self.spec.class_names))
         self.dataset, records = data.dataset(config.data, self.spec.class_names)
         self.records = records[: config.limit] if config.limit else records
         self.store = Store(config.out)
@@ -117,12 +161,115 @@ class Run:
             self.model, self.mean, self.std, self.device, config.batch_size
         )
         self.timer = Timer(self.device)
-        self.rows: dict[str, list[dict]] = defaultdict(list)
-        self.problems: list[str] = []
-        self.scales: dict[str, float] = {}  # method@layer -> largest rectified value seen
+        self.units = ["images"] + [
+            f"{t.name}@{layer}"
+            for t in self.methods
+            if t.scored or t.name == "feature_maps"
+            for layer in self.layers_of(t)
+        ]
 
-    def load(self, record: data.ImageRecord):
-        """The record's pixels and display photo (both saved), or ``None`` if unreadable."""
+    def layers_of(self, technique: techniques.Technique) -> list[str]:
+        if technique.name == "feature_maps":
+            return ["all"]
+        return self.cam_layers if technique.needs_layer else [PIXEL_LAYER]
+
+    def describe(self) -> dict:
+        """Everything about the run known before any image: what ``finish`` and the site
+        need besides the parts, and what ``--resume`` checks."""
+        spec = self.spec
+        return {
+            "settings": self.config.results_settings(),
+            "settings_hash": self.config.digest(),
+            "command": self.config.command(),
+            "dataset": self.dataset,
+            "model": {
+                "name": spec.name,
+                "description": spec.description,
+                "input_size": list(spec.input_size),
+                "mean": list(spec.mean),
+                "std": list(spec.std),
+                "cam_layers": self.cam_layers,
+                "feature_layers": list(spec.feature_layers),
+                "classifier": spec.classifier,
+            },
+            "methods": [t.name for t in self.methods],
+            "techniques": {t.name: t.describe() for t in self.methods},
+            "units": self.units,
+            "batches": len(range(0, len(self.records), self.config.batch_size)),
+            "images": len(self.records),
+            "device": self.device.type,
+            "threads": torch.get_num_threads(),
+            "versions": versions(),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def begin(self, fresh: bool) -> None:
+        """Check ``--resume`` against the stored settings; a ``fresh`` start forgets earlier
+        parts. Shards never reset (others may be working) but refuse other settings."""
+        store = self.store
+        store.remove_temporary()
+        earlier = store.read_part(MODEL, "run")
+        if self.config.resume and earlier is None:
+            raise OptionError(
+                f"--resume: '{store.out}' holds no run to continue; run without --resume"
+            )
+        if earlier is not None and (self.config.resume or not fresh):
+            check_same_settings(earlier["settings"], self.config.results_settings(), store.out)
+        if fresh and not self.config.resume:
+            store.reset()
+        if earlier is None or fresh:
+            store.write_part(MODEL, "run", self.describe())
+
+    def mine(self) -> list[tuple[int, list[data.ImageRecord]]]:
+        """This shard's batches: every N-th, so a batch is the same whoever runs it."""
+        index, count = self.config.shard
+        return [
+            (i, batch)
+            for i, batch in enumerate(data.batches(self.records, self.config.batch_size))
+            if i % count == index
+        ]
+
+    def todo(self, batch: str) -> list[str]:
+        done = self.store.done_units(batch)
+        images = self.store.read_part(batch, "images") if "images" in done else None
+        if images is not None and not images["ok"]:
+            return []  # nothing in this batch could be read
+        return [unit for unit in self.units if unit not in done]
+
+    def process(self, index: int, records: list[data.ImageRecord]) -> None:
+        """Every unfinished unit of one batch."""
+        batch = batch_name(index)
+        todo = self.todo(batch)
+        if not todo:
+            return
+        rows, loaded = [], []
+        for record in records:
+            row, item = self.load(record)
+            rows.append(row)
+            if item is not None:
+                loaded.append(item)
+        if not loaded:
+            self.store.write_part(batch, "images", {"ok": 0, "images": rows, "predictions": []})
+            return
+        inputs = np.stack([data.model_input(rgb, self.spec.input_size) for _, rgb, _ in loaded])
+        x = (torch.from_numpy(inputs).to(self.device).permute(0, 3, 1, 2) - self.mean) / self.std
+        probs, predictions = self.predict(loaded, x)
+        targets = self.targets(loaded, probs)
+        if "images" in todo:
+            part = {"ok": len(loaded), "images": rows, "predictions": predictions}
+            self.store.write_part(batch, "images", {**part, "timing": self.timer.last})
+        for technique in tqdm(
+            self.methods, desc="methods", leave=False, disable=len(self.methods) < 2
+        ):
+            for layer in self.layers_of(technique):
+                unit = f"{technique.name}@{layer}"
+                if unit in todo:
+                    part = self.unit(technique, layer, loaded, x, inputs, probs, targets)
+                    self.store.write_part(batch, unit, part)
+
+    def load(self, record: data.ImageRecord) -> tuple[dict, tuple | None]:
+        """The record's table row, and its pixels and display photo (both saved) unless it is
+        skipped or unreadable: any error here is the image's, never the run's."""
         row = {
             "image": record.id,
             "source": record.source,
@@ -131,130 +278,140 @@ class Run:
             "boxes": json.dumps(record.boxes),
             "credit": record.credit,
         }
+        if record.skip:
+            return {**row, "status": "skipped", "error": record.skip}, None
         try:
-            rgb = data.load_rgb(record)
+            rgb, note = data.load_photo(record)
+            photo = display_photo(rgb)
+            self.store.save_image(f"photos/{record.id}.jpg", photo)
+            scale = (photo.shape[1] / rgb.shape[1], photo.shape[0] / rgb.shape[0])
+            self.store.save_image(
+                f"photos/{record.id}.boxes.jpg", figures.draw_boxes(photo, record.boxes, scale)
+            )
         except data.DataError as err:
-            self.rows["images"].append({**row, "status": "failed", "error": str(err)})
-            return None
-        photo = display_photo(rgb)
-        self.store.save_image(f"photos/{record.id}.jpg", photo)
-        scale = (photo.shape[1] / rgb.shape[1], photo.shape[0] / rgb.shape[0])
-        self.store.save_image(
-            f"photos/{record.id}.boxes.jpg", figures.draw_boxes(photo, record.boxes, scale)
-        )
-        self.rows["images"].append(
-            {**row, "status": "ok", "error": "", "width": rgb.shape[1], "height": rgb.shape[0]}
-        )
-        return record, rgb, photo
+            return {**row, "status": "failed", "error": str(err)}, None
+        except Exception as err:  # noqa: BLE001 - one bad image never stops the run
+            message = f"cannot use '{record.source}': {type(err).__name__}: {err}"
+            return {**row, "status": "failed", "error": message}, None
+        boxes, dropped = usable_boxes(record.boxes, rgb.shape[1], rgb.shape[0])
+        if dropped:
+            note = "; ".join(filter(None, [note, dropped]))
+            record = dataclasses.replace(record, boxes=boxes)
+        size = {"width": rgb.shape[1], "height": rgb.shape[0]}
+        return {**row, "status": "ok", "error": "", "note": note, **size}, (record, rgb, photo)
 
-    def predict(self, loaded, x: torch.Tensor) -> torch.Tensor:
-        """Softmax probabilities of the batch; the top-5 go to ``predictions``."""
+    def predict(self, loaded, x: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
+        """Softmax probabilities of the batch and its top-5 rows for ``predictions``."""
         with self.timer("predict", PIXEL_LAYER, len(loaded)), torch.inference_mode():
             probs = torch.softmax(self.model(x).float(), dim=1).cpu()
         top_p, top_i = probs.topk(5, dim=1)
-        for (record, _, _), p, i in zip(loaded, top_p.tolist(), top_i.tolist(), strict=True):
-            for rank, (prob, cls) in enumerate(zip(p, i, strict=True), start=1):
-                self.rows["predictions"].append(
-                    {
-                        "image": record.id,
-                        "rank": rank,
-                        "class_id": cls,
-                        "class_name": self.spec.class_names[cls],
-                        "probability": prob,
-                    }
-                )
-        return probs
+        rows = [
+            {
+                "image": record.id,
+                "rank": rank,
+                "class_id": cls,
+                "class_name": self.spec.class_names[cls],
+                "probability": prob,
+            }
+            for (record, _, _), p, i in zip(loaded, top_p.tolist(), top_i.tolist(), strict=True)
+            for rank, (prob, cls) in enumerate(zip(p, i, strict=True), start=1)
+        ]
+        return probs, rows
 
-    def explain(self, loaded, x: torch.Tensor, targets: torch.Tensor):
-        """Every selected technique on the batch: ``{(method, layer): maps}``."""
-        maps: dict[tuple[str, str], torch.Tensor] = {}
-        for technique in tqdm(
-            self.methods, desc="methods", leave=False, disable=len(self.methods) < 2
-        ):
-            for layer in self.cam_layers if technique.needs_layer else [PIXEL_LAYER]:
-                try:
-                    if technique.name == "feature_maps":
-                        with self.timer("feature_maps", "all", len(loaded)):
-                            views = technique.run(self.model, x, layers=self.spec.feature_layers)
-                        self.store_feature_maps(views, loaded)
-                    elif technique.scored:
-                        where = (
-                            {"layer": layer, "classifier": self.spec.classifier}
-                            if technique.needs_layer
-                            else {}
-                        )
-                        with self.timer(technique.name, layer, len(loaded)):
-                            maps[(technique.name, layer)] = technique.run(
-                                self.model,
-                                x,
-                                targets,
-                                batch_size=self.config.batch_size,
-                                mean=self.spec.mean,
-                                std=self.spec.std,
-                                **where,
-                                **self.config.options.get(technique.name, {}),
-                            )
-                except ValueError as err:  # names the method and layer itself
-                    message = str(err)
-                except RuntimeError as err:
-                    message = f"{technique.name} at {layer}: {err}"
-                else:
-                    continue
-                if message not in self.problems:
-                    self.problems.append(message)
-        return maps
-
-    def batch(self, loaded) -> None:
-        """Predictions, feature maps, every scored map and its metrics for one batch."""
-        spec = self.spec
-        inputs = np.stack([data.model_input(rgb, spec.input_size) for _, rgb, _ in loaded])
-        x = (torch.from_numpy(inputs).to(self.device).permute(0, 3, 1, 2) - self.mean) / self.std
-        probs = self.predict(loaded, x)
-        targets = probs.argmax(1)
-        maps = self.explain(loaded, x, targets)
-        for k, (record, _, _) in enumerate(loaded):
-            self.store.save_maps(
-                record.id, {f"{m}@{lay}": v[k].cpu().numpy() for (m, lay), v in maps.items()}
+    def targets(self, loaded, probs: torch.Tensor) -> torch.Tensor:
+        """The class each map explains: ``--target`` (default: the prediction)."""
+        predicted = probs.argmax(1)
+        if self.target == "predicted":
+            return predicted
+        if self.target == "label":  # the first annotated class, else the prediction
+            return torch.tensor(
+                [
+                    r.classes[0] if r.classes else int(p)
+                    for (r, _, _), p in zip(loaded, predicted, strict=True)
+                ]
             )
-        full = probs[torch.arange(len(loaded)), targets].numpy()
-        for (method, layer), m in maps.items():
-            up = upsample(m.float(), spec.input_size).detach().cpu().numpy()
-            key = f"{method}@{layer}"
-            self.scales[key] = max(self.scales.get(key, 0.0), float(np.maximum(up, 0).max()))
-            masked = masked_confidence(self.probabilities, inputs, up, targets.numpy())
-            drops = drop_per_image(full, masked)
-            increases = increase_per_image(full, masked)
-            for k, (record, rgb, photo) in enumerate(loaded):
-                self.store.save_image(
-                    overlay_path(record.id, method, layer), figures.overlay(photo, up[k])
-                )
-                values = {
-                    "average_drop": drops[k],
-                    "increase_in_confidence": increases[k],
-                    "prob_full": full[k],
-                    "prob_masked": masked[k],
-                }
-                if record.boxes:
-                    sx, sy = spec.input_size[1] / rgb.shape[1], spec.input_size[0] / rgb.shape[0]
-                    boxes = [
-                        (x0 * sx, y0 * sy, x1 * sx, y1 * sy) for x0, y0, x1, y1 in record.boxes
-                    ]
-                    for delta in self.config.loc_deltas:
-                        values[f"loc_{delta:g}"] = loc_delta(up[k], boxes, delta)
-                base = {"image": record.id, "model": spec.name, "layer": layer, "method": method}
-                self.rows["metrics"].extend(
-                    {**base, "metric": name, "value": float(v)} for name, v in values.items()
-                )
+        return torch.full_like(predicted, self.target)
 
-    def store_feature_maps(self, views, loaded) -> None:
-        """One channel grid per image and layer, and the layer statistics table."""
+    def unit(self, technique, layer: str, loaded, x, inputs, probs, targets) -> dict:
+        """One technique at one layer on one batch: maps, overlays and metric rows saved;
+        the part's payload returned. A technique's error is recorded, not raised."""
+        try:
+            if technique.name == "feature_maps":
+                with self.timer("feature_maps", "all", len(loaded)):
+                    views = technique.run(self.model, x, layers=self.spec.feature_layers)
+                return {"layers": self.store_feature_maps(views, loaded), "timing": self.timer.last}
+            where = (
+                {"layer": layer, "classifier": self.spec.classifier}
+                if technique.needs_layer
+                else {}
+            )
+            with self.timer(technique.name, layer, len(loaded)):
+                maps = technique.run(
+                    self.model,
+                    x,
+                    targets,
+                    batch_size=self.config.batch_size,
+                    mean=self.spec.mean,
+                    std=self.spec.std,
+                    **where,
+                    **self.config.options.get(technique.name, {}),
+                )
+        except ValueError as err:  # names the method and layer itself
+            return {"problem": str(err)}
+        except RuntimeError as err:
+            return {"problem": f"{technique.name} at {layer}: {err}"}
+        timing = self.timer.last
+        rows, scale = self.score(technique.name, layer, maps, loaded, inputs, probs, targets)
+        return {"metrics": rows, "scale": scale, "timing": timing}
+
+    def score(self, method: str, layer: str, maps, loaded, inputs, probs, targets):
+        """Save raw maps and overlays, and compute every metric of one method's maps.
+
+        Non-finite values (a NaN or Inf gradient) become 0 and their count is recorded
+        as the metric ``nonfinite``, so the leaderboard never averages a NaN."""
+        spec, key = self.spec, f"{method}@{layer}"
+        maps = maps.detach().float().cpu()
+        nonfinite = (~torch.isfinite(maps)).flatten(1).sum(1).tolist()
+        maps = torch.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0)
+        up = upsample(maps, spec.input_size).numpy()
+        full = probs[torch.arange(len(loaded)), targets].numpy()
+        masked = masked_confidence(self.probabilities, inputs, up, targets.numpy())
+        drops = drop_per_image(full, masked)
+        increases = increase_per_image(full, masked)
+        rows = []
+        for k, (record, rgb, photo) in enumerate(loaded):
+            self.store.save_map(record.id, key, maps[k].numpy())
+            self.store.save_image(
+                overlay_path(record.id, method, layer), figures.overlay(photo, up[k])
+            )
+            values = {
+                "average_drop": drops[k],
+                "increase_in_confidence": increases[k],
+                "prob_full": full[k],
+                "prob_masked": masked[k],
+                "target": int(targets[k]),
+            }
+            if nonfinite[k]:
+                values["nonfinite"] = nonfinite[k]
+            if record.boxes:
+                sx, sy = spec.input_size[1] / rgb.shape[1], spec.input_size[0] / rgb.shape[0]
+                boxes = [(x0 * sx, y0 * sy, x1 * sx, y1 * sy) for x0, y0, x1, y1 in record.boxes]
+                for delta in self.config.loc_deltas:
+                    values[f"loc_{delta:g}"] = loc_delta(up[k], boxes, delta)
+            base = {"image": record.id, "model": spec.name, "layer": layer, "method": method}
+            rows += [{**base, "metric": name, "value": float(v)} for name, v in values.items()]
+        return rows, float(np.maximum(up, 0).max())
+
+    def store_feature_maps(self, views, loaded) -> list[dict]:
+        """One channel grid per image and layer; returns the layer statistics rows."""
+        rows = []
         for depth, (layer, view) in enumerate(views.items()):
             acts = view.acts.cpu().numpy()
             for k, (record, _, _) in enumerate(loaded):
                 self.store.save_image(
                     feature_grid_path(record.id, layer), figures.channel_grid(acts[k])
                 )
-                self.rows["layers"].append(
+                rows.append(
                     {
                         "image": record.id,
                         "layer": layer,
@@ -266,80 +423,126 @@ class Run:
                         "mean_activation": float(view.mean[k]),
                     }
                 )
+        return rows
 
-    def shared_scale_overlays(self) -> None:
-        """Overlays on one scale per method and layer (0 .. the largest value over all images),
-        drawn from the stored raw maps once every image is done."""
-        for row in self.rows["images"]:
-            if row["status"] != "ok":
+    def filters(self) -> None:
+        """The first convolution's filters: run-wide, drawn by shard 0 only."""
+        if any(t.name == "filters" for t in self.methods) and self.config.shard[0] == 0:
+            name, weights = techniques.get("filters").run(self.model)
+            self.store.save_image("filters.png", figures.filter_grid(weights.numpy()))
+            self.store.write_part(MODEL, "filters", {"layer": name, "count": int(weights.shape[0])})
+
+
+def check_same_settings(earlier: dict, now: dict, out) -> None:
+    """Refuse to mix results of different settings in one folder, naming what differs."""
+    changed = [
+        f"{key} {earlier.get(key)!r} -> {now.get(key)!r}"
+        for key in sorted(set(earlier) | set(now))
+        if earlier.get(key) != now.get(key)
+    ]
+    if changed:
+        raise OptionError(
+            f"'{out}' holds a run with other settings ({'; '.join(changed)}): use the same "
+            "options to continue it, or another --out (or no --resume) to start afresh"
+        )
+
+
+def work(config: RunConfig, progress: bool = True, fresh: bool = True, rank: int = 0) -> Run:
+    """Do this process's share of the units, skipping finished ones; returns the run."""
+    started = time.perf_counter()
+    state = Run(config, local_rank=rank)
+    state.begin(fresh)
+    mine = state.mine()
+    bar = tqdm(total=sum(len(b) for _, b in mine), desc="images", unit="img", disable=not progress)
+    for index, batch in mine:
+        state.process(index, batch)
+        bar.update(len(batch))
+    bar.close()
+    state.filters()
+    index, count = config.shard
+    marker = {"seconds": time.perf_counter() - started, "device": str(state.device)}
+    state.store.write_part(MODEL, f"shard-{index}-of-{count}", marker)
+    return state
+
+
+def shards_done(out: str, count: int) -> bool:
+    done = Store(out).done_units(MODEL)
+    return all(f"shard-{i}-of-{count}" in done for i in range(count))
+
+
+def finish(out: str) -> Summary:
+    """Tables, shared-scale overlays and ``run.json`` from the parts; no model needed.
+    Raises if any batch of the run is unfinished (a shard still working or lost)."""
+    store = Store(out)
+    about = store.read_part(MODEL, "run")
+    if about is None:
+        raise FileNotFoundError(f"'{out}' holds no run: nothing to finish")
+    rows: dict[str, list[dict]] = defaultdict(list)
+    calls, problems, scales, missing = [], [], {}, []
+    for index in range(about["batches"]):
+        batch = batch_name(index)
+        images = store.read_part(batch, "images")
+        units = about["units"] if images is None or images["ok"] else ["images"]
+        for unit in units:
+            part = store.read_part(batch, unit)
+            if part is None:
+                missing.append(f"{batch}/{unit}")
                 continue
-            photo = self.store.load_image(f"photos/{row['image']}.jpg")
-            for key, raw in self.store.load_maps(row["image"]).items():
-                method, layer = key.split("@", 1)
-                self.store.save_image(
-                    overlay_path(row["image"], method, layer, shared=True),
-                    figures.overlay(photo, raw, scale=self.scales[key]),
-                )
+            for table in TABLES:
+                rows[table] += part.get(table, [])
+            if part.get("timing"):
+                calls.append(part["timing"])
+            if part.get("problem") and part["problem"] not in problems:
+                problems.append(part["problem"])
+            if "scale" in part:
+                scales[unit] = max(scales.get(unit, 0.0), part["scale"])
+    if missing:
+        raise OptionError(
+            f"'{out}' has {len(missing)} unfinished units (first: {', '.join(missing[:3])}): "
+            "finish them with `reportgen run --resume` (same options), or run the missing "
+            "shards and `reportgen merge`"
+        )
+    for table in TABLES:
+        store.write_table(table, rows[table])
+    model = about["model"]["name"]
+    store.write_table("timings", timing_rows(calls, model, about["device"], about["threads"]))
+    ok = [row["image"] for row in rows["images"] if row["status"] == "ok"]
+    shared_scale_overlays(store, ok, scales)
+    shards = [store.read_part(MODEL, u) for u in sorted(store.done_units(MODEL))]
+    seconds = max((p["seconds"] for p in shards if "seconds" in p), default=0.0)
+    failed = len(rows["images"]) - len(ok)
+    store.write_json(
+        "run",
+        {
+            **about,
+            "filters": store.read_part(MODEL, "filters"),
+            "scales": scales,
+            "seconds": round(seconds, 2),
+            "failed": failed,
+            "problems": problems,
+        },
+    )
+    return Summary(out, seconds, about["images"], failed, about["methods"], problems)
 
-    def filters(self):
-        name, weights = techniques.get("filters").run(self.model)
-        self.store.save_image("filters.png", figures.filter_grid(weights.numpy()))
-        return {"layer": name, "count": int(weights.shape[0])}
+
+def shared_scale_overlays(store: Store, images: list[str], scales: dict[str, float]) -> None:
+    """Overlays on one scale per method and layer (0 .. the largest value over all images),
+    drawn from the stored raw maps once every image is done."""
+    for image in tqdm(images, desc="shared-scale overlays", leave=False):
+        photo = store.load_image(f"photos/{image}.jpg")
+        for key, raw in store.load_maps(image).items():
+            if key in scales:
+                method, layer = key.split("@", 1)
+                store.save_image(
+                    overlay_path(image, method, layer, shared=True),
+                    figures.overlay(photo, raw, scale=scales[key]),
+                )
 
 
 def run(config: RunConfig, progress: bool = True) -> Summary:
     """Compute every selected technique and metric over the data set, store the tables."""
-    start = time.perf_counter()
-    state = Run(config)
-    bar = tqdm(total=len(state.records), desc="images", unit="img", disable=not progress)
-    for batch in data.batches(state.records, config.batch_size):
-        loaded = [item for item in map(state.load, batch) if item is not None]
-        if loaded:
-            state.batch(loaded)
-        bar.update(len(batch))
-    bar.close()
-    state.shared_scale_overlays()
-    filters = state.filters() if any(t.name == "filters" for t in state.methods) else None
-
-    seconds = time.perf_counter() - start
-    spec, rows = state.spec, state.rows
-    for table in ("images", "predictions", "metrics", "layers"):
-        state.store.write_table(table, rows[table])
-    state.store.write_table("timings", state.timer.rows(spec.name))
-    failed = sum(r["status"] == "failed" for r in rows["images"])
-    names = [t.name for t in state.methods]
-    state.store.write_json(
-        "run",
-        {
-            "settings": config.to_dict(),
-            "settings_hash": config.digest(),
-            "command": config.command(),
-            "dataset": state.dataset,
-            "model": {
-                "name": spec.name,
-                "description": spec.description,
-                "input_size": list(spec.input_size),
-                "mean": list(spec.mean),
-                "std": list(spec.std),
-                "cam_layers": state.cam_layers,
-                "feature_layers": list(spec.feature_layers),
-                "classifier": spec.classifier,
-            },
-            "methods": names,
-            "filters": filters,
-            "techniques": {t.name: t.describe() for t in state.methods},
-            "scales": state.scales,
-            "device": str(state.device),
-            "threads": torch.get_num_threads(),
-            "versions": versions(),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "seconds": round(seconds, 2),
-            "images": len(state.records),
-            "failed": failed,
-            "problems": state.problems,
-        },
-    )
-    return Summary(config.out, seconds, len(state.records), failed, names, state.problems)
+    work(config, progress)
+    return finish(config.out)
 
 
 def versions() -> dict[str, str]:

@@ -193,6 +193,7 @@ def render(out: str | Path) -> tuple[int, int]:
         )
 
     ok = images[images.status == "ok"]
+    converted = ok[ok.note.notna()] if "note" in ok else ok.iloc[:0]  # "" reads as NaN
     methods = run["techniques"]  # the registry's text, stored by the run
     scored = (
         [
@@ -220,6 +221,7 @@ def render(out: str | Path) -> tuple[int, int]:
         entries=entries,
         matrix=matrix,
         images=images,
+        converted=converted,
         timings=timings,
         layers=layers,
         **common,
@@ -242,7 +244,7 @@ def render(out: str | Path) -> tuple[int, int]:
             "image.html",
             image=row,
             predictions=predictions[predictions.image == row.image],
-            classes={int(c) for c in str(row.classes).split()},
+            classes={int(float(c)) for c in str(row.classes).split() if c != "nan"},
             cards=cards,
             prev=ids[i - 1] if i else None,
             next=ids[i + 1] if i + 1 < len(ids) else None,

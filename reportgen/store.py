@@ -2,13 +2,20 @@
 
 Layout under ``OUT``: ``data/`` (CSV tables, ``run.json``), ``img/`` (photos,
 overlays, grids), and the rendered pages. ``render.py`` reads only this.
+
+While a run works, each finished unit of work (one batch x one technique at one
+layer) is a JSON *part* under ``data/parts/<batch>/``, written after its maps and
+images: a part on disk is finished work, so a killed run resumes where it stopped and
+shards of one run (other processes or machines) merge by collecting parts.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +32,7 @@ COLUMNS = {  # fixed columns, so an empty table still reads back with its header
         "credit",
         "status",
         "error",
+        "note",
         "width",
         "height",
     ],
@@ -102,15 +110,59 @@ class Store:
     def read_json(self, name: str):
         return json.loads(self._existing(self.data / f"{name}.json").read_text())
 
-    def save_maps(self, image: str, maps: dict[str, np.ndarray]) -> None:
-        """Raw maps of one image (``method@layer`` -> float32 array at its own resolution)."""
-        path = self.data / "maps" / f"{image}.npz"
-        arrays = {key: np.asarray(m, dtype=np.float32) for key, m in maps.items()}
-        atomic_write(path, lambda tmp: np.savez_compressed(open(tmp, "wb"), **arrays))
+    def save_map(self, image: str, key: str, saliency: np.ndarray) -> None:
+        """One raw map (``method@layer``, float32 at its own resolution) of one image."""
+        path = self.data / "maps" / image / f"{key}.npz"
+        array = np.asarray(saliency, dtype=np.float32)
+        atomic_write(path, lambda tmp: np.savez_compressed(open(tmp, "wb"), map=array))
 
     def load_maps(self, image: str) -> dict[str, np.ndarray]:
-        with np.load(self._existing(self.data / "maps" / f"{image}.npz")) as stored:
-            return {key: stored[key] for key in stored.files}
+        """Every raw map of one image, ``method@layer`` -> array."""
+        maps = {}
+        for path in sorted(self._existing_dir(self.data / "maps" / image).glob("*.npz")):
+            with np.load(path) as stored:
+                maps[path.stem] = stored["map"]
+        return maps
+
+    def _existing_dir(self, path: Path) -> Path:
+        if not path.is_dir():
+            raise FileNotFoundError(f"'{path}' is missing: the run did not finish this image")
+        return path
+
+    # parts: finished units of work, see the module's docstring
+    @property
+    def parts_dir(self) -> Path:
+        return self.data / "parts"
+
+    def write_part(self, batch: str, unit: str, payload: dict) -> None:
+        text = json.dumps(payload, default=str)
+        path = self.parts_dir / batch / f"{unit}.json"
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+    def read_part(self, batch: str, unit: str) -> dict | None:
+        path = self.parts_dir / batch / f"{unit}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def done_units(self, batch: str) -> set[str]:
+        folder = self.parts_dir / batch
+        return {p.stem for p in folder.glob("*.json")} if folder.is_dir() else set()
+
+    def batches(self) -> Iterator[str]:
+        """Names of the batches with any part, in order."""
+        if self.parts_dir.is_dir():
+            yield from sorted(p.name for p in self.parts_dir.iterdir() if p.is_dir())
+
+    def reset(self) -> None:
+        """Forget the results of an earlier run in this folder (a fresh run, not a resume)."""
+        for folder in (self.parts_dir, self.data / "maps"):
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def remove_temporary(self) -> int:
+        """Delete half-written files a killed run left behind; returns how many."""
+        stale = [p for p in self.out.rglob(".*.tmp") if p.is_file()]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
 
     def load_image(self, rel: str) -> np.ndarray:
         with Image.open(self._existing(self.img / rel)) as im:

@@ -33,7 +33,19 @@ def test_folder_layout_gives_labels(tmp_path):
     Image.new("L", (8, 8)).save(tmp_path / "7" / "b.png")
     (tmp_path / "notes.txt").write_text("not an image")
     records = data.folder_records(tmp_path, ["tench", "tabby, tabby cat"] + ["x"] * 10)
-    assert [(r.id, r.classes) for r in records] == [("7_b", [7]), ("tabby_a_cat", [1])]
+    assert [(r.id, r.classes) for r in records] == [
+        ("7_b", [7]),
+        ("notes.txt", []),
+        ("tabby_a_cat", [1]),
+    ]
+    assert [bool(r.skip) for r in records] == [False, True, False]
+    assert "not an image file (suffix '.txt')" in records[1].skip
+    with pytest.raises(data.DataError, match="not an image file"):
+        data.load_photo(records[1])
+    (tmp_path / "12").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "12" / "c.png")
+    with pytest.raises(data.DataError, match=r"12'.* out of range 0\.\.11"):
+        data.folder_records(tmp_path, ["tench", "tabby, tabby cat"] + ["x"] * 10)
     (tmp_path / "empty").mkdir()
     with pytest.raises(data.DataError, match="holds no images"):
         data.folder_records(tmp_path / "empty", [])

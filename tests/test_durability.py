@@ -1,0 +1,128 @@
+"""Runs that survive being killed, resume where they stopped, repeat exactly, and split
+across processes: each compared table by table with one uninterrupted run."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from reportgen.cli import main
+
+# cheap techniques of every kind: a gradient CAM at two layers, a pixel gradient, a
+# perturbation, a seeded random baseline, and the feature-map view
+RUN = [
+    "--limit",
+    "4",
+    "--batch-size",
+    "1",
+    "--methods",
+    "gradcam,gradcampp,saliency,occlusion,baseline_random,feature_maps",
+    "--set",
+    "occlusion.window=112",
+    "--set",
+    "occlusion.stride=112",
+]
+TABLES = ["images", "predictions", "metrics", "layers"]
+
+
+def tables(out: Path) -> dict[str, bytes]:
+    return {name: (out / "data" / f"{name}.csv").read_bytes() for name in TABLES}
+
+
+def overlays(out: Path) -> dict[str, bytes]:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in (out / "img").rglob("*.jpg")}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("reference")
+    assert main(["run", "--out", str(out), *RUN]) == 0
+    return out
+
+
+def command(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "reportgen", "run", "--out", str(out), *RUN, *extra]
+
+
+def kill_when(process: subprocess.Popen, out: Path, parts: int) -> None:
+    """SIGKILL the run once ``parts`` finished units are on disk (or fail if it ends first)."""
+    deadline = time.monotonic() + 300
+    while len(list((out / "data" / "parts").glob("b*/*.json"))) < parts:
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+@pytest.mark.slow
+def test_killed_twice_and_resumed_equals_uninterrupted(reference, tmp_path):
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for parts in (3, 14):  # early (inside the first batch), then later
+        extra = ["--resume"] if parts != 3 else []
+        process = subprocess.Popen(command(out, *extra), env=env, stderr=subprocess.DEVNULL)
+        kill_when(process, out, parts)
+    assert not (out / "data" / "metrics.csv").exists()  # it never got to the tables
+    done = subprocess.run(command(out, "--resume"), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert tables(out) == tables(reference)
+    assert overlays(out) == overlays(reference)
+
+
+def test_resume_refuses_other_settings(reference, tmp_path, capsys):
+    out = tmp_path / "other"
+    assert main(["run", "--out", str(out), *RUN[:4], "--methods", "saliency"]) == 0
+    argv = ["run", "--out", str(out), *RUN[:4], "--methods", "gradcam", "--resume"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "other settings" in err and "methods 'saliency' -> 'gradcam'" in err
+    assert main(["run", "--out", str(tmp_path / "empty"), "--resume"]) == 2
+    assert "holds no run to continue" in capsys.readouterr().err
+
+
+def test_resume_of_a_finished_run_recomputes_nothing(reference, tmp_path):
+    out = tmp_path / "again"
+    assert main(["run", "--out", str(out), *RUN]) == 0
+    parts = {p: p.stat().st_mtime_ns for p in (out / "data" / "parts").rglob("b*/*.json")}
+    assert main(["run", "--out", str(out), *RUN, "--resume"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in parts} == parts
+    assert tables(out) == tables(reference)
+
+
+def test_same_seed_gives_identical_tables_and_images(reference, tmp_path):
+    out = tmp_path / "twin"
+    assert main(["run", "--out", str(out), *RUN]) == 0
+    assert tables(out) == tables(reference)
+    assert overlays(out) == overlays(reference)
+
+
+def test_shards_in_separate_folders_merge_to_the_same_tables(reference, tmp_path, capsys):
+    first, second = tmp_path / "shard0", tmp_path / "shard1"
+    assert main(["run", "--out", str(first), *RUN, "--shard", "0/2"]) == 0
+    assert "shard 0/2 done" in capsys.readouterr().out
+    assert main(["merge", "--out", str(first)]) == 2  # half the batches are missing
+    assert "unfinished units" in capsys.readouterr().err
+    assert main(["run", "--out", str(second), *RUN, "--shard", "1/2"]) == 0
+    assert main(["merge", "--out", str(first), str(second)]) == 0
+    assert tables(first) == tables(reference)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one(reference, tmp_path):
+    """Two CPU processes under torchrun (gloo): rank 0 merges and renders the site.
+    Each process keeps this process's thread count (torchrun would set 1): CPU kernels
+    sum in another order with other thread counts, and the tables are compared bytewise."""
+    out = tmp_path / "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    argv = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    argv += ["--master-port", "29533", "-m", "reportgen", "run", "--out", str(out), *RUN]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (out / "index.html").is_file()
+    assert tables(out) == tables(reference)

@@ -1,0 +1,56 @@
+"""Numerical edge cases have defined results: no crash, no NaN in the leaderboard."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from evaluation.metrics import average_drop, drop_per_image, loc_delta, normalise_map
+from reportgen import techniques
+from reportgen.cli import main
+from reportgen.pipeline import usable_boxes
+
+
+def test_zero_probability_drops_nothing():
+    assert drop_per_image([0.0, 0.5], [0.2, 0.25]).tolist() == [0.0, 50.0]
+    assert average_drop([0.0], [0.0]) == 0.0
+
+
+@pytest.mark.parametrize("value", [0.0, 3.0, -2.0])
+def test_constant_and_zero_maps_normalise_to_zero(value):
+    flat = np.full((4, 4), value)
+    assert (normalise_map(flat) == 0).all()
+    # nothing is above any threshold: no pixel inside, none outside
+    assert loc_delta(flat, [(0, 0, 2, 2)], 0.0) == 0.0
+
+
+def test_boxes_outside_the_image_are_clipped_or_dropped():
+    kept, note = usable_boxes([[-5, -5, 10, 10], [50, 50, 60, 60], [3, 3, 3, 9]], 20, 20)
+    assert kept == [[0, 0, 10, 10]]
+    assert "[50, 50, 60, 60]" in note and "[3, 3, 3, 9]" in note and "20x20" in note
+
+
+def nan_maps(model, x, targets, **_):
+    """Half the map NaN, one value +Inf: what a NaN gradient produces."""
+    maps = torch.ones(x.shape[0], *x.shape[-2:])
+    maps[:, : x.shape[-2] // 2] = float("nan")
+    maps[:, -1, -1] = float("inf")
+    return maps
+
+
+def test_nan_and_inf_maps_are_zeroed_and_counted(tmp_path, monkeypatch):
+    technique = techniques.Technique(
+        "nan_maps", "NaN maps", "baseline", "test", "", "half NaN", "none", nan_maps
+    )
+    monkeypatch.setitem(techniques.REGISTRY, "nan_maps", technique)
+    argv = ["run", "--out", str(tmp_path), "--limit", "2", "--methods", "nan_maps,saliency"]
+    assert main(argv) == 0
+    metrics = pd.read_csv(tmp_path / "data" / "metrics.csv")
+    ours = metrics[metrics.method == "nan_maps"].set_index(["image", "metric"]).value
+    assert (ours.xs("nonfinite", level="metric") == 224 * 112 + 1).all()
+    assert ours.notna().all()
+    assert "nonfinite" not in set(metrics[metrics.method == "saliency"].metric)
+    raw = np.load(tmp_path / "data" / "maps" / "chelsea" / "nan_maps@input.npz")["map"]
+    assert np.isfinite(raw).all() and raw[0, 0] == 0 and raw[-2, 0] == 1
+    board = (tmp_path / "index.html").read_text()
+    assert ">nan<" not in board.lower()
