@@ -171,9 +171,10 @@ def _reason(err: Exception) -> str:
     return f"corrupt or unreadable ({type(err).__name__}: {err})"
 
 
-def load_photo(record: ImageRecord) -> tuple[np.ndarray, str]:
-    """The record's pixels as ``uint8 [H, W, 3]`` and a note of what was converted ("" if
-    nothing), e.g. ``"grey converted to RGB; rotated per EXIF orientation"``.
+def load_photo(record: ImageRecord) -> tuple[np.ndarray, str, list[list[float]]]:
+    """The record's pixels as ``uint8 [H, W, 3]``, a note of what was converted ("" if
+    nothing), e.g. ``"grey converted to RGB; rotated per EXIF orientation"``, and the
+    record's boxes in those pixels (scaled like the photo when it was reduced on load).
 
     Raises ``DataError`` naming the file for anything unusable (empty, corrupt, truncated,
     over PIL's decompression-bomb limit, skipped), so a caller can report it and go on.
@@ -198,7 +199,8 @@ def load_photo(record: ImageRecord) -> tuple[np.ndarray, str]:
         raise DataError(f"cannot use image '{source}': crop {record.crop} leaves no pixels")
     if min(h, w) < TINY_SIDE:
         notes.append(f"tiny ({w}x{h}): up-sampled to the model input")
-    return np.ascontiguousarray(rgb), "; ".join(notes)
+    boxes = [[v * scale for v in box] for box in record.boxes] if scale != 1 else record.boxes
+    return np.ascontiguousarray(rgb), "; ".join(notes), boxes
 
 
 def load_rgb(record: ImageRecord) -> np.ndarray:

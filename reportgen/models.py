@@ -61,7 +61,10 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors have many types
-        raise ModelError(f"--weights file '{path}' is not a loadable state dict: {err}") from err
+        raise ModelError(
+            f"--weights file '{path}' is not a state dict saved by torch.save "
+            f"({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+        ) from err
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -73,14 +76,32 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def apply_weights(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load ``path`` into ``model`` strictly, with an error that says what does not fit."""
-    try:
-        model.load_state_dict(load_state_dict(path))
-    except RuntimeError as err:
-        first = str(err).splitlines()[0:3]
+    """Load ``path`` into ``model`` strictly, with one line that says what does not fit
+    (counts and the first names, not PyTorch's list of every key)."""
+    state = load_state_dict(path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    resized = [
+        f"{k} {list(state[k].shape)} vs {list(v.shape)}"
+        for k, v in own.items()
+        if k in state and hasattr(state[k], "shape") and state[k].shape != v.shape
+    ]
+    problems = [
+        f"{len(names)} {what} (first: {', '.join(names[:3])})"
+        for names, what in (
+            (missing, "keys missing"),
+            (unexpected, "unexpected keys"),
+            (resized, "shapes differ, file vs model"),
+        )
+        if names
+    ]
+    if problems:
         raise ModelError(
-            f"--weights file '{path}' does not fit {type(model).__name__}: {' '.join(first)}"
-        ) from err
+            f"--weights file '{path}' does not fit {type(model).__name__}: {'; '.join(problems)}. "
+            "Is it a state dict of another architecture? Check --model"
+        )
+    model.load_state_dict(state)
     return model
 
 

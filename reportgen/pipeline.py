@@ -281,22 +281,21 @@ class Run:
         if record.skip:
             return {**row, "status": "skipped", "error": record.skip}, None
         try:
-            rgb, note = data.load_photo(record)
+            rgb, note, boxes = data.load_photo(record)
+            boxes, dropped = usable_boxes(boxes, rgb.shape[1], rgb.shape[0])
+            note = "; ".join(filter(None, [note, dropped]))
+            record = dataclasses.replace(record, boxes=boxes)
             photo = display_photo(rgb)
             self.store.save_image(f"photos/{record.id}.jpg", photo)
             scale = (photo.shape[1] / rgb.shape[1], photo.shape[0] / rgb.shape[0])
             self.store.save_image(
-                f"photos/{record.id}.boxes.jpg", figures.draw_boxes(photo, record.boxes, scale)
+                f"photos/{record.id}.boxes.jpg", figures.draw_boxes(photo, boxes, scale)
             )
         except data.DataError as err:
             return {**row, "status": "failed", "error": str(err)}, None
         except Exception as err:  # noqa: BLE001 - one bad image never stops the run
             message = f"cannot use '{record.source}': {type(err).__name__}: {err}"
             return {**row, "status": "failed", "error": message}, None
-        boxes, dropped = usable_boxes(record.boxes, rgb.shape[1], rgb.shape[0])
-        if dropped:
-            note = "; ".join(filter(None, [note, dropped]))
-            record = dataclasses.replace(record, boxes=boxes)
         size = {"width": rgb.shape[1], "height": rgb.shape[0]}
         return {**row, "status": "ok", "error": "", "note": note, **size}, (record, rgb, photo)
 

@@ -29,7 +29,7 @@ def bad(tmp_path_factory) -> tuple[Path, dict[str, str], dict[str, data.ImageRec
     return root, outcomes, {Path(r.source).relative_to(root).as_posix(): r for r in records}
 
 
-def load(bad, name: str) -> tuple[np.ndarray, str]:
+def load(bad, name: str) -> tuple[np.ndarray, str, list]:
     return data.load_photo(bad[2][name])
 
 
@@ -47,7 +47,7 @@ def test_each_file_is_converted_skipped_or_ignored(bad, name):
             data.load_photo(records[name])
         assert Path(name).name in str(raised.value) and REASONS[name] in str(raised.value)
         return
-    rgb, note = data.load_photo(records[name])
+    rgb, note, _ = data.load_photo(records[name])
     assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
     assert rgb.flags.c_contiguous
     assert (note == "") if outcome == "ok" else (NOTES[name] in note), note
@@ -80,7 +80,7 @@ def test_exif_orientation_turns_the_photo(bad):
 
 def test_huge_photo_is_reduced_while_decoding(bad):
     tracemalloc.start()
-    rgb, note = load(bad, "huge.jpg")
+    rgb, note, _ = load(bad, "huge.jpg")
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert rgb.shape == (4000, 4000, 3) and note == "reduced from 8000x8000 to 4000x4000 on load"
@@ -92,7 +92,7 @@ def test_reduction_keeps_the_crop_on_the_same_pixels(bad, monkeypatch):
     monkeypatch.setattr(data, "MAX_SIDE", 32)  # plain.png is 64x48: reduced 2x by block averaging
     record = bad[2]["plain.png"]
     full = np.asarray(Image.open(record.source))
-    rgb, note = data.load_photo(record)
+    rgb, note, _ = data.load_photo(record)
     assert rgb.shape == (24, 32, 3) and "reduced from 64x48 to 32x24 on load" in note
     cropped = data.load_photo(data.ImageRecord("c", record.source, crop=[8, 24, 16, 48]))[0]
     assert cropped.shape == (8, 16, 3)
@@ -237,3 +237,12 @@ def test_a_folder_of_nothing_readable_exits_1(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("text")
     assert main(argv) == 2
     assert "holds no images" in capsys.readouterr().err
+
+
+def test_boxes_follow_a_photo_reduced_on_load(tmp_path):
+    path = tmp_path / "wide.jpg"
+    Image.new("RGB", (8192, 64), (10, 20, 30)).save(path)
+    record = data.ImageRecord("wide", str(path), boxes=[[4096, 0, 8192, 64]])
+    rgb, note, boxes = data.load_photo(record)
+    assert rgb.shape[:2] == (32, 4096) and "reduced from 8192x64" in note
+    assert boxes == [[2048, 0, 4096, 32]]

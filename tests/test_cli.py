@@ -76,6 +76,7 @@ def test_render_rebuilds_only_what_changed(small_site, capsys):
         (["run", "--layers", "blocks.9"], "layer 'blocks.9' is not a module"),
         (["run", "--layers", "classifier"], "CAM methods need a spatial"),
         (["run", "--model", "efficientnet"], "--model 'efficientnet' is unknown"),
+        (["run", "--target", "1000"], "--target '1000' is not a class of this model"),
         (["render", "--out", "/nonexistent/site"], "run `reportgen run"),
     ],
 )
@@ -83,6 +84,18 @@ def test_bad_options_exit_2_with_one_clear_line(argv, message, capsys, tmp_path)
     assert main([*argv, "--out", str(tmp_path)] if argv[0] == "run" else argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_weights_that_do_not_fit_say_so_in_one_line(tmp_path, capsys):
+    import torch
+
+    weights = tmp_path / "other.pt"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "bn2.weight": torch.zeros(7)}, weights)
+    assert main(["run", "--weights", str(weights), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "other.pt' does not fit EfficientNet" in err
+    assert "keys missing (first: conv_stem.weight" in err and "1 unexpected keys" in err
+    assert "bn2.weight [7] vs [1280]" in err and "Traceback" not in err
 
 
 def test_list_layers_marks_the_default(capsys):

@@ -54,3 +54,11 @@ def test_nan_and_inf_maps_are_zeroed_and_counted(tmp_path, monkeypatch):
     assert np.isfinite(raw).all() and raw[0, 0] == 0 and raw[-2, 0] == 1
     board = (tmp_path / "index.html").read_text()
     assert ">nan<" not in board.lower()
+
+
+def test_templates_escape_names_from_the_data():
+    from reportgen.render import environment
+
+    page = environment().get_template("base.html")
+    assert page.environment.autoescape is True or page.environment.autoescape("x.html")
+    assert environment().from_string("{{ x }}").render(x="<b>&\"'") == "&lt;b&gt;&amp;&#34;&#39;"
