@@ -1,16 +1,42 @@
 """Faithfulness and localisation metrics, exactly as shared/METRICS.md defines them.
 
 Pure functions over NumPy arrays. The only model access is a callable
-``probabilities(images) -> [N, classes]`` handed in by the caller.
+``probabilities(images) -> [N, classes]`` handed in by the caller; images are
+``[N, H, W, 3]`` in pixel space ([0, 1], before the model's normalisation).
+Every function works on one image (or one stack of per-image values) so the
+caller keeps each per-image value for bootstrap confidence intervals.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import itertools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Literal, NamedTuple
 
 import numpy as np
+from scipy import ndimage, sparse, stats
+from scipy.sparse.linalg import spsolve
 
 Box = tuple[float, float, float, float]  # (x0, y0, x1, y1), covering [y0:y1, x0:x1]
+Probabilities = Callable[[np.ndarray], np.ndarray]
+ExplanationMode = Literal["grad-cam++", "score-cam"]
+
+#: Score-CAM's variant of the explanation image keeps this share of the map's pixels.
+SCORE_CAM_KEEP = 0.5
+#: Binarisation threshold, as a fraction of the map's maximum (Grad-CAM's 15 %).
+LOCALISATION_FRACTION = 0.15
+#: RISE's blur for the insertion substrate: ``gkern(klen=11, nsig=5)``.
+RISE_KERNEL_SIZE = 11
+RISE_SIGMA = 5.0
+#: ROAD's neighbour weights ((dy, dx), weight): 1/6 for sides, 1/12 for diagonals.
+ROAD_NEIGHBOURS: tuple[tuple[tuple[int, int], float], ...] = (
+    ((-1, 0), 1 / 6), ((1, 0), 1 / 6), ((0, -1), 1 / 6), ((0, 1), 1 / 6),
+    ((-1, -1), 1 / 12), ((-1, 1), 1 / 12), ((1, -1), 1 / 12), ((1, 1), 1 / 12),
+)  # fmt: skip
+ROAD_FRACTIONS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+ROAD_NOISE = 0.01
+ROAD_TIE_NOISE = 1e-4
 
 
 def normalise_map(saliency: np.ndarray) -> np.ndarray:
@@ -21,13 +47,43 @@ def normalise_map(saliency: np.ndarray) -> np.ndarray:
     return np.where(span > 0, (m - lo) / np.where(span > 0, span, 1.0), 0.0)
 
 
-def explanation_images(images: np.ndarray, saliency: np.ndarray) -> np.ndarray:
-    """Grad-CAM++ sec. 4.1: ``E = L ∘ I``, the normalised map times the image.
+def keep_top(saliency: np.ndarray, share: float = SCORE_CAM_KEEP) -> np.ndarray:
+    """The map with everything outside its top ``share`` of pixels set to 0 (per map).
+
+    Exactly ``ceil(share · H · W)`` pixels are kept, so the share is a share of
+    pixels even when values tie; ties at the cut are broken in raster order
+    (row-major, earlier pixel kept), which makes the result deterministic.
+    """
+    m = np.asarray(saliency, dtype=np.float64)
+    h, w = m.shape[-2:]
+    flat = m.reshape(*m.shape[:-2], h * w)
+    k = math.ceil(share * h * w)
+    order = np.argsort(-flat, axis=-1, kind="stable")
+    keep = np.zeros(flat.shape, dtype=bool)
+    np.put_along_axis(keep, order[..., :k], True, axis=-1)
+    return np.where(keep, flat, 0.0).reshape(m.shape)
+
+
+def explanation_images(
+    images: np.ndarray, saliency: np.ndarray, mode: ExplanationMode = "grad-cam++"
+) -> np.ndarray:
+    """The explanation image ``E`` whose confidence ``O`` Average Drop compares with ``Y``.
+
+    ``mode="grad-cam++"`` (default; Chattopadhay et al. 2018, sec. 4.1):
+    ``E = L ∘ I``, the map L (ReLU, min-max normalised to [0, 1]) times the image.
+    ``mode="score-cam"`` (Wang et al. 2020, Score-CAM, sec. 5.1): the same, but
+    only the top 50 % of L's pixels are kept (the rest set to 0, see
+    :func:`keep_top`) before masking, so a diffuse map cannot keep the whole image.
 
     ``images`` are ``[N, H, W, 3]`` in pixel space ([0, 1], before the model's
     normalisation); ``saliency`` is ``[N, H, W]`` at the same resolution.
     """
-    return images * normalise_map(saliency)[..., None]
+    weights = normalise_map(saliency)
+    if mode == "score-cam":
+        weights = keep_top(weights, SCORE_CAM_KEEP)
+    elif mode != "grad-cam++":
+        raise ValueError(f"unknown explanation mode {mode!r}: use 'grad-cam++' or 'score-cam'")
+    return images * weights[..., None]
 
 
 def drop_per_image(full: np.ndarray, masked: np.ndarray) -> np.ndarray:
@@ -98,9 +154,11 @@ def masked_confidence(
     images: np.ndarray,
     saliency: np.ndarray,
     targets: Sequence[int],
+    mode: ExplanationMode = "grad-cam++",
 ) -> np.ndarray:
-    """``O_i``: the probability of each item's target on its explanation image."""
-    probs = probabilities(explanation_images(images, saliency))
+    """``O_i``: the probability of each item's target on its explanation image
+    (``mode`` as in :func:`explanation_images`; one call to ``probabilities``)."""
+    probs = probabilities(explanation_images(images, saliency, mode))
     return probs[np.arange(len(targets)), np.asarray(targets)]
 
 

@@ -12,13 +12,15 @@ __all__ = ["explain", "__version__"]
 def explain(
     model,
     images,
-    method: str,
+    method: str | Sequence[str],
     *,
     layer: str | None = None,
     target: int | Sequence[int] | None = None,
     classifier: str | None = None,
 ):
-    """One technique on a batch: a float tensor ``[N, H, W]`` at the input's resolution.
+    """One technique on a batch: a float tensor ``[N, H, W]`` at the input's resolution;
+    a list of techniques: ``{name: maps}``, the gradient CAMs among them computed from
+    one shared forward/backward capture.
 
     ``images`` is the model's (normalised) input ``[N, 3, H, W]``. ``target`` is one
     class for all items, one per item, or ``None`` for each item's top-1 class.
@@ -31,18 +33,29 @@ def explain(
     from . import techniques
     from .capture import preserved_state, record_outputs
     from .models import default_cam_layer, last_linear
-    from .techniques.cam import upsample
+    from .techniques.cam import REGISTRY_CAM, cam_maps, upsample
 
-    technique = techniques.get(method)
-    if not technique.scored:
-        raise ValueError(f"'{method}' is a {technique.family} view, not an attribution map")
+    names = [method] if isinstance(method, str) else list(method)
+    chosen = [techniques.get(name) for name in names]
+    for technique in chosen:
+        if not technique.scored:
+            raise ValueError(
+                f"'{technique.name}' is a {technique.family} view, not an attribution map"
+            )
     if target is None:
         with preserved_state(model), torch.no_grad():
             target = model(images).argmax(1)
-    kwargs = {}
-    if technique.needs_layer:
+    if any(t.needs_layer for t in chosen):
         if layer is None:
             layer = default_cam_layer(*record_outputs(model, images[:1]))
-        kwargs = {"layer": layer, "classifier": classifier or last_linear(model)}
-    maps = technique.run(model, images, target, **kwargs)
-    return upsample(maps, images.shape[-2:]) if maps.shape[-2:] != images.shape[-2:] else maps
+        classifier = classifier or last_linear(model)
+    names_fused = [t.name for t in chosen if t.name in REGISTRY_CAM]
+    fused = cam_maps(model, images, target, [layer], names_fused, classifier) if names_fused else {}
+    maps = {m: v for (m, _), v in fused.items()}
+    for technique in chosen:
+        if technique.name not in maps:
+            where = {"layer": layer, "classifier": classifier} if technique.needs_layer else {}
+            maps[technique.name] = technique.run(model, images, target, **where)
+    size = images.shape[-2:]
+    maps = {k: upsample(v, size) if v.shape[-2:] != size else v for k, v in maps.items()}
+    return maps[method] if isinstance(method, str) else {name: maps[name] for name in names}

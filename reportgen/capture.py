@@ -101,7 +101,10 @@ class Capture:
 
     With ``for_grad=True`` the hook hands a clone downstream, so that in-place
     operations after the layer (``ReLU(inplace=True)``, ``+=`` in residual
-    blocks) cannot modify the tensor we differentiate against.
+    blocks) cannot modify the tensor we differentiate against. An output that is
+    not yet part of a graph (input and parameters not requiring grad) becomes a
+    leaf that requires grad: the graph then starts at the earliest captured layer,
+    so everything before it runs as cheaply as a plain forward pass.
     """
 
     def __init__(self, model: nn.Module, names: Sequence[str], for_grad: bool = False):
@@ -121,6 +124,8 @@ class Capture:
         def fn(_module: nn.Module, _inp, out):
             if not isinstance(out, torch.Tensor):
                 raise TypeError(f"layer '{name}' returns {type(out).__name__}, not a tensor")
+            if self.for_grad and not out.requires_grad and torch.is_grad_enabled():
+                out = out.detach().requires_grad_(True)
             self.outputs[name] = out
             return out.clone() if self.for_grad else None
 
@@ -132,14 +137,32 @@ class Capture:
         self._handles.clear()
 
 
-def grad_ready_input(x: torch.Tensor) -> torch.Tensor:
-    """A leaf copy of ``x`` that requires grad, so the graph exists even for frozen models."""
+def refuse_inference_mode() -> None:
     if torch.is_inference_mode_enabled():
         raise RuntimeError(
             "gradient-based explanations cannot run under torch.inference_mode(); "
             "call them outside that block"
         )
+
+
+def grad_ready_input(x: torch.Tensor) -> torch.Tensor:
+    """A leaf copy of ``x`` that requires grad, so the graph exists even for frozen models."""
+    refuse_inference_mode()
     return x.detach().clone().requires_grad_(True)
+
+
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[None]:
+    """Parameters not requiring grad for the block (flags restored after): no graph is
+    recorded for them, and no parameter gradient is ever computed."""
+    flags = {p: p.requires_grad for p in model.parameters()}
+    try:
+        for p in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
 
 
 # --- Backward rules: guided backpropagation and the deconvnet -------------------------------

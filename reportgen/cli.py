@@ -72,6 +72,11 @@ def parser() -> argparse.ArgumentParser:
         help="continue the run in --out, skipping finished work (same options required)",
     )
     run.add_argument(
+        "--profile",
+        action="store_true",
+        help="record a torch.profiler kernel table per technique (first batch; slows it)",
+    )
+    run.add_argument(
         "--shard",
         type=shard,
         help="do only every N-th batch, starting at i (i/N); under torchrun set from the rank",
@@ -93,6 +98,14 @@ def parser() -> argparse.ArgumentParser:
     )
     merge.add_argument("--out", default=d.out, help="the folder to merge into and render")
     merge.add_argument("folders", nargs="*", help="--out folders of the other shards")
+
+    bench = sub.add_parser(
+        "bench", help="time our techniques beside pytorch-grad-cam and captum (pytest-benchmark)"
+    )
+    bench.add_argument("--out", default=d.out, help="site folder: JSON to OUT/data/bench/")
+    bench.add_argument("--size", default="full", choices=["full", "small"])
+    bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    bench.add_argument("-k", dest="select", help="only benchmarks matching this pytest -k")
 
     lst = sub.add_parser("list", help="list methods, models or layers")
     lst.add_argument("what", choices=["methods", "models", "layers"])
@@ -126,6 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         options=options,
         resume=args.resume,
         shard=args.shard or (rank, world),
+        profile=args.profile,
     )
     if world > 1 and not args.shard:
         return distributed(config, rank)
@@ -165,7 +179,7 @@ def distributed(config: RunConfig, rank: int) -> int:
 def finish(out: str) -> int:
     """Tables from the parts, then the site; prints the summary."""
     from . import pipeline
-    from .render import render
+    from .render import SiteSize, render
 
     started = time.perf_counter()
     summary = pipeline.finish(out)
@@ -181,6 +195,7 @@ def finish(out: str) -> int:
     for problem in summary.problems:
         print(f"  not computed: {problem}")
     print(f"  site: {out}/index.html ({pages} pages); tables: {out}/data/")
+    print(f"  {SiteSize.recorded(out)}")
     return 0 if done else EXIT_NOTHING_DONE
 
 
@@ -205,7 +220,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from .render import render
+    from .render import SiteSize, render
 
     started = time.perf_counter()
     written, pages = render(args.out)
@@ -213,6 +228,36 @@ def cmd_render(args: argparse.Namespace) -> int:
         f"reportgen: wrote {written} of {pages} pages to {args.out}/ "
         f"({pages - written} unchanged) in {time.perf_counter() - started:.2f} s"
     )
+    print(f"  {SiteSize.recorded(args.out)}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run ``evaluation/bench`` with pytest-benchmark; save its JSON where the site finds it."""
+    import subprocess
+
+    import evaluation.bench
+
+    folder = Path(evaluation.bench.__file__).parent
+    target = Path(args.out) / "data" / "bench" / f"{args.device}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "pytest", str(folder), "-q", "-p", "no:cacheprovider"]
+    argv += ["--benchmark-enable", "--benchmark-only", f"--benchmark-json={target}"]
+    argv += ["--benchmark-columns=median,iqr,rounds", "--benchmark-sort=name"]
+    argv += ["-k", args.select] if args.select else []
+    env = {**os.environ, "REPORTGEN_BENCH": args.size, "REPORTGEN_BENCH_DEVICE": args.device}
+    try:
+        code = subprocess.run(argv, env=env, cwd=folder).returncode
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"cannot start pytest ({err})") from err
+    if code:
+        print(
+            "reportgen: benchmarks need the test extras: pip install -e '.[test]'", file=sys.stderr
+        )
+        return code
+    print(f"reportgen: benchmark results in {target}")
+    if (Path(args.out) / "data" / "run.json").is_file():
+        return cmd_render(args)
     return 0
 
 
@@ -248,7 +293,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    commands = {"run": cmd_run, "render": cmd_render, "merge": cmd_merge, "list": cmd_list}
+    commands = {
+        "run": cmd_run,
+        "render": cmd_render,
+        "merge": cmd_merge,
+        "bench": cmd_bench,
+        "list": cmd_list,
+    }
     try:
         return commands[args.command](args)
     except (ValueError, FileNotFoundError) as err:

@@ -26,8 +26,9 @@ class RunConfig:
     loc_deltas: tuple[float, ...] = field(default=(0.0, 0.25, 0.5))
     resume: bool = False  # continue the run in ``out``; not a setting of the results
     shard: tuple[int, int] = (0, 1)  # (index, count): this process's share of the batches
+    profile: bool = False  # kernel tables per technique (first batch); slows that batch
 
-    LOCAL = ("out", "resume", "shard")  # where and how, not what: left out of the hash
+    LOCAL = ("out", "resume", "shard", "profile")  # where and how, not what: not hashed
 
     def results_settings(self) -> dict:
         """The settings that change results, JSON-ready."""

@@ -49,6 +49,16 @@ def overlay(
     return ((1 - alpha) * photo + alpha * colourise(heat, HEATMAP)).round().astype(np.uint8)
 
 
+def heat_indices(saliency: np.ndarray) -> np.ndarray:
+    """The rectified map at its own resolution as ``uint8`` levels 0..255 of its own range:
+    stored as a PNG with the ``jet`` palette, so the raw map's pixels stay exact."""
+    return (unit_range(np.maximum(saliency, 0)) * 255).round().astype(np.uint8)
+
+
+def heat_palette() -> list[int]:
+    return colourise(np.linspace(0, 1, 256), HEATMAP).reshape(-1).tolist()
+
+
 def draw_boxes(
     photo: np.ndarray, boxes: list[list[float]], scale: tuple[float, float]
 ) -> np.ndarray:

@@ -9,6 +9,7 @@ batches. ``finish`` builds the tables from the parts and needs no model.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import platform
@@ -17,8 +18,10 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
@@ -28,9 +31,9 @@ from . import __version__, data, figures, techniques
 from .capture import resolve_layer
 from .config import RunConfig
 from .models import get_spec, list_layers, load_model
-from .store import Store, feature_grid_path, overlay_path
-from .techniques.cam import upsample
-from .timing import Timer, timing_rows
+from .store import Store, atomic_write, feature_grid_path, overlay_path, raw_path
+from .techniques.cam import REGISTRY_CAM, cam_maps, upsample
+from .timing import PassCounter, Timer, peak_rss_mb, timing_rows
 
 PIXEL_LAYER = "input"  # the "layer" of pixel-level methods in the tables
 DISPLAY_SIDE = 384  # long side of photos and overlays in the site
@@ -103,6 +106,36 @@ def make_probabilities(
     return probabilities
 
 
+@contextlib.contextmanager
+def profile_to(path, label: str, device: torch.device, top: int = 20):
+    """Profile the block; write its top operators by self time (device time on a GPU)."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities, profile_memory=True) as prof:
+        with record_function(f"technique:{label}"):
+            yield
+    rows = []
+    for event in prof.key_averages():
+        device_us = getattr(event, "self_device_time_total", 0) or 0
+        rows.append(
+            {
+                "operator": event.key,
+                "calls": event.count,
+                "self_cpu_ms": event.self_cpu_time_total / 1000,
+                "self_device_ms": device_us / 1000,
+                "cpu_memory_mb": getattr(event, "self_cpu_memory_usage", 0) / 2**20,
+                "device_memory_mb": (getattr(event, "self_device_memory_usage", 0) or 0) / 2**20,
+            }
+        )
+    key = "self_device_ms" if device.type == "cuda" else "self_cpu_ms"
+    rows = sorted(rows, key=lambda r: -r[key])[:top]
+    frame = pd.DataFrame(rows)
+    atomic_write(Path(path), lambda tmp: frame.to_csv(tmp, index=False))
+
+
 def usable_boxes(boxes: list, width: int, height: int) -> tuple[list, str]:
     """Boxes clipped to the image; the ones with no area left are dropped and named."""
     kept, dropped = [], []
@@ -160,13 +193,23 @@ class Run:
         self.probabilities = make_probabilities(
             self.model, self.mean, self.std, self.device, config.batch_size
         )
-        self.timer = Timer(self.device)
+        self.timer = Timer(self.device, PassCounter(self.model))
+        self.palette = figures.heat_palette()
+        self.profiles: set[str] = set()
         self.units = ["images"] + [
             f"{t.name}@{layer}"
             for t in self.methods
             if t.scored or t.name == "feature_maps"
             for layer in self.layers_of(t)
         ]
+
+    def profiled(self, unit: str):
+        """Under ``--profile``, the first call of each unit runs inside ``torch.profiler`` and
+        its top kernels go to ``data/profile/<unit>.csv``; otherwise nothing."""
+        if not self.config.profile or unit in self.profiles:
+            return contextlib.nullcontext()
+        self.profiles.add(unit)
+        return profile_to(self.store.data / "profile" / f"{unit}.csv", unit, self.device)
 
     def layers_of(self, technique: techniques.Technique) -> list[str]:
         if technique.name == "feature_maps":
@@ -258,14 +301,63 @@ class Run:
         if "images" in todo:
             part = {"ok": len(loaded), "images": rows, "predictions": predictions}
             self.store.write_part(batch, "images", {**part, "timing": self.timer.last})
+        fused = self.fused(todo, x, targets)
         for technique in tqdm(
             self.methods, desc="methods", leave=False, disable=len(self.methods) < 2
         ):
             for layer in self.layers_of(technique):
                 unit = f"{technique.name}@{layer}"
-                if unit in todo:
+                if unit not in todo:
+                    continue
+                if unit in fused:
+                    maps, timing, problem = fused[unit]
+                    part = (
+                        {"problem": problem}
+                        if problem
+                        else self.scored(
+                            technique.name, layer, maps, timing, loaded, inputs, probs, targets
+                        )
+                    )
+                else:
                     part = self.unit(technique, layer, loaded, x, inputs, probs, targets)
-                    self.store.write_part(batch, unit, part)
+                self.store.write_part(batch, unit, part)
+
+    def fused(self, todo: list[str], x: torch.Tensor, targets: torch.Tensor) -> dict:
+        """Every unfinished gradient-CAM unit of the batch from one capture (``cam_maps``):
+        ``{unit: (maps, timing, problem)}``. Each unit's time is an equal share of the
+        engine's, marked ``fused`` with the number of units that shared it."""
+        pending = [
+            (t.name, layer)
+            for t in self.methods
+            if t.name in REGISTRY_CAM
+            for layer in self.cam_layers
+            if f"{t.name}@{layer}" in todo
+        ]
+        if not pending:
+            return {}
+        methods = list(dict.fromkeys(m for m, _ in pending))
+        layers = list(dict.fromkeys(lay for _, lay in pending))
+        errors: dict[tuple[str, str], str] = {}
+        try:
+            with (
+                self.profiled("cam engine"),
+                self.timer("cam engine", ",".join(layers), x.shape[0]),
+            ):
+                maps = cam_maps(
+                    self.model, x, targets, layers, methods, self.spec.classifier, errors
+                )
+        except (ValueError, RuntimeError) as err:
+            return {f"{m}@{lay}": (None, None, f"{m} at {lay}: {err}") for m, lay in pending}
+        share = {**self.timer.last, "fused": len(maps)}
+        share["seconds"] /= max(len(maps), 1)
+        return {
+            f"{m}@{lay}": (
+                maps.get((m, lay)),
+                {**share, "method": m, "layer": lay},
+                errors.get((m, lay)),
+            )
+            for m, lay in pending
+        }
 
     def load(self, record: data.ImageRecord) -> tuple[dict, tuple | None]:
         """The record's table row, and its pixels and display photo (both saved) unless it is
@@ -344,7 +436,10 @@ class Run:
                 if technique.needs_layer
                 else {}
             )
-            with self.timer(technique.name, layer, len(loaded)):
+            with (
+                self.profiled(f"{technique.name}@{layer}"),
+                self.timer(technique.name, layer, len(loaded)),
+            ):
                 maps = technique.run(
                     self.model,
                     x,
@@ -359,8 +454,13 @@ class Run:
             return {"problem": str(err)}
         except RuntimeError as err:
             return {"problem": f"{technique.name} at {layer}: {err}"}
-        timing = self.timer.last
-        rows, scale = self.score(technique.name, layer, maps, loaded, inputs, probs, targets)
+        return self.scored(
+            technique.name, layer, maps, self.timer.last, loaded, inputs, probs, targets
+        )
+
+    def scored(self, method: str, layer: str, maps, timing: dict, *batch) -> dict:
+        """The part of a unit whose maps are computed: saved, scored, timed."""
+        rows, scale = self.score(method, layer, maps, *batch)
         return {"metrics": rows, "scale": scale, "timing": timing}
 
     def score(self, method: str, layer: str, maps, loaded, inputs, probs, targets):
@@ -380,6 +480,11 @@ class Run:
         rows = []
         for k, (record, rgb, photo) in enumerate(loaded):
             self.store.save_map(record.id, key, maps[k].numpy())
+            self.store.save_image(
+                raw_path(record.id, method, layer),
+                figures.heat_indices(maps[k].numpy()),
+                palette=self.palette,
+            )
             self.store.save_image(
                 overlay_path(record.id, method, layer), figures.overlay(photo, up[k])
             )
@@ -459,7 +564,11 @@ def work(config: RunConfig, progress: bool = True, fresh: bool = True, rank: int
     bar.close()
     state.filters()
     index, count = config.shard
-    marker = {"seconds": time.perf_counter() - started, "device": str(state.device)}
+    marker = {
+        "seconds": time.perf_counter() - started,
+        "device": str(state.device),
+        "peak_rss_mb": peak_rss_mb(),
+    }
     state.store.write_part(MODEL, f"shard-{index}-of-{count}", marker)
     return state
 
@@ -509,6 +618,7 @@ def finish(out: str) -> Summary:
     shared_scale_overlays(store, ok, scales)
     shards = [store.read_part(MODEL, u) for u in sorted(store.done_units(MODEL))]
     seconds = max((p["seconds"] for p in shards if "seconds" in p), default=0.0)
+    peak = max((p["peak_rss_mb"] for p in shards if "peak_rss_mb" in p), default=None)
     failed = len(rows["images"]) - len(ok)
     store.write_json(
         "run",
@@ -517,6 +627,7 @@ def finish(out: str) -> Summary:
             "filters": store.read_part(MODEL, "filters"),
             "scales": scales,
             "seconds": round(seconds, 2),
+            "peak_rss_mb": peak,
             "failed": failed,
             "problems": problems,
         },

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from PIL import Image
 
 from evaluation.metrics import bootstrap_ci, win_rate
 
-from .store import Store, atomic_write, feature_grid_path, overlay_path
+from .store import Store, atomic_write, feature_grid_path, overlay_path, raw_path
 
 # Metric columns of the leaderboard: (metric id, heading, better, paper)
 METRICS = [
@@ -29,6 +30,11 @@ METRICS = [
     ("loc_0.25", "Loc(0.25)", "higher", "Chattopadhay et al. 2018, eq. 26"),
     ("loc_0.5", "Loc(0.5)", "higher", "Chattopadhay et al. 2018, eq. 26"),
 ]
+# Per-image scores under each map in the comparison grid, in this order
+CELL_METRICS = ["average_drop", "prob_full", "prob_masked", "loc_0", "loc_0.25", "loc_0.5"]
+THUMB_SIZE = 192  # long side of gallery thumbnails, px
+RAW_DATA = ("data/maps", "data/parts")  # kept for notebooks and --resume, not published
+BUDGET_PER_IMAGE = 2_500_000  # bytes of published site per explained image (README: Output layout)
 
 
 @dataclass
@@ -84,6 +90,17 @@ def number(value, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
+def significant(value, digits: int = 3) -> str:
+    """Jinja filter: a number of any magnitude (a map's scale) in ``digits`` significant digits."""
+    return number(value) if number(value) == "–" else f"{value:.{digits}g}"
+
+
+def thumb(path: str) -> str:
+    """The WebP gallery thumbnail of the site image ``img/<rel>``: ``img/thumbs/<rel>.webp``."""
+    assert path.startswith("img/"), path
+    return "img/thumbs/" + path[len("img/") :].rsplit(".", 1)[0] + ".webp"
+
+
 def environment() -> Environment:
     folder = resources.files("reportgen.templates")
     env = Environment(
@@ -93,11 +110,51 @@ def environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["num"] = number
+    env.filters["sig"] = significant
     env.globals["overlay"] = lambda image, method, layer, shared=False: (
         "img/" + overlay_path(image, method, layer, shared)
     )
+    env.globals["raw_map"] = lambda image, method, layer: "img/" + raw_path(image, method, layer)
+    env.globals["thumb"] = thumb
     env.globals["feature_grid"] = lambda image, layer: "img/" + feature_grid_path(image, layer)
     return env
+
+
+def timing_plot(timings: pd.DataFrame, path: Path) -> None:
+    """Milliseconds per image per technique, log scale, slowest at the top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = timings.sort_values("ms_per_image")
+    labels = [
+        m if lay in ("input", "all") else f"{m}@{lay}"
+        for m, lay in zip(rows.method, rows.layer, strict=True)
+    ]
+    fig, ax = plt.subplots(figsize=(7, 0.22 * len(rows) + 0.8), dpi=100)
+    ax.barh(labels, rows.ms_per_image, color="#3d7ea6")
+    ax.set_xscale("log")
+    ax.set_xlabel("ms per image")
+    ax.tick_params(axis="y", labelsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="svg"))
+    plt.close(fig)
+
+
+def bench_results(out: Path) -> list[dict]:
+    """This site's benchmark JSON (``reportgen bench``), then the ones shipped with
+    reportgen (``evaluation/bench/results``, e.g. a GPU run), each file once."""
+    from evaluation.bench.report import results
+
+    shipped = Path(str(resources.files("evaluation.bench").joinpath("results")))
+    found, seen = [], set()
+    for result in results(out / "data" / "bench", shipped):
+        if result["file"] not in seen:
+            seen.add(result["file"])
+            found.append(result)
+    return found
 
 
 def sparsity_plot(layers: pd.DataFrame, path: Path) -> None:
@@ -124,23 +181,80 @@ def sparsity_plot(layers: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def write_thumbnail(source: Path, target: Path) -> None:
+    """A WebP copy of ``source`` with a long side of ``THUMB_SIZE`` px."""
+
+    def write(tmp: str) -> None:
+        with Image.open(source) as image:
+            small = image.convert("RGB")
+            small.thumbnail((THUMB_SIZE, THUMB_SIZE))
+            small.save(tmp, "WEBP", quality=75)
+
+    atomic_write(target, write)
+
+
+@dataclass
+class SiteSize:
+    """Bytes on disk: what a Pages deployment publishes, and the raw data it leaves out."""
+
+    published: int  # everything but RAW_DATA: pages, assets, images, tables
+    raw_data: int  # RAW_DATA: raw maps (npz) and parts
+    images: int  # explained images
+
+    @property
+    def per_image(self) -> float:
+        return self.published / max(self.images, 1)
+
+    @classmethod
+    def recorded(cls, out: str | Path) -> SiteSize:
+        """The size the last ``render(out)`` measured (kept in its status file)."""
+        status = json.loads((Path(out) / SiteWriter.STATUS).read_text())
+        return cls(**status["size"])
+
+    def __str__(self) -> str:
+        return (
+            f"site {self.published / 1e6:.1f} MB ({self.per_image / 1e6:.2f} MB per image; "
+            f"budget {BUDGET_PER_IMAGE / 1e6:.1f} MB), "
+            f"plus {self.raw_data / 1e6:.1f} MB of raw maps and parts (not published)"
+        )
+
+
+def site_size(out: str | Path, images: int) -> SiteSize:
+    """Measure the site under ``out`` that explains ``images`` images (the status file aside)."""
+    out = Path(out)
+    published = raw = 0
+    for path in out.rglob("*"):
+        if path.is_file() and path.name != SiteWriter.STATUS:
+            rel = path.relative_to(out).as_posix()
+            if rel.startswith(RAW_DATA):
+                raw += path.stat().st_size
+            else:
+                published += path.stat().st_size
+    return SiteSize(published, raw, images)
+
+
 class SiteWriter:
     """Writes pages and files only when their content changed, like coverage.py's report.
 
-    A status file keeps a hash of each output, so an unchanged re-render writes
-    nothing and says so.
+    A status file keeps a hash of each output's input, so an unchanged re-render writes
+    nothing and says so; outputs of an earlier render that this one did not make (an old
+    hashed asset, the page of an image no longer in the run) are deleted.
     """
 
     STATUS = ".reportgen-status.json"
+    OWNED = ("assets", "img/thumbs")  # folders that hold only what render writes
 
     def __init__(self, out: Path, env: Environment):
         self.out, self.env = out, env
         path = out / self.STATUS
-        self.status: dict[str, str] = json.loads(path.read_text()) if path.is_file() else {}
+        status = json.loads(path.read_text()) if path.is_file() else {}
+        self.status: dict[str, str] = status.get("files", {})
+        self.seen: set[str] = set()
         self.written = 0
         self.pages = 0
 
     def _changed(self, rel: str, digest: str) -> bool:
+        self.seen.add(rel)
         if self.status.get(rel) == digest and (self.out / rel).is_file():
             return False
         self.status[rel] = digest
@@ -161,13 +275,102 @@ class SiteWriter:
             (self.out / rel).parent.mkdir(parents=True, exist_ok=True)
             make(self.out / rel)
 
-    def save(self) -> None:
-        text = json.dumps(self.status, indent=0, sort_keys=True)
+    def thumbnail(self, path: str) -> None:
+        """The thumbnail of the site image ``path`` (see ``thumb``), when that image exists."""
+        source = self.out / path
+        if source.is_file():
+            self.file(thumb(path), source.read_bytes(), lambda t: write_thumbnail(source, t))
+
+    def assets(self, folder) -> dict[str, str]:
+        """Copy the static files under content-hashed names; returns
+        ``{"style.css": "assets/style.<hash8>.css", ...}``."""
+        names = {}
+        for item in sorted(folder.iterdir(), key=lambda item: item.name):
+            if item.is_file():
+                content = item.read_bytes()
+                stem, _, suffix = item.name.partition(".")
+                rel = f"assets/{stem}.{hashlib.sha256(content).hexdigest()[:8]}.{suffix}"
+                self.file(rel, content, lambda path, c=content: path.write_bytes(c))
+                names[item.name] = rel
+        return names
+
+    def prune(self) -> None:
+        """Delete what an earlier render wrote and this one did not."""
+        stale = set(self.status) - self.seen
+        for folder in self.OWNED:
+            if (self.out / folder).is_dir():
+                files = (p for p in (self.out / folder).rglob("*") if p.is_file())
+                stale |= {p.relative_to(self.out).as_posix() for p in files} - self.seen
+        for rel in stale:
+            (self.out / rel).unlink(missing_ok=True)
+            self.status.pop(rel, None)
+        for folder in self.OWNED:  # and the folders that emptied
+            for path in sorted((self.out / folder).rglob("*"), reverse=True):
+                if path.is_dir() and not any(path.iterdir()):
+                    path.rmdir()
+
+    def save(self, size: SiteSize) -> None:
+        text = json.dumps({"files": self.status, "size": asdict(size)}, indent=0, sort_keys=True)
         atomic_write(self.out / self.STATUS, lambda tmp: Path(tmp).write_text(text))
 
 
+def cell_scores(metrics: pd.DataFrame) -> dict[tuple[str, str], dict[str, float]]:
+    """Per-image scores: ``(image, "method@layer") -> {metric: value}``."""
+    scores: dict[tuple[str, str], dict[str, float]] = {}
+    for row in metrics.itertuples(index=False):
+        scores.setdefault((row.image, f"{row.method}@{row.layer}"), {})[row.metric] = row.value
+    return scores
+
+
+def compact(value) -> float | None:
+    """A score for the comparison page's JSON: 4 significant digits, ``None`` for NaN."""
+    return None if value is None or not np.isfinite(value) else float(f"{value:.4g}")
+
+
+def compare_data(
+    entries: list[Entry], ids: list[str], shape: dict, scores: dict, methods: dict, scales: dict
+) -> dict:
+    """What compare.html draws its grid from (embedded in the page, so it works from disk):
+    path patterns with ``{image}``, ``{method}``, ``{layer}``, and per-image scores."""
+    keys = [f"{e.method}@{e.layer}" for e in entries]
+    holes = ("{image}", "{method}", "{layer}")
+    own, shared = "img/" + overlay_path(*holes), "img/" + overlay_path(*holes, shared=True)
+    family = {
+        k: methods.get(e.method, {}).get("family") for k, e in zip(keys, entries, strict=True)
+    }
+    return {
+        "paths": {
+            "own": thumb(own),
+            "shared": thumb(shared),
+            "raw": "img/" + raw_path(*holes),
+            "full_own": own,
+            "full_shared": shared,
+            "photo": thumb("img/photos/{image}.boxes.jpg"),
+            "image_page": "images/{image}.html",
+            "method_page": "methods/{method}.html#at-{layer}",
+        },
+        "titles": {
+            k: methods.get(e.method, {}).get("title", e.method)
+            for k, e in zip(keys, entries, strict=True)
+        },
+        "scales": {k: compact(scales.get(k)) for k in keys},
+        "shapes": {image: shape[image] for image in ids},
+        "metrics": CELL_METRICS,
+        "scores": {
+            image: {
+                k: [compact(scores[image, k].get(m)) for m in CELL_METRICS]
+                for k in keys
+                if (image, k) in scores
+            }
+            for image in ids
+        },
+        "default": {"m": ([k for k in keys if family[k] != "baseline"] or keys)[:4], "i": ids[:4]},
+    }
+
+
 def render(out: str | Path) -> tuple[int, int]:
-    """Render the site under ``out``: ``(pages written, pages in the site)``."""
+    """Render the site under ``out``: ``(pages written, pages in the site)``. The site's size
+    is kept in the status file (``site_size`` measures it)."""
     store = Store(out)
     run = store.read_json("run")
     images = store.read_table("images")
@@ -177,13 +380,9 @@ def render(out: str | Path) -> tuple[int, int]:
     layers = store.read_table("layers")
     entries, matrix = leaderboard(metrics)
     out = Path(out)
-    site = SiteWriter(out, environment())
-
-    static = resources.files("reportgen.templates").joinpath("static")
-    for item in static.iterdir():
-        if item.is_file():
-            content = item.read_bytes()
-            site.file(f"assets/{item.name}", content, lambda path, c=content: path.write_bytes(c))
+    env = environment()
+    site = SiteWriter(out, env)
+    env.globals["assets"] = site.assets(resources.files("reportgen.templates").joinpath("static"))
     site.file(".nojekyll", b"", lambda path: path.touch())  # Pages: serve every file as is
     if not layers.empty:
         site.file(
@@ -195,15 +394,11 @@ def render(out: str | Path) -> tuple[int, int]:
     ok = images[images.status == "ok"]
     converted = ok[ok.note.notna()] if "note" in ok else ok.iloc[:0]  # "" reads as NaN
     methods = run["techniques"]  # the registry's text, stored by the run
-    scored = (
-        [
-            (m, lay)
-            for m, lay in metrics[["method", "layer"]].drop_duplicates().itertuples(index=False)
-        ]
-        if not metrics.empty
-        else []
-    )
-    per_image = {img: g for img, g in metrics.groupby("image")} if not metrics.empty else {}
+    scales = run.get("scales", {})
+    scores = cell_scores(metrics)
+    keys = [(e.method, e.layer) for e in entries]  # best Average Drop first
+    ids = list(ok.image)
+    shape = {r.image: f"{int(r.width)} / {int(r.height)}" for r in ok.itertuples(index=False)}
     feature_layers = (
         list(layers.drop_duplicates("layer").sort_values("depth").layer) if not layers.empty else []
     )
@@ -211,9 +406,31 @@ def render(out: str | Path) -> tuple[int, int]:
         "run": run,
         "methods": methods,
         "feature_layers": feature_layers,
-        "image_ids": list(ok.image),
         "metric_defs": METRICS,
     }
+
+    def card(image: str, method: str, layer: str, title: str, link: str, anchor: str) -> dict:
+        """One map with its scores, for the ``map_card`` macro."""
+        key = f"{method}@{layer}"
+        return {
+            "anchor": anchor,
+            "image": image,
+            "method": method,
+            "layer": layer,
+            "key": key,
+            "title": title,
+            "link": link,
+            "values": scores[image, key],
+            "shape": shape[image],
+            "scale": scales.get(key),
+        }
+
+    for image in ids:
+        site.thumbnail(f"img/photos/{image}.boxes.jpg")
+        for method, layer in keys:
+            if (image, f"{method}@{layer}") in scores:
+                for shared in (False, True):
+                    site.thumbnail("img/" + overlay_path(image, method, layer, shared))
 
     site.page(
         "index.html",
@@ -221,24 +438,49 @@ def render(out: str | Path) -> tuple[int, int]:
         entries=entries,
         matrix=matrix,
         images=images,
+        image_ids=ids,
         converted=converted,
         timings=timings,
         layers=layers,
         **common,
     )
-    ids = list(ok.image)
+    site.page("about.html", "about.html", image_ids=ids, **common)
+    if not timings.empty:
+        site.file(
+            "img/timings.svg",
+            store.table_path("timings").read_bytes(),
+            lambda path: timing_plot(timings, path),
+        )
+    profiles = {p.stem: pd.read_csv(p) for p in sorted((out / "data" / "profile").glob("*.csv"))}
+    site.page(
+        "perf.html",
+        "perf.html",
+        timings=timings,
+        bench=bench_results(out),
+        profiles=profiles,
+        **common,
+    )
+    site.page(
+        "compare.html",
+        "compare.html",
+        entries=entries,
+        image_ids=ids,
+        data=compare_data(entries, ids, shape, scores, methods, scales),
+        **common,
+    )
     for i, row in enumerate(ok.itertuples(index=False)):
-        values = per_image.get(row.image, pd.DataFrame(columns=metrics.columns))
-        cards = []
-        for method, layer in scored:
-            sel = values[(values.method == method) & (values.layer == layer)]
-            cards.append(
-                {
-                    "method": method,
-                    "layer": layer,
-                    "values": dict(zip(sel.metric, sel.value, strict=True)),
-                }
+        cards = [
+            card(
+                row.image,
+                m,
+                lay,
+                methods.get(m, {}).get("title", m),
+                f"methods/{m}.html",
+                f"{m}@{lay}",
             )
+            for m, lay in keys
+            if (row.image, f"{m}@{lay}") in scores
+        ]
         site.page(
             f"images/{row.image}.html",
             "image.html",
@@ -250,14 +492,25 @@ def render(out: str | Path) -> tuple[int, int]:
             next=ids[i + 1] if i + 1 < len(ids) else None,
             **common,
         )
-    for name, technique in methods.items():
+    names = list(methods)
+    for i, (name, technique) in enumerate(methods.items()):
         mine = [e for e in entries if e.method == name]
+        grids = {
+            e.layer: [
+                card(image, name, e.layer, image, f"images/{image}.html", f"{image}@{e.layer}")
+                for image in ids
+                if (image, f"{name}@{e.layer}") in scores
+            ]
+            for e in mine
+        }
         site.page(
             f"methods/{name}.html",
             "method.html",
             technique=technique,
             mine=mine,
-            layers_of=[e.layer for e in mine],
+            grids=grids,
+            prev=names[i - 1] if i else None,
+            next=names[i + 1] if i + 1 < len(names) else None,
             **common,
         )
     for layer in feature_layers:
@@ -268,5 +521,6 @@ def render(out: str | Path) -> tuple[int, int]:
             stats=layers[layers.layer == layer],
             **common,
         )
-    site.save()
+    site.prune()
+    site.save(site_size(out, len(ids)))
     return site.written, site.pages

@@ -57,10 +57,23 @@ COLUMNS = {  # fixed columns, so an empty table still reads back with its header
         "batches",
         "images",
         "warmup_excluded",
+        "fused",
         "total_seconds",
         "ms_per_image",
+        "passes_per_image",
+        "peak_mb",
     ],
 }
+
+
+def _file_mode() -> int:
+    """What ``open()`` would give a new file (mkstemp's are private: 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _file_mode()
 
 
 def atomic_write(path: Path, write) -> None:
@@ -70,6 +83,7 @@ def atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, FILE_MODE)  # readable by a web server, like any other file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -168,12 +182,22 @@ class Store:
         with Image.open(self._existing(self.img / rel)) as im:
             return np.asarray(im.convert("RGB"))
 
-    def save_image(self, rel: str, pixels: np.ndarray, quality: int = 80) -> str:
-        """Save ``uint8 [H, W, 3]`` under ``img/``; JPEG or PNG by suffix. Returns the site path."""
+    def save_image(
+        self, rel: str, pixels: np.ndarray, quality: int = 80, palette: list[int] | None = None
+    ) -> str:
+        """Save ``uint8 [H, W, 3]`` (or ``[H, W]`` indices into ``palette``) under ``img/``;
+        JPEG or PNG by suffix. Returns the site path."""
         path = self.img / rel
         fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
         options = {"quality": quality} if fmt == "JPEG" else {"optimize": True}
-        atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, fmt, **options))
+
+        def write(tmp: str) -> None:
+            image = Image.fromarray(pixels, "P" if palette else None)
+            if palette:
+                image.putpalette(palette)
+            image.save(tmp, fmt, **options)
+
+        atomic_write(path, write)
         return path.relative_to(self.out).as_posix()
 
 
@@ -181,6 +205,11 @@ def overlay_path(image: str, method: str, layer: str, shared: bool = False) -> s
     """Where a method's overlay for an image lives, relative to ``img/``; ``shared`` is the
     version drawn on the scale shared by all images of that method and layer."""
     return f"maps/{image}/{method}@{layer}{'.shared' if shared else ''}.jpg"
+
+
+def raw_path(image: str, method: str, layer: str) -> str:
+    """Where the raw map (its own resolution, ``jet`` palette PNG) lives, relative to ``img/``."""
+    return f"maps/{image}/{method}@{layer}.raw.png"
 
 
 def feature_grid_path(image: str, layer: str) -> str:

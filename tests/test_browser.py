@@ -1,7 +1,9 @@
 """The default site in a real browser (headless Chromium), served under a sub-path.
 
 Fails on any console error, broken link, image that did not load, a table that does
-not sort, or a scale toggle that does not swap the heat maps.
+not sort or filter, a map view that does not swap the heat maps, a comparison grid that
+does not follow its selection, a keyboard shortcut that does nothing, or a page that
+scrolls sideways on a phone.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .conftest import FAST_RUN
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -78,6 +81,7 @@ def browser():
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(CHROMEDRIVER))
     driver.set_page_load_timeout(30)
+    driver.set_window_size(1280, 1000)
     yield driver
     driver.quit()
 
@@ -102,6 +106,8 @@ def open_page(browser, url: str) -> None:
 
 PAGES = [
     "index.html",
+    "about.html",
+    "compare.html",
     "images/chelsea.html",
     "methods/gradcampp.html",
     "methods/saliency.html",
@@ -172,17 +178,170 @@ def click(browser, element) -> None:
     element.click()
 
 
-def test_shared_scale_toggle_swaps_heat_maps(served, browser):
+def fresh(browser, url: str) -> None:
+    """Open ``url`` with nothing remembered from earlier tests."""
+    browser.get(url)
+    browser.execute_script("localStorage.clear()")
+    open_page(browser, url)
+
+
+def map_sources(browser) -> list[str]:
+    """The src of every heat map on the page, after checking that each one loaded."""
+    return browser.execute_script("""
+        return Array.from(document.querySelectorAll('img[data-raw]')).map(
+            i => i.complete && i.naturalWidth ? i.src : 'not loaded: ' + i.src)
+    """)
+
+
+def wait_for_maps(browser) -> None:
+    browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const imgs = Array.from(document.querySelectorAll('img[data-raw]'));
+        imgs.forEach(i => { i.loading = 'eager'; });
+        Promise.all(imgs.map(i => i.complete ? 0 : new Promise(r => { i.onload = i.onerror = r; })))
+            .then(() => done());
+    """)
+
+
+def choose_view(browser, view: str) -> list[str]:
+    click(browser, browser.find_element(By.CSS_SELECTOR, f"input[name=map-view][value={view}]"))
+    wait_for_maps(browser)
+    return map_sources(browser)
+
+
+@pytest.mark.parametrize(
+    "page, own, shared",
+    [
+        ("images/coffee.html", ".jpg", ".shared.jpg"),  # full-size overlays
+        ("methods/gradcampp.html", ".webp", ".shared.webp"),  # gallery thumbnails
+    ],
+)
+def test_map_view_swaps_and_loads_every_heat_map(served, browser, page, own, shared):
     _, base = served
-    open_page(browser, base + "images/coffee.html")
-    first = browser.find_element(By.CSS_SELECTOR, "img[data-shared]")
-    own = first.get_attribute("src")
-    click(browser, browser.find_element(By.CSS_SELECTOR, "input.shared-scale"))
-    assert first.get_attribute("src").endswith(".shared.jpg") and first.get_attribute("src") != own
-    open_page(browser, base + "images/coffee.html")  # remembered, and the images load
-    box = browser.find_element(By.CSS_SELECTOR, "input.shared-scale")
-    assert box.is_selected()
-    first = browser.find_element(By.CSS_SELECTOR, "img[data-shared]")
-    assert first.get_attribute("src").endswith(".shared.jpg")
+    fresh(browser, base + page)
+    legend = browser.find_element(By.CSS_SELECTOR, ".colour-legend")
+    first = map_sources(browser)
+    assert first and all(s.endswith(own) and ".shared." not in s for s in first)
+    assert legend.text.startswith("this map's min")
+    sources = choose_view(browser, "shared")
+    assert all(s.endswith(shared) for s in sources), sources
+    assert (
+        legend.text.startswith("0")
+        and "0 … " in browser.find_element(By.CSS_SELECTOR, ".scale").text
+    )
+    sources = choose_view(browser, "raw")
+    assert all(s.endswith(".raw.png") for s in sources), sources
+    link = browser.find_element(By.CSS_SELECTOR, "a[data-raw]")
+    assert link.get_attribute("href").endswith(".raw.png")
+    rendering = browser.execute_script(
+        "return getComputedStyle(document.querySelector('img[data-raw]')).imageRendering"
+    )
+    assert rendering == "pixelated"
+    open_page(browser, base + page)  # remembered, and every map loads
+    assert all(s.endswith(".raw.png") for s in map_sources(browser))
+    assert browser.find_element(By.CSS_SELECTOR, "input[value=raw]").is_selected()
+    assert choose_view(browser, "own") == first
+
+
+def test_filter_box_hides_rows_and_is_remembered(served, browser):
+    _, base = served
+    fresh(browser, base + "index.html")
+
+    def visible() -> list[str]:
+        rows = browser.find_elements(By.CSS_SELECTOR, "#leaderboard-table tbody tr")
+        return [r.text for r in rows if r.is_displayed()]
+
+    everything = visible()
+    box = browser.find_element(By.CSS_SELECTOR, "input.filter")
     click(browser, box)
-    assert first.get_attribute("src") == own
+    box.send_keys("grad-cam bn2")
+    shown = visible()
+    assert 0 < len(shown) < len(everything)
+    assert all("grad-cam" in row.lower() and "bn2" in row for row in shown)
+    open_page(browser, base + "index.html")  # remembered
+    assert visible() == shown
+    box = browser.find_element(By.CSS_SELECTOR, "input.filter")
+    assert box.get_attribute("value") == "grad-cam bn2"
+    box.clear()
+    box.send_keys(" ")  # an input event with an empty filter
+    assert len(visible()) == len(everything)
+
+
+def press(browser, key: str) -> None:
+    browser.find_element(By.TAG_NAME, "body").send_keys(key)
+
+
+def test_keyboard_shortcuts(served, browser):
+    _, base = served
+    fresh(browser, base + "methods/gradcam.html")
+    nxt = browser.find_element(By.CSS_SELECTOR, 'a[data-key="]"]').get_attribute("href")
+    press(browser, "]")
+    assert browser.current_url == nxt and nxt != base + "methods/gradcam.html"
+    press(browser, "[")
+    assert browser.current_url == base + "methods/gradcam.html"
+    open_page(browser, base + "images/chelsea.html")
+    nxt = browser.find_element(By.CSS_SELECTOR, "a[rel=next]").get_attribute("href")
+    press(browser, Keys.ARROW_RIGHT)
+    assert browser.current_url == nxt == base + "images/coffee.html"
+    help_box = browser.find_element(By.ID, "shortcuts")
+    assert not help_box.is_displayed()
+    press(browser, "?")
+    assert help_box.is_displayed() and "next method" in help_box.text
+    press(browser, "?")
+    assert not help_box.is_displayed()
+
+
+def grid(browser) -> tuple[list[str], list[str]]:
+    """The comparison grid's column keys (method @ layer) and row images."""
+    columns = browser.find_elements(By.CSS_SELECTOR, "#compare-grid thead th")[1:]
+    rows = browser.find_elements(By.CSS_SELECTOR, "#compare-grid tbody th")
+    return [c.text for c in columns], [r.text for r in rows]
+
+
+def test_compare_follows_its_selection_and_the_address(served, browser):
+    out, base = served
+    fresh(browser, base + "compare.html")
+    columns, rows = grid(browser)
+    assert len(columns) == 4 and rows == ["chelsea", "coffee", "rocket"]
+    assert not any("Baseline" in c for c in columns)
+    assert "#m=" in browser.current_url and "&i=" in browser.current_url
+    cells = browser.find_elements(By.CSS_SELECTOR, "#compare-grid td")
+    assert len(cells) == 12 and all("Drop" in c.text and "Y → O" in c.text for c in cells)
+    assert all(s.endswith(".webp") for s in map_sources(browser))
+    click(browser, browser.find_element(By.CSS_SELECTOR, "input[name=i][value=coffee]"))
+    columns, rows = grid(browser)
+    assert rows == ["chelsea", "rocket"] and "coffee" not in browser.current_url
+    linked = base + "compare.html#m=saliency@input,gradcampp@bn2&i=rocket"
+    open_page(browser, linked)  # a comparison is linkable
+    columns, rows = grid(browser)
+    assert rows == ["rocket"] and len(columns) == 2
+    assert choose_view(browser, "raw")[0].endswith(".raw.png")
+    open_page(browser, base + "compare.html")  # the last selection is remembered
+    assert grid(browser)[0] == columns
+    choose_view(browser, "own")
+
+
+def test_compare_works_from_disk(served, browser):
+    """file:// forbids fetch(); the grid's data is in the page."""
+    out, _ = served
+    open_page(browser, (out / "compare.html").as_uri() + "#m=gradcam@bn2&i=chelsea,coffee")
+    assert grid(browser)[1] == ["chelsea", "coffee"]
+    assert all(s.startswith("file://") for s in map_sources(browser))
+
+
+@pytest.mark.parametrize(
+    "page",
+    ["index.html", "images/chelsea.html", "compare.html", "about.html", "methods/gradcam.html"],
+)
+def test_phone_width_does_not_scroll_sideways(served, browser, page):
+    _, base = served
+    browser.set_window_size(390, 844)
+    try:
+        open_page(browser, base + page)
+        wide = browser.execute_script("""
+            const page = document.documentElement;
+            return page.scrollWidth > page.clientWidth ? [page.scrollWidth, page.clientWidth] : null
+        """)
+        assert wide is None, f"{page} is wider than a phone: {wide}"
+    finally:
+        browser.set_window_size(1280, 1000)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..capture import Capture, grad_ready_input, preserved_state, resolve_layer
+from ..capture import Capture, frozen, preserved_state, refuse_inference_mode, resolve_layer
 from . import Technique, register
 
 
@@ -139,17 +139,22 @@ def cam_maps(
     layers: Sequence[str],
     methods: Sequence[str],
     classifier: str | None = None,
+    errors: dict[tuple[str, str], str] | None = None,
 ) -> dict[tuple[str, str], torch.Tensor]:
-    """Maps ``{(method, layer): [N, h, w]}`` for every method at every layer, from one capture.
+    """Maps ``{(method, layer): [N, h, w]}`` for every method at every layer, from one capture:
+    one forward pass, whose graph starts at the earliest of the layers (parameters frozen,
+    so nothing before it is recorded), and one ``autograd.grad`` down to the layers.
 
     A method that cannot apply at a layer (CAM away from the GAP + linear head)
-    raises ``ValueError`` naming both.
+    raises ``ValueError`` naming both, or, when ``errors`` is given, is left out of
+    the result and its message stored there under ``(method, layer)``.
     """
     need_grad = any(REGISTRY_CAM[m].needs_gradient for m in methods)
-    with preserved_state(model), torch.enable_grad() if need_grad else torch.no_grad():
+    if need_grad:
+        refuse_inference_mode()
+    with preserved_state(model), frozen(model), torch.set_grad_enabled(need_grad):
         with Capture(model, layers, for_grad=need_grad) as cap:
-            inp = grad_ready_input(x) if need_grad else x
-            scores = model(inp)
+            scores = model(x.detach())
         t = targets_tensor(targets, x.shape[0], scores.device)
         acts = [cap.outputs[name] for name in layers]
         for name, a in zip(layers, acts, strict=True):
@@ -175,7 +180,10 @@ def cam_maps(
             try:
                 out[(method, name)] = FORMULAS[method](captured).float()
             except ValueError as err:
-                raise ValueError(f"{method} at layer '{name}': {err}") from err
+                message = f"{method} at layer '{name}': {err}"
+                if errors is None:
+                    raise ValueError(message) from err
+                errors[(method, name)] = message
     return out
 
 

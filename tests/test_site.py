@@ -1,0 +1,195 @@
+"""The rendered site without a browser: HTML check, incremental rendering of pages,
+thumbnails and hashed assets, the comparison page's data, the about page, the size budget."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from reportgen.cli import main
+from reportgen.render import BUDGET_PER_IMAGE, THUMB_SIZE, SiteSize, render, site_size
+
+from .conftest import FAST_RUN
+from .sitecheck import check_site
+
+IMAGES = 2
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("site")
+    assert (
+        main(["run", "--out", str(out), "--limit", str(IMAGES), "--batch-size", "2", *FAST_RUN])
+        == 0
+    )
+    return out
+
+
+def files(out: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file of the site but the status file: mtime and content hash."""
+    return {
+        p.relative_to(out).as_posix(): (
+            p.stat().st_mtime_ns,
+            hashlib.sha256(p.read_bytes()).digest(),
+        )
+        for p in out.rglob("*")
+        if p.is_file() and p.name != ".reportgen-status.json"
+    }
+
+
+def test_every_page_type_passes_the_html_check(site):
+    for page in [
+        "index.html",
+        "about.html",
+        "compare.html",
+        "images/chelsea.html",
+        "methods/gradcam.html",
+        "methods/filters.html",
+        "layers/bn2.html",
+    ]:
+        assert (site / page).is_file(), page
+    assert check_site(site) == []
+    assert not [p for p in site.rglob("*") if p.name.startswith("_")]  # GitHub Pages drops them
+
+
+def test_the_html_check_finds_each_kind_of_problem(tmp_path):
+    good = (
+        '<!doctype html><html lang="en"><head><title>t</title></head><body><h1>x</h1></body></html>'
+    )
+    (tmp_path / "good.html").write_text(good)
+    assert check_site(tmp_path) == []
+    (tmp_path / "bad.html").write_text(
+        "<!doctype html><html><head><title>t</title></head><body><h1>a</h1><h1>b</h1>"
+        '<div><p>unclosed</div><img src="good.html"><a href="/abs.html">x</a>'
+        '<a href="file:///etc/passwd">y</a><img src="missing.png" alt="gone">'
+        '<span id="d"></span><span id="d"></span>'
+        '<script type="application/json">{"a": NaN}</script></body></html>'
+    )
+    problems = "\n".join(check_site(tmp_path))
+    for expected in [
+        "no lang",
+        "2 <h1>",
+        "</div> closes <p>",
+        "has no alt",
+        "absolute link /abs",
+        "absolute link file://",
+        "missing.png does not resolve",
+        "duplicate id 'd'",
+        "JSON does not parse",
+    ]:
+        assert expected in problems, expected
+
+
+def test_unchanged_render_writes_nothing(site):
+    render(site)  # settle whatever the run's own render left
+    before = files(site)
+    assert render(site)[0] == 0
+    assert files(site) == before  # pages, thumbnails and assets untouched
+
+
+def test_assets_have_content_hashed_names_and_old_ones_go(site):
+    assets = sorted(p.name for p in (site / "assets").iterdir())
+    assert [re.sub(r"\.[0-9a-f]{8}\.", ".*.", a) for a in assets] == [
+        "favicon.*.svg",
+        "site.*.js",
+        "style.*.css",
+    ]
+    for name in assets:
+        digest = hashlib.sha256((site / "assets" / name).read_bytes()).hexdigest()[:8]
+        assert name.split(".")[1] == digest
+        assert f'assets/{name}"' in (site / "about.html").read_text()
+    stale = [site / "assets/style.0badc0de.css", site / "img/thumbs/maps/gone/x@y.webp"]
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("from an earlier render")
+    written, _ = render(site)
+    assert written == 0 and not any(p.exists() for p in stale)
+
+
+def test_thumbnails_are_small_webp_and_follow_their_source(site):
+    source = site / "img/maps/chelsea/gradcam@bn2.jpg"
+    thumb = site / "img/thumbs/maps/chelsea/gradcam@bn2.webp"
+    with Image.open(thumb) as image:
+        assert image.format == "WEBP" and max(image.size) == THUMB_SIZE
+    assert (site / "img/thumbs/maps/chelsea/gradcam@bn2.shared.webp").is_file()
+    assert (site / "img/thumbs/photos/chelsea.boxes.webp").is_file()
+    saved = source.read_bytes()
+    try:
+        Image.open(source).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(source)
+        before = thumb.read_bytes()
+        assert render(site)[0] == 0  # no page changed
+        assert thumb.read_bytes() != before
+        thumb.unlink()
+        render(site)
+        assert thumb.is_file()  # a missing thumbnail is made again
+    finally:
+        source.write_bytes(saved)
+        render(site)
+
+
+def compare_data(site: Path) -> dict:
+    html = (site / "compare.html").read_text()
+    return json.loads(re.search(r'id="compare-data">(.*?)</script>', html, re.S).group(1))
+
+
+def test_compare_data_names_files_that_exist(site):
+    data = compare_data(site)
+    assert list(data["scores"]) == ["chelsea", "coffee"] and data["default"]["i"] == [
+        "chelsea",
+        "coffee",
+    ]
+    assert len(data["default"]["m"]) == 4 and not any(
+        k.startswith("baseline") for k in data["default"]["m"]
+    )
+    checked = 0
+    for image, row in data["scores"].items():
+        for key, values in row.items():
+            method, layer = key.split("@", 1)
+            assert len(values) == len(data["metrics"]) and values[0] is not None  # Average Drop
+            for pattern in data["paths"].values():
+                path = pattern.format(image=image, method=method, layer=layer).split("#")[0]
+                assert (site / path).is_file(), path
+                checked += 1
+    assert checked > 100
+
+
+def test_about_page_says_how_to_reproduce_the_run(site):
+    run = json.loads((site / "data/run.json").read_text())
+    about = (site / "about.html").read_text()
+    for text in [
+        run["command"],
+        run["model"]["name"],
+        run["device"],
+        run["date"],
+        "Seed",
+        "embedded",
+    ]:
+        assert text in about, text
+    for library, version in run["versions"].items():
+        assert f"<td>{library}</td><td>{version}</td>" in about
+    for page in site.rglob("*.html"):
+        assert 'about.html"' in page.read_text(), page
+
+
+def test_site_size_is_within_the_budget(site):
+    """README: the published site (all but data/maps and data/parts) stays under
+    BUDGET_PER_IMAGE bytes per explained image."""
+    size = site_size(site, IMAGES)
+    assert size.published > 0 and size.raw_data > 0
+    assert size.per_image <= BUDGET_PER_IMAGE, str(size)
+    assert SiteSize.recorded(site) == size  # what the CLI prints after rendering
+    print(size)
+
+
+def test_render_from_an_empty_status_rewrites_every_page(site, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(site, copy)
+    (copy / ".reportgen-status.json").unlink()
+    written, pages = render(copy)
+    assert written == pages and check_site(copy) == []
