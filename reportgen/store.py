@@ -113,9 +113,11 @@ class Store:
         return path
 
     def read_table(self, name: str) -> pd.DataFrame:
-        return pd.read_csv(
+        frame = pd.read_csv(
             self._existing(self.table_path(name)), keep_default_na=False, na_values=[""]
         )
+        missing = [c for c in COLUMNS[name] if c not in frame]  # a table from an older version
+        return frame.assign(**{c: np.nan for c in missing}) if missing else frame
 
     def write_json(self, name: str, obj) -> None:
         text = json.dumps(obj, indent=2, default=str)

@@ -48,6 +48,9 @@ def test_site_pages_and_links_resolve(small_site):
         "methods/gradcampp.html",
         "methods/feature_maps.html",
         "layers/bn2.html",
+        "perf.html",
+        "about.html",
+        "compare.html",
     ]:
         assert (small_site / page).is_file(), page
     assert check_site(small_site) == []

@@ -77,3 +77,40 @@ def test_bootstrap_ci_brackets_the_mean_and_is_deterministic():
     assert lo < values.mean() < hi
     assert (lo, hi) == bootstrap_ci(values)
     assert bootstrap_ci([3.0, 3.0]) == (3.0, 3.0)
+
+
+def test_score_cam_mode_keeps_the_top_half_of_the_map():
+    images = np.ones((1, 2, 2, 3))
+    sal = np.array([[[0.0, 1.0], [2.0, 4.0]]])  # normalised [0, .25, .5, 1]: top 2 are .5, 1
+    e = explanation_images(images, sal, mode="score-cam")
+    assert np.allclose(e[0, :, :, 0], [[0, 0], [0.5, 1.0]])
+    # the default is unchanged: the whole normalised map
+    assert np.allclose(explanation_images(images, sal)[0, :, :, 0], [[0, 0.25], [0.5, 1.0]])
+    with pytest.raises(ValueError):
+        explanation_images(images, sal, mode="gradcam")
+
+
+def test_score_cam_mode_counts_pixels_rounds_up_and_breaks_ties_in_raster_order():
+    images = np.ones((1, 1, 3, 3))
+    # normalised [0, .5, 1]; ceil(1.5) = 2 pixels kept: .5 and 1
+    odd = explanation_images(images, np.array([[[2.0, 3.0, 4.0]]]), mode="score-cam")
+    assert np.allclose(odd[0, 0, :, 0], [0, 0.5, 1.0])
+    # three tied maxima, two kept: the first two in raster order
+    images = np.ones((1, 2, 2, 3))
+    tied = explanation_images(images, np.array([[[0.0, 1.0], [1.0, 1.0]]]), mode="score-cam")
+    assert np.allclose(tied[0, :, :, 0], [[0, 1], [1, 0]])
+    assert np.allclose(explanation_images(images, np.zeros((1, 2, 2)), mode="score-cam"), 0)
+
+
+def test_masked_confidence_score_cam_mode():
+    def probabilities(x):
+        p0 = x.reshape(len(x), -1).mean(1)
+        return np.stack([p0, 1 - p0], 1)
+
+    images = np.ones((1, 2, 2, 3))
+    sal = np.array([[[0.0, 1.0], [2.0, 4.0]]])
+    # kept weights [0, 0, .5, 1] -> mean .375; the default keeps [0, .25, .5, 1] -> .4375
+    assert masked_confidence(probabilities, images, sal, [0], mode="score-cam") == pytest.approx(
+        [0.375]
+    )
+    assert masked_confidence(probabilities, images, sal, [0]) == pytest.approx([0.4375])
