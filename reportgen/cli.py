@@ -67,6 +67,18 @@ def parser() -> argparse.ArgumentParser:
         "annotated class) or a class id",
     )
     run.add_argument(
+        "--metrics",
+        default=d.metrics,
+        help="metric groups: faithfulness, insertion_deletion, localisation, road; "
+        "default = all but road (ROAD solves a sparse system per image: slow on CPU)",
+    )
+    run.add_argument(
+        "--curve-steps",
+        type=positive_int,
+        default=d.curve_steps,
+        help="steps of the insertion/deletion curves (RISE used 224 at 224 px)",
+    )
+    run.add_argument(
         "--resume",
         action="store_true",
         help="continue the run in --out, skipping finished work (same options required)",
@@ -136,6 +148,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         limit=args.limit,
         seed=args.seed,
         target=args.target,
+        metrics=args.metrics,
+        curve_steps=args.curve_steps,
         options=options,
         resume=args.resume,
         shard=args.shard or (rank, world),

@@ -24,6 +24,8 @@ class RunConfig:
     target: str = "predicted"  # "predicted", "label" (the image's first class) or a class id
     options: dict[str, dict[str, object]] = field(default_factory=dict)  # from --set
     loc_deltas: tuple[float, ...] = field(default=(0.0, 0.25, 0.5))
+    metrics: str = "default"  # metric groups: default, all, or a list (see pipeline.METRIC_GROUPS)
+    curve_steps: int = 16  # steps of the insertion / deletion curves (RISE: 224 at 224 px)
     resume: bool = False  # continue the run in ``out``; not a setting of the results
     shard: tuple[int, int] = (0, 1)  # (index, count): this process's share of the batches
     profile: bool = False  # kernel tables per technique (first batch); slows that batch

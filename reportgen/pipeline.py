@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from evaluation.metrics import drop_per_image, increase_per_image, loc_delta, masked_confidence
+from evaluation import metrics as M
 
 from . import __version__, data, figures, techniques
 from .capture import resolve_layer
@@ -39,6 +39,17 @@ PIXEL_LAYER = "input"  # the "layer" of pixel-level methods in the tables
 DISPLAY_SIDE = 384  # long side of photos and overlays in the site
 TABLES = ("images", "predictions", "metrics", "layers")
 MODEL = "model"  # the parts folder of run-wide work (settings, filters, shard markers)
+METRIC_GROUPS = {  # --metrics names -> what each adds to metrics.csv per image
+    "faithfulness": "average_drop, increase_in_confidence (Grad-CAM++), and their Score-CAM "
+    "variant (top 50 % of the map kept): average_drop_top50, increase_top50",
+    "insertion_deletion": "insertion_auc, deletion_auc (RISE), curves in run.json",
+    "localisation": "loc_0/0.25/0.5 (Grad-CAM++ eq. 26), pointing_game (hit 100/0, 15 px), "
+    "energy_pointing_game (% of the map inside the boxes), box_iou and box_loc (IoU >= 0.5)",
+    "road": "road_morf, road_lerf (ROAD, noisy linear imputation; mean probability)",
+}
+DEFAULT_METRICS = ("faithfulness", "insertion_deletion", "localisation")
+POINTING_TOLERANCE = 15  # px at the image's own resolution (Zhang et al. 2016)
+LOCALISE_SIDE = 1024  # localisation metrics at the image's resolution, capped here
 
 
 class OptionError(ValueError):
@@ -155,6 +166,39 @@ def batch_name(index: int) -> str:
     return f"b{index:06d}"
 
 
+def parse_metrics(text: str) -> tuple[str, ...]:
+    """``--metrics``: ``default``, ``all`` or a comma-separated list of groups."""
+    if text == "default":
+        return DEFAULT_METRICS
+    if text == "all":
+        return tuple(METRIC_GROUPS)
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    for name in names:
+        if name not in METRIC_GROUPS:
+            raise OptionError(
+                f"--metrics '{name}' is unknown; valid: default, all, {', '.join(METRIC_GROUPS)}"
+            )
+    return names
+
+
+def localisation(saliency: np.ndarray, boxes: list, size: tuple[int, int]) -> dict[str, float]:
+    """Pointing game, energy pointing game and box localisation of one map (at the model's
+    input size) against boxes in image pixels: the map is resized to the image's own
+    resolution (long side capped at LOCALISE_SIDE, tolerance scaled alike)."""
+    h, w = size
+    scale = min(1.0, LOCALISE_SIDE / max(h, w))
+    shape = (max(1, round(h * scale)), max(1, round(w * scale)))
+    resized = figures.resize(saliency, shape)
+    scaled = [[v * scale for v in box] for box in boxes]
+    iou, hit = M.box_localisation(resized, scaled)
+    return {
+        "pointing_game": 100.0 * M.pointing_game_hit(resized, scaled, POINTING_TOLERANCE * scale),
+        "energy_pointing_game": 100.0 * M.energy_pointing_game(resized, scaled),
+        "box_iou": iou,
+        "box_loc": 100.0 * hit,
+    }
+
+
 def parse_target(text: str, classes: int) -> str | int:
     """``--target``: ``predicted``, ``label`` or a class id in range."""
     if text in ("predicted", "label"):
@@ -185,6 +229,7 @@ class Run:
         )
         check_layers(self.model, self.spec, self.cam_layers)
         self.target = parse_target(config.target, len(self.spec.class_names))
+        self.metric_groups = parse_metrics(config.metrics)
         self.dataset, records = data.dataset(config.data, self.spec.class_names)
         self.records = records[: config.limit] if config.limit else records
         self.store = Store(config.out)
@@ -460,24 +505,35 @@ class Run:
 
     def scored(self, method: str, layer: str, maps, timing: dict, *batch) -> dict:
         """The part of a unit whose maps are computed: saved, scored, timed."""
-        rows, scale = self.score(method, layer, maps, *batch)
-        return {"metrics": rows, "scale": scale, "timing": timing}
+        rows, scale, curves = self.score(method, layer, maps, *batch)
+        return {"metrics": rows, "scale": scale, "timing": timing, "curves": curves}
 
     def score(self, method: str, layer: str, maps, loaded, inputs, probs, targets):
-        """Save raw maps and overlays, and compute every metric of one method's maps.
+        """Save raw maps and overlays, and compute the selected metrics of one method's maps.
 
         Non-finite values (a NaN or Inf gradient) become 0 and their count is recorded
-        as the metric ``nonfinite``, so the leaderboard never averages a NaN."""
-        spec, key = self.spec, f"{method}@{layer}"
+        as the metric ``nonfinite``, so the leaderboard never averages a NaN. Returns
+        the metric rows, the largest rectified value (for the shared scale) and the sums
+        of the perturbation curves (their means go to run.json)."""
+        spec, key, groups = self.spec, f"{method}@{layer}", self.metric_groups
         maps = maps.detach().float().cpu()
         nonfinite = (~torch.isfinite(maps)).flatten(1).sum(1).tolist()
         maps = torch.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0)
         up = upsample(maps, spec.input_size).numpy()
         full = probs[torch.arange(len(loaded)), targets].numpy()
-        masked = masked_confidence(self.probabilities, inputs, up, targets.numpy())
-        drops = drop_per_image(full, masked)
-        increases = increase_per_image(full, masked)
-        rows = []
+        classes = targets.numpy()
+        values: list[dict[str, float]] = [{"target": int(c)} for c in classes]
+        if "faithfulness" in groups:
+            for suffix, mode in (("", "grad-cam++"), ("_top50", "score-cam")):
+                masked = M.masked_confidence(self.probabilities, inputs, up, classes, mode=mode)
+                drops = M.drop_per_image(full, masked)
+                increases = M.increase_per_image(full, masked)
+                for k, v in enumerate(values):
+                    v[f"average_drop{suffix}"] = drops[k]
+                    v["increase_top50" if suffix else "increase_in_confidence"] = increases[k]
+                    if not suffix:
+                        v["prob_full"], v["prob_masked"] = full[k], masked[k]
+        curves: dict[str, list[float]] = {}
         for k, (record, rgb, photo) in enumerate(loaded):
             self.store.save_map(record.id, key, maps[k].numpy())
             self.store.save_image(
@@ -488,23 +544,35 @@ class Run:
             self.store.save_image(
                 overlay_path(record.id, method, layer), figures.overlay(photo, up[k])
             )
-            values = {
-                "average_drop": drops[k],
-                "increase_in_confidence": increases[k],
-                "prob_full": full[k],
-                "prob_masked": masked[k],
-                "target": int(targets[k]),
-            }
+            v = values[k]
             if nonfinite[k]:
-                values["nonfinite"] = nonfinite[k]
-            if record.boxes:
+                v["nonfinite"] = nonfinite[k]
+            if "insertion_deletion" in groups:
+                step = -(-up[k].size // self.config.curve_steps)
+                for mode in ("insertion", "deletion"):
+                    curve = M.insertion_deletion(
+                        self.probabilities, inputs[k], up[k], int(classes[k]), mode=mode, step=step
+                    )
+                    v[f"{mode}_auc"] = curve.auc
+                    total = curves.setdefault(mode, [0.0] * len(curve.values))
+                    curves[mode] = [a + b for a, b in zip(total, curve.values, strict=True)]
+            if "road" in groups:
+                for order in ("morf", "lerf"):
+                    road = M.road(
+                        self.probabilities, inputs[k], up[k], int(classes[k]), order=order
+                    )
+                    v[f"road_{order}"] = road.mean
+            if record.boxes and "localisation" in groups:
                 sx, sy = spec.input_size[1] / rgb.shape[1], spec.input_size[0] / rgb.shape[0]
                 boxes = [(x0 * sx, y0 * sy, x1 * sx, y1 * sy) for x0, y0, x1, y1 in record.boxes]
                 for delta in self.config.loc_deltas:
-                    values[f"loc_{delta:g}"] = loc_delta(up[k], boxes, delta)
+                    v[f"loc_{delta:g}"] = M.loc_delta(up[k], boxes, delta)
+                v.update(localisation(up[k], record.boxes, rgb.shape[:2]))
+        rows = []
+        for (record, _, _), v in zip(loaded, values, strict=True):
             base = {"image": record.id, "model": spec.name, "layer": layer, "method": method}
-            rows += [{**base, "metric": name, "value": float(v)} for name, v in values.items()]
-        return rows, float(np.maximum(up, 0).max())
+            rows += [{**base, "metric": name, "value": float(x)} for name, x in v.items()]
+        return rows, float(np.maximum(up, 0).max()), curves
 
     def store_feature_maps(self, views, loaded) -> list[dict]:
         """One channel grid per image and layer; returns the layer statistics rows."""
@@ -587,6 +655,8 @@ def finish(out: str) -> Summary:
         raise FileNotFoundError(f"'{out}' holds no run: nothing to finish")
     rows: dict[str, list[dict]] = defaultdict(list)
     calls, problems, scales, missing = [], [], {}, []
+    sums: dict[str, dict[str, list[float]]] = {}  # unit -> mode -> summed curve
+    counts: dict[str, int] = {}  # unit -> images scored
     for index in range(about["batches"]):
         batch = batch_name(index)
         images = store.read_part(batch, "images")
@@ -604,6 +674,11 @@ def finish(out: str) -> Summary:
                 problems.append(part["problem"])
             if "scale" in part:
                 scales[unit] = max(scales.get(unit, 0.0), part["scale"])
+                scored = sum(r["metric"] == "target" for r in part["metrics"])
+                counts[unit] = counts.get(unit, 0) + scored
+            for mode, total in part.get("curves", {}).items():
+                mine = sums.setdefault(unit, {}).setdefault(mode, [0.0] * len(total))
+                sums[unit][mode] = [a + b for a, b in zip(mine, total, strict=True)]
     if missing:
         raise OptionError(
             f"'{out}' has {len(missing)} unfinished units (first: {', '.join(missing[:3])}): "
@@ -626,6 +701,10 @@ def finish(out: str) -> Summary:
             **about,
             "filters": store.read_part(MODEL, "filters"),
             "scales": scales,
+            "curves": {
+                unit: {mode: [v / counts[unit] for v in total] for mode, total in by_mode.items()}
+                for unit, by_mode in sums.items()
+            },
             "seconds": round(seconds, 2),
             "peak_rss_mb": peak,
             "failed": failed,

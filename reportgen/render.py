@@ -13,11 +13,12 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from PIL import Image
 
-from evaluation.metrics import bootstrap_ci, win_rate
+from evaluation.metrics import bootstrap_ci, pairwise, win_rate
 
 from .store import Store, atomic_write, feature_grid_path, overlay_path, raw_path
 
-# Metric columns of the leaderboard: (metric id, heading, better, paper)
+# Metric columns of the leaderboard: (metric id, heading, better, paper); a column shows
+# only when the run computed that metric.
 METRICS = [
     ("average_drop", "Average Drop %", "lower", "Chattopadhay et al. 2018, sec. 4.1"),
     (
@@ -26,12 +27,37 @@ METRICS = [
         "higher",
         "Chattopadhay et al. 2018, sec. 4.1",
     ),
+    ("average_drop_top50", "AD % (top 50 %)", "lower", "Wang et al. 2020 (Score-CAM), sec. 5.2"),
+    ("increase_top50", "IC % (top 50 %)", "higher", "Wang et al. 2020 (Score-CAM), sec. 5.2"),
+    ("insertion_auc", "Insertion AUC", "higher", "Petsiuk et al. 2018 (RISE), sec. 4.1"),
+    ("deletion_auc", "Deletion AUC", "lower", "Petsiuk et al. 2018 (RISE), sec. 4.1"),
+    ("road_morf", "ROAD MoRF", "lower", "Rong et al. 2022 (ROAD)"),
+    ("road_lerf", "ROAD LeRF", "higher", "Rong et al. 2022 (ROAD)"),
     ("loc_0", "Loc(0)", "higher", "Chattopadhay et al. 2018, eq. 26"),
     ("loc_0.25", "Loc(0.25)", "higher", "Chattopadhay et al. 2018, eq. 26"),
     ("loc_0.5", "Loc(0.5)", "higher", "Chattopadhay et al. 2018, eq. 26"),
+    (
+        "pointing_game",
+        "Pointing game %",
+        "higher",
+        "Zhang et al. 2016 (excitation backprop), 15 px; mean of per-class accuracies",
+    ),
+    ("energy_pointing_game", "Energy PG %", "higher", "Wang et al. 2020 (Score-CAM), sec. 5.1"),
+    ("box_loc", "Box loc %", "higher", "Selvaraju et al. 2017 (Grad-CAM): 15 % of max, IoU ≥ 0.5"),
 ]
+SIGNIFICANCE = 0.05  # Holm-corrected Wilcoxon p below this: a real difference
 # Per-image scores under each map in the comparison grid, in this order
-CELL_METRICS = ["average_drop", "prob_full", "prob_masked", "loc_0", "loc_0.25", "loc_0.5"]
+CELL_METRICS = [
+    "average_drop",
+    "prob_full",
+    "prob_masked",
+    "loc_0",
+    "loc_0.25",
+    "loc_0.5",
+    "insertion_auc",
+    "deletion_auc",
+    "pointing_game",
+]
 THUMB_SIZE = 192  # long side of gallery thumbnails, px
 RAW_DATA = ("data/maps", "data/parts")  # kept for notebooks and --resume, not published
 BUDGET_PER_IMAGE = 2_500_000  # bytes of published site per explained image (README: Output layout)
@@ -46,12 +72,23 @@ class Entry:
     images: int
     stats: dict[str, tuple[float, float, float]]  # metric -> (mean, lo, hi)
     win: float  # mean Win % against every other entry
+    versus_best: float = float("nan")  # Holm-corrected Wilcoxon p of AD against the top row
 
 
-def leaderboard(metrics: pd.DataFrame) -> tuple[list[Entry], pd.DataFrame]:
-    """Means with bootstrap 95 % CIs per (method, layer), and the pairwise Win % matrix."""
+def class_weights(labels: pd.Series) -> pd.Series:
+    """Per image ``N / (C · n_class)``: the plain mean of weighted values is the mean over
+    classes of each class's mean (the pointing game's per-class accuracy, averaged)."""
+    counts = labels.map(labels.value_counts())
+    return len(labels) / (labels.nunique() * counts)
+
+
+def leaderboard(
+    metrics: pd.DataFrame, labels: pd.Series | None = None
+) -> tuple[list[Entry], pd.DataFrame, pd.DataFrame]:
+    """Means with bootstrap 95 % CIs per (method, layer), the pairwise Win % matrix and the
+    matching Holm-corrected Wilcoxon p-values (Average Drop, same images)."""
     if metrics.empty:
-        return [], pd.DataFrame()
+        return [], pd.DataFrame(), pd.DataFrame()
     drops = metrics[metrics.metric == "average_drop"].pivot_table(
         index="image", columns=["method", "layer"], values="value"
     )
@@ -62,11 +99,20 @@ def leaderboard(metrics: pd.DataFrame) -> tuple[list[Entry], pd.DataFrame]:
         for b, col_b in zip(keys, drops.columns, strict=True):
             if a != b and len(drops):
                 matrix.loc[a, b] = win_rate(drops[col_a], drops[col_b])
+    pvalues = pd.DataFrame(np.nan, index=keys, columns=keys)
+    if len(keys) > 1:
+        per_key = {k: drops[c].to_numpy() for k, c in zip(keys, drops.columns, strict=True)}
+        for row in pairwise(per_key, lower_is_better=True):
+            pvalues.loc[row["a"], row["b"]] = pvalues.loc[row["b"], row["a"]] = row["p_holm"]
+    weights = class_weights(labels) if labels is not None else None
     entries = []
     for (method, layer), group in metrics.groupby(["method", "layer"], sort=False):
         stats = {}
         for metric, *_ in METRICS:
-            values = group.loc[group.metric == metric, "value"].to_numpy(dtype=float)
+            rows = group[group.metric == metric]
+            values = rows.value.to_numpy(dtype=float)
+            if metric == "pointing_game" and weights is not None:
+                values = values * rows.image.map(weights).fillna(1.0).to_numpy()
             if values.size:
                 stats[metric] = (float(values.mean()), *bootstrap_ci(values))
         key = f"{method}@{layer}"
@@ -77,7 +123,13 @@ def leaderboard(metrics: pd.DataFrame) -> tuple[list[Entry], pd.DataFrame]:
         )
         entries.append(Entry(method, layer, int(group.image.nunique()), stats, win))
     entries.sort(key=lambda e: e.stats.get("average_drop", (np.inf,))[0])
-    return entries, matrix
+    if entries and len(keys) > 1:
+        best = f"{entries[0].method}@{entries[0].layer}"
+        for e in entries[1:]:
+            key = f"{e.method}@{e.layer}"
+            if best in pvalues.index and key in pvalues.index:
+                e.versus_best = float(pvalues.loc[best, key])
+    return entries, matrix, pvalues
 
 
 def number(value, digits: int = 2) -> str:
@@ -118,6 +170,62 @@ def environment() -> Environment:
     env.globals["thumb"] = thumb
     env.globals["feature_grid"] = lambda image, layer: "img/" + feature_grid_path(image, layer)
     return env
+
+
+def curves_plot(curves: dict[str, dict[str, list[float]]], order: list[str], path: Path) -> None:
+    """Mean insertion and deletion curves (RISE) of each method@layer, best AD first."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100, sharey=True)
+    colours = plt.get_cmap("tab20")
+    keys = [k for k in order if k in curves]
+    for panel, mode in zip(axes, ("insertion", "deletion"), strict=True):
+        for i, key in enumerate(keys):
+            values = curves[key].get(mode)
+            if values:
+                x = np.linspace(0, 1, len(values))
+                panel.plot(x, values, lw=1.4, color=colours(i % 20), label=key)
+        better = "higher" if mode == "insertion" else "lower"
+        panel.set_title(f"{mode} (area: {better} is better)", fontsize=10)
+        panel.set_xlabel(f"share of pixels {'inserted' if mode == 'insertion' else 'deleted'}")
+        panel.grid(alpha=0.3)
+    axes[0].set_ylabel("probability of the class")
+    axes[1].legend(fontsize=6, loc="upper right", ncol=2)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="svg"))
+    plt.close(fig)
+
+
+def drop_plot(metrics: pd.DataFrame, order: list[str], path: Path) -> None:
+    """Average Drop per image for each method@layer (a dot per image, the mean as a bar)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    drops = metrics[metrics.metric == "average_drop"]
+    by_key = {
+        f"{m}@{lay}": g.value.to_numpy() for (m, lay), g in drops.groupby(["method", "layer"])
+    }
+    keys = [k for k in order if k in by_key]
+    fig, ax = plt.subplots(figsize=(7, 0.24 * len(keys) + 0.9), dpi=100)
+    rng = np.random.default_rng(0)
+    for i, key in enumerate(keys):
+        values = by_key[key]
+        ax.scatter(
+            values, i + rng.uniform(-0.15, 0.15, len(values)), s=9, color="#3d7ea6", alpha=0.7
+        )
+        ax.plot([values.mean()] * 2, [i - 0.3, i + 0.3], color="#d1495b", lw=2)
+    ax.set_yticks(range(len(keys)), keys, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("drop % per image (red: mean; lower is better)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="svg"))
+    plt.close(fig)
 
 
 def timing_plot(timings: pd.DataFrame, path: Path) -> None:
@@ -378,7 +486,10 @@ def render(out: str | Path) -> tuple[int, int]:
     metrics = store.read_table("metrics")
     timings = store.read_table("timings")
     layers = store.read_table("layers")
-    entries, matrix = leaderboard(metrics)
+    ok_rows = images[images.status == "ok"]
+    labels = ok_rows.set_index("image").label.fillna("").astype(str)
+    entries, matrix, pvalues = leaderboard(metrics, labels)
+    present = set(metrics.metric) if not metrics.empty else set()
     out = Path(out)
     env = environment()
     site = SiteWriter(out, env)
@@ -406,7 +517,8 @@ def render(out: str | Path) -> tuple[int, int]:
         "run": run,
         "methods": methods,
         "feature_layers": feature_layers,
-        "metric_defs": METRICS,
+        "metric_defs": [m for m in METRICS if m[0] in present],
+        "significance": SIGNIFICANCE,
     }
 
     def card(image: str, method: str, layer: str, title: str, link: str, anchor: str) -> dict:
@@ -437,6 +549,7 @@ def render(out: str | Path) -> tuple[int, int]:
         "index.html",
         entries=entries,
         matrix=matrix,
+        pvalues=pvalues,
         images=images,
         image_ids=ids,
         converted=converted,
@@ -445,6 +558,19 @@ def render(out: str | Path) -> tuple[int, int]:
         **common,
     )
     site.page("about.html", "about.html", image_ids=ids, **common)
+    order = [f"{e.method}@{e.layer}" for e in entries]
+    if run.get("curves"):
+        site.file(
+            "img/curves.svg",
+            json.dumps([run["curves"], order]).encode(),
+            lambda path: curves_plot(run["curves"], order, path),
+        )
+    if "average_drop" in present:
+        site.file(
+            "img/drops.svg",
+            store.table_path("metrics").read_bytes(),
+            lambda path: drop_plot(metrics, order, path),
+        )
     if not timings.empty:
         site.file(
             "img/timings.svg",

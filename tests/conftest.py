@@ -96,6 +96,8 @@ FAST_METHODS = (
     "baseline_random,baseline_centre,baseline_edges"
 )
 FAST_RUN = [
+    "--curve-steps",
+    "4",
     "--methods",
     FAST_METHODS,
     "--set",

@@ -1,5 +1,7 @@
 """End to end through the command line on the default model and the embedded photos."""
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -29,9 +31,22 @@ def test_run_writes_tidy_tables(small_site):
         ("gradcam", "blocks.5"),
         ("saliency", "input"),
     } <= pairs
-    assert {"average_drop", "increase_in_confidence", "loc_0", "loc_0.25", "loc_0.5"} <= set(
-        metrics.metric
-    )
+    assert {
+        "average_drop",
+        "increase_in_confidence",
+        "average_drop_top50",
+        "insertion_auc",
+        "deletion_auc",
+        "loc_0",
+        "loc_0.25",
+        "loc_0.5",
+        "pointing_game",
+        "energy_pointing_game",
+        "box_loc",
+    } <= set(metrics.metric)
+    assert metrics.value.notna().all()
+    run = json.loads((data / "run.json").read_text())
+    assert len(run["curves"]["gradcam@bn2"]["insertion"]) == 5  # 4 steps and the start
     predictions = pd.read_csv(data / "predictions.csv")
     assert (predictions.groupby("image").size() == 5).all()
     timings = pd.read_csv(data / "timings.csv")

@@ -1,0 +1,49 @@
+"""The leaderboard's statistics: class-balanced pointing game, Wilcoxon + Holm marks."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reportgen.render import class_weights, leaderboard
+
+
+def rows(method: str, metric: str, values, images=None) -> list[dict]:
+    images = images or [f"im{i}" for i in range(len(values))]
+    return [
+        {
+            "image": im,
+            "model": "m",
+            "layer": "input",
+            "method": method,
+            "metric": metric,
+            "value": v,
+        }
+        for im, v in zip(images, values, strict=True)
+    ]
+
+
+def test_pointing_game_is_the_mean_of_per_class_accuracies():
+    labels = pd.Series(["cat", "cat", "cat", "dog"], index=["im0", "im1", "im2", "im3"])
+    assert class_weights(labels).tolist() == pytest.approx([2 / 3, 2 / 3, 2 / 3, 2.0])
+    metrics = pd.DataFrame(rows("a", "pointing_game", [100.0, 100.0, 100.0, 0.0]))
+    (entry,), _, _ = leaderboard(metrics, labels)
+    assert entry.stats["pointing_game"][0] == pytest.approx(50.0)  # (100 + 0) / 2, not 75
+
+
+def test_a_consistently_better_method_is_marked_and_a_tie_is_not():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(40, 60, 10)
+    metrics = pd.DataFrame(
+        rows("best", "average_drop", base - 20)
+        + rows("worse", "average_drop", base)
+        + rows("same", "average_drop", base - 20 + rng.normal(0, 0.5, 10))
+    )
+    entries, matrix, pvalues = leaderboard(metrics)
+    assert [e.method for e in entries][2] == "worse"
+    by_name = {e.method: e for e in entries}
+    assert by_name["worse"].versus_best < 0.05
+    top = entries[0].method
+    other = "same" if top == "best" else "best"
+    assert by_name[other].versus_best > 0.05
+    assert matrix.loc["best@input", "worse@input"] == 100.0
+    assert pvalues.loc["best@input", "worse@input"] == pvalues.loc["worse@input", "best@input"]
