@@ -473,24 +473,6 @@ def insertion_deletion(
     return Curve(curve, fractions, float(np.trapezoid(curve, fractions)))
 
 
-def deletion_auc(
-    probabilities: Probabilities, image: np.ndarray, saliency: np.ndarray, target: int, **options
-) -> float:
-    """RISE deletion AUC (lower is better); options as :func:`insertion_deletion`."""
-    return insertion_deletion(
-        probabilities, image, saliency, target, mode="deletion", **options
-    ).auc
-
-
-def insertion_auc(
-    probabilities: Probabilities, image: np.ndarray, saliency: np.ndarray, target: int, **options
-) -> float:
-    """RISE insertion AUC (higher is better); options as :func:`insertion_deletion`."""
-    return insertion_deletion(
-        probabilities, image, saliency, target, mode="insertion", **options
-    ).auc
-
-
 # --------------------------------------------------------------------------- ROAD
 
 

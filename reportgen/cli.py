@@ -158,13 +158,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if world > 1 and not args.shard:
         return distributed(config, rank)
     count = config.shard[1]
-    pipeline.work(config, fresh=count == 1)
+    state = pipeline.work(config, fresh=count == 1)
     if count > 1 and not pipeline.shards_done(config.out, count):
         print(
             f"reportgen: shard {config.shard[0]}/{count} done; the last shard to finish "
             f"builds the site (or run `reportgen merge --out {config.out} ...`)"
         )
         return 0
+    state.channels()
     return finish(config.out)
 
 
@@ -181,11 +182,14 @@ def distributed(config: RunConfig, rank: int) -> int:
         if rank == 0 and not config.resume:
             Store(config.out).reset()
         dist.barrier()
-        pipeline.work(
+        state = pipeline.work(
             config, progress=rank == 0, fresh=False, rank=int(os.environ.get("LOCAL_RANK", "0"))
         )
         dist.barrier()
-        return finish(config.out) if rank == 0 else 0
+        if rank:
+            return 0
+        state.channels()
+        return finish(config.out)
     finally:
         dist.destroy_process_group()
 

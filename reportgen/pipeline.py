@@ -31,13 +31,23 @@ from . import __version__, data, figures, techniques
 from .capture import resolve_layer
 from .config import RunConfig
 from .models import get_spec, list_layers, load_model
-from .store import Store, atomic_write, feature_grid_path, overlay_path, raw_path
+from .store import (
+    Store,
+    atomic_write,
+    channel_map_path,
+    feature_grid_path,
+    overlay_path,
+    raw_path,
+)
 from .techniques.cam import REGISTRY_CAM, cam_maps, upsample
 from .timing import PassCounter, Timer, peak_rss_mb, timing_rows
 
 PIXEL_LAYER = "input"  # the "layer" of pixel-level methods in the tables
 DISPLAY_SIDE = 384  # long side of photos and overlays in the site
 TABLES = ("images", "predictions", "metrics", "layers")
+TOP_CHANNELS = 8  # channel pages per feature layer: the channels firing most on the data set
+TOP_IMAGES = 6  # images per channel page: where that channel fires most
+CHANNEL_SIDE = 160  # long side of the channel overlays, px
 MODEL = "model"  # the parts folder of run-wide work (settings, filters, shard markers)
 METRIC_GROUPS = {  # --metrics names -> what each adds to metrics.csv per image
     "faithfulness": "average_drop, increase_in_confidence (Grad-CAM++), and their Score-CAM "
@@ -579,7 +589,10 @@ class Run:
         rows = []
         for depth, (layer, view) in enumerate(views.items()):
             acts = view.acts.cpu().numpy()
+            # [N, C]: each channel's mean response (responses tie: ReLU6 saturates at 6)
+            responses = acts.mean(axis=(2, 3))
             for k, (record, _, _) in enumerate(loaded):
+                self.store.save_map(record.id, f"channels@{layer}", responses[k])
                 self.store.save_image(
                     feature_grid_path(record.id, layer), figures.channel_grid(acts[k])
                 )
@@ -596,6 +609,68 @@ class Run:
                     }
                 )
         return rows
+
+    def channels(self) -> None:
+        """Channel pages' data, once every image is done: per feature layer, the channels
+        with the highest mean activation over the data set, and for each the images where
+        it responds most (mean over the map), with that channel's activation drawn over
+        each (one more forward pass, over those images only)."""
+        if not any(t.name == "feature_maps" for t in self.methods):
+            return
+        layers = list(self.spec.feature_layers)
+        by_id = {r.id: r for r in self.records}
+        responses: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
+        ids = []
+        for record in self.records:
+            stored = [self.store.load_map(record.id, f"channels@{layer}") for layer in layers]
+            if all(s is not None for s in stored):
+                ids.append(record.id)
+                for layer, values in zip(layers, stored, strict=True):
+                    responses[layer].append(values)
+        if not ids:
+            return
+        rows, wanted = [], {}  # wanted: image -> [(layer, channel)]
+        for layer in layers:
+            table = np.stack(responses[layer])  # [images, C]
+            mean = table.mean(axis=0)
+            for c_rank, c in enumerate(np.argsort(-mean, kind="stable")[:TOP_CHANNELS]):
+                order = np.argsort(-table[:, c], kind="stable")[:TOP_IMAGES]
+                for i_rank, i in enumerate(order):
+                    rows.append(
+                        {
+                            "layer": layer,
+                            "channel": int(c),
+                            "channel_rank": c_rank,
+                            "mean_activation": float(mean[c]),
+                            "image": ids[i],
+                            "image_rank": i_rank,
+                            "activation": float(table[i, c]),
+                        }
+                    )
+                    wanted.setdefault(ids[i], []).append((layer, int(c)))
+        names = list(wanted)
+        for start in range(0, len(names), self.config.batch_size):
+            chunk = names[start : start + self.config.batch_size]
+            rgbs = [data.load_photo(by_id[name])[0] for name in chunk]
+            inputs = np.stack([data.model_input(rgb, self.spec.input_size) for rgb in rgbs])
+            x = torch.from_numpy(inputs).to(self.device).permute(0, 3, 1, 2)
+            views = techniques.get("feature_maps").run(
+                self.model, (x - self.mean) / self.std, layers=layers
+            )
+            for k, name in enumerate(chunk):
+                photo = self.store.load_image(f"photos/{name}.jpg")
+                scale = CHANNEL_SIDE / max(photo.shape[:2])  # small: maps are coarse, many
+                small = figures.resize_rgb(
+                    photo, (round(photo.shape[0] * scale), round(photo.shape[1] * scale))
+                )
+                for layer, c in wanted[name]:
+                    activation = views[layer].acts[k, c].cpu().numpy()
+                    self.store.save_image(
+                        channel_map_path(layer, c, name),
+                        figures.overlay(small, activation),
+                        quality=70,
+                    )
+        self.store.write_table("channels", rows)
 
     def filters(self) -> None:
         """The first convolution's filters: run-wide, drawn by shard 0 only."""
@@ -636,6 +711,8 @@ def work(config: RunConfig, progress: bool = True, fresh: bool = True, rank: int
         "seconds": time.perf_counter() - started,
         "device": str(state.device),
         "peak_rss_mb": peak_rss_mb(),
+        "forward_rows": state.timer.counter.rows,
+        "gradient_rows": state.timer.counter.grad_rows,
     }
     state.store.write_part(MODEL, f"shard-{index}-of-{count}", marker)
     return state
@@ -707,6 +784,8 @@ def finish(out: str) -> Summary:
             },
             "seconds": round(seconds, 2),
             "peak_rss_mb": peak,
+            "forward_rows": sum(p.get("forward_rows", 0) for p in shards),
+            "gradient_rows": sum(p.get("gradient_rows", 0) for p in shards),
             "failed": failed,
             "problems": problems,
         },
@@ -730,7 +809,7 @@ def shared_scale_overlays(store: Store, images: list[str], scales: dict[str, flo
 
 def run(config: RunConfig, progress: bool = True) -> Summary:
     """Compute every selected technique and metric over the data set, store the tables."""
-    work(config, progress)
+    work(config, progress).channels()
     return finish(config.out)
 
 

@@ -15,7 +15,15 @@ from PIL import Image
 
 from evaluation.metrics import bootstrap_ci, pairwise, win_rate
 
-from .store import Store, atomic_write, feature_grid_path, overlay_path, raw_path
+from .store import (
+    COLUMNS,
+    Store,
+    atomic_write,
+    channel_map_path,
+    feature_grid_path,
+    overlay_path,
+    raw_path,
+)
 
 # Metric columns of the leaderboard: (metric id, heading, better, paper); a column shows
 # only when the run computed that metric.
@@ -60,7 +68,10 @@ CELL_METRICS = [
 ]
 THUMB_SIZE = 192  # long side of gallery thumbnails, px
 RAW_DATA = ("data/maps", "data/parts")  # kept for notebooks and --resume, not published
-BUDGET_PER_IMAGE = 2_500_000  # bytes of published site per explained image (README: Output layout)
+# Size budget of the published site (README: Output layout): a fixed share for what every
+# site has once (channel pages and their overlays, plots, assets) and a share per image
+BUDGET_FIXED = 2_000_000
+BUDGET_PER_IMAGE = 2_500_000
 
 
 @dataclass
@@ -168,6 +179,9 @@ def environment() -> Environment:
     )
     env.globals["raw_map"] = lambda image, method, layer: "img/" + raw_path(image, method, layer)
     env.globals["thumb"] = thumb
+    env.globals["channel_map"] = lambda layer, channel, image: (
+        "img/" + channel_map_path(layer, int(channel), image)
+    )
     env.globals["feature_grid"] = lambda image, layer: "img/" + feature_grid_path(image, layer)
     return env
 
@@ -310,6 +324,10 @@ class SiteSize:
     images: int  # explained images
 
     @property
+    def budget(self) -> float:
+        return BUDGET_FIXED + BUDGET_PER_IMAGE * self.images
+
+    @property
     def per_image(self) -> float:
         return self.published / max(self.images, 1)
 
@@ -322,7 +340,8 @@ class SiteSize:
     def __str__(self) -> str:
         return (
             f"site {self.published / 1e6:.1f} MB ({self.per_image / 1e6:.2f} MB per image; "
-            f"budget {BUDGET_PER_IMAGE / 1e6:.1f} MB), "
+            f"budget {self.budget / 1e6:.1f} MB = {BUDGET_FIXED / 1e6:g} + "
+            f"{BUDGET_PER_IMAGE / 1e6:g} per image), "
             f"plus {self.raw_data / 1e6:.1f} MB of raw maps and parts (not published)"
         )
 
@@ -639,12 +658,31 @@ def render(out: str | Path) -> tuple[int, int]:
             next=names[i + 1] if i + 1 < len(names) else None,
             **common,
         )
+    channels = (
+        store.read_table("channels")
+        if store.table_path("channels").is_file()
+        else pd.DataFrame(columns=COLUMNS["channels"])
+    )
     for layer in feature_layers:
+        mine = channels[channels.layer == layer]
+        top = list(mine.drop_duplicates("channel").sort_values("channel_rank").channel)
+        for i, channel in enumerate(top):
+            site.page(
+                f"layers/{layer}/{channel}.html",
+                "channel.html",
+                layer=layer,
+                channel=channel,
+                rows=mine[mine.channel == channel].sort_values("image_rank"),
+                prev=top[i - 1] if i else None,
+                next=top[i + 1] if i + 1 < len(top) else None,
+                **common,
+            )
         site.page(
             f"layers/{layer}.html",
             "layer.html",
             layer=layer,
             stats=layers[layers.layer == layer],
+            channels=mine[mine.image_rank == 0].sort_values("channel_rank"),
             **common,
         )
     site.prune()

@@ -48,6 +48,15 @@ COLUMNS = {  # fixed columns, so an empty table still reads back with its header
         "sparsity",
         "mean_activation",
     ],
+    "channels": [
+        "layer",
+        "channel",
+        "channel_rank",
+        "mean_activation",
+        "image",
+        "image_rank",
+        "activation",
+    ],
     "timings": [
         "model",
         "method",
@@ -132,13 +141,18 @@ class Store:
         array = np.asarray(saliency, dtype=np.float32)
         atomic_write(path, lambda tmp: np.savez_compressed(open(tmp, "wb"), map=array))
 
+    def load_map(self, image: str, key: str) -> np.ndarray | None:
+        """One stored map of one image, or ``None`` if it was never made."""
+        path = self.data / "maps" / image / f"{key}.npz"
+        if not path.is_file():
+            return None
+        with np.load(path) as stored:
+            return stored["map"]
+
     def load_maps(self, image: str) -> dict[str, np.ndarray]:
         """Every raw map of one image, ``method@layer`` -> array."""
-        maps = {}
-        for path in sorted(self._existing_dir(self.data / "maps" / image).glob("*.npz")):
-            with np.load(path) as stored:
-                maps[path.stem] = stored["map"]
-        return maps
+        folder = self._existing_dir(self.data / "maps" / image)
+        return {path.stem: self.load_map(image, path.stem) for path in sorted(folder.glob("*.npz"))}
 
     def _existing_dir(self, path: Path) -> Path:
         if not path.is_dir():
@@ -172,6 +186,7 @@ class Store:
         """Forget the results of an earlier run in this folder (a fresh run, not a resume)."""
         for folder in (self.parts_dir, self.data / "maps"):
             shutil.rmtree(folder, ignore_errors=True)
+        self.table_path("channels").unlink(missing_ok=True)
 
     def remove_temporary(self) -> int:
         """Delete half-written files a killed run left behind; returns how many."""
@@ -212,6 +227,11 @@ def overlay_path(image: str, method: str, layer: str, shared: bool = False) -> s
 def raw_path(image: str, method: str, layer: str) -> str:
     """Where the raw map (its own resolution, ``jet`` palette PNG) lives, relative to ``img/``."""
     return f"maps/{image}/{method}@{layer}.raw.png"
+
+
+def channel_map_path(layer: str, channel: int, image: str) -> str:
+    """Where one channel's activation over an image lives, relative to ``img/``."""
+    return f"channels/{layer}/{channel}/{image}.jpg"
 
 
 def feature_grid_path(image: str, layer: str) -> str:

@@ -14,15 +14,19 @@ from torch import nn
 
 
 class PassCounter:
-    """Counts the rows that go through the model's forward (images and perturbed copies)."""
+    """Counts the rows that go through the model's forward (images and perturbed copies),
+    and how many of them were recorded for a backward pass."""
 
     def __init__(self, model: nn.Module):
         self.rows = 0
+        self.grad_rows = 0
         self.handle = model.register_forward_pre_hook(self._count)
 
     def _count(self, _module, args) -> None:
         if args and isinstance(args[0], torch.Tensor):
             self.rows += args[0].shape[0]
+            if torch.is_grad_enabled():
+                self.grad_rows += args[0].shape[0]
 
 
 def peak_rss_mb() -> float:

@@ -181,3 +181,23 @@ def test_torchvision_model_with_local_weights(tmp_path):
         ("saliency", "input"),
     } <= set(zip(metrics.method, metrics.layer, strict=True))
     assert check_site(out) == []
+
+
+def test_channel_pages_show_the_channels_that_fire_most(small_site):
+    import numpy as np
+
+    channels = pd.read_csv(small_site / "data" / "channels.csv")
+    bn2 = channels[channels.layer == "bn2"]
+    assert bn2.channel.nunique() == 8 and set(bn2.image_rank) == {0, 1, 2}  # 3 images
+    images = sorted(bn2.image.unique())
+    table = np.stack(
+        [np.load(small_site / "data" / "maps" / i / "channels@bn2.npz")["map"] for i in images]
+    )
+    mean = table.mean(0)
+    assert sorted(bn2.drop_duplicates("channel").channel) == sorted(np.argsort(-mean)[:8])
+    for channel, rows in bn2.groupby("channel"):
+        assert rows.sort_values("image_rank").activation.is_monotonic_decreasing
+        assert rows.mean_activation.iloc[0] == pytest.approx(mean[channel], rel=1e-5)
+        assert (small_site / "layers" / "bn2" / f"{channel}.html").is_file()
+    layer_page = (small_site / "layers" / "bn2.html").read_text()
+    assert "Channels that fire most" in layer_page

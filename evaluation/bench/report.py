@@ -13,9 +13,13 @@ def load(path: str | Path) -> dict:
     raw = json.loads(Path(path).read_text())
     groups: dict[str, dict[str, tuple[float, float]]] = {}
     extra: dict = {}
+    runs = []
     for bench in raw["benchmarks"]:
         info = bench.get("extra_info", {})
         extra = extra or info
+        if "efficiency" in info:  # a whole run: no peer, its own figures
+            runs.append(info)
+            continue
         stats = bench["stats"]
         groups.setdefault(bench["group"], {})[info.get("who", bench["name"])] = (
             stats["median"],
@@ -33,6 +37,7 @@ def load(path: str | Path) -> dict:
         "date": raw.get("datetime", ""),
         "groups": groups,
         "rows": ratios(groups),
+        "runs": runs,
     }
 
 
