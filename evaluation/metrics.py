@@ -623,8 +623,8 @@ def _finite_pairs(a: Sequence[float], b: Sequence[float]) -> tuple[np.ndarray, n
 
 def wilcoxon(a: Sequence[float], b: Sequence[float], min_pairs: int = WILCOXON_MIN_PAIRS) -> float:
     """Two-sided p-value of the paired Wilcoxon signed-rank test of ``a − b``
-    (``scipy.stats.wilcoxon``, its defaults: zero differences dropped, exact
-    distribution for small samples without ties).
+    (``scipy.stats.wilcoxon``: zero differences dropped; exact distribution without
+    ties or zeros, else the normal approximation with tie correction).
 
     Pairs with a NaN or inf on either side are dropped. With fewer than
     ``min_pairs`` pairs left (default 6: below that the exact p can never fall
@@ -636,7 +636,12 @@ def wilcoxon(a: Sequence[float], b: Sequence[float], min_pairs: int = WILCOXON_M
         return float("nan")
     if np.all(x == y):
         return 1.0
-    return float(stats.wilcoxon(x, y).pvalue)
+    d = np.abs(x - y)
+    # scipy's default falls back to a permutation test when differences tie or are zero
+    # (0.2 s a pair: minutes for a leaderboard); the normal approximation with its tie
+    # correction is the textbook answer there and for large samples, the exact one otherwise
+    exact = d.size <= 50 and np.unique(d).size == d.size and d.min() > 0
+    return float(stats.wilcoxon(x, y, method="exact" if exact else "approx").pvalue)
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:
