@@ -798,12 +798,13 @@ def shared_scale_overlays(store: Store, images: list[str], scales: dict[str, flo
     drawn from the stored raw maps once every image is done."""
     for image in tqdm(images, desc="shared-scale overlays", leave=False):
         photo = store.load_image(f"photos/{image}.jpg")
-        for key, raw in store.load_maps(image).items():
-            if key in scales:
+        for key, scale in scales.items():
+            raw = store.load_map(image, key)  # None: the method failed on this image's batch
+            if raw is not None:
                 method, layer = key.split("@", 1)
                 store.save_image(
                     overlay_path(image, method, layer, shared=True),
-                    figures.overlay(photo, raw, scale=scales[key]),
+                    figures.overlay(photo, raw, scale=scale),
                 )
 
 

@@ -149,16 +149,6 @@ class Store:
         with np.load(path) as stored:
             return stored["map"]
 
-    def load_maps(self, image: str) -> dict[str, np.ndarray]:
-        """Every raw map of one image, ``method@layer`` -> array."""
-        folder = self._existing_dir(self.data / "maps" / image)
-        return {path.stem: self.load_map(image, path.stem) for path in sorted(folder.glob("*.npz"))}
-
-    def _existing_dir(self, path: Path) -> Path:
-        if not path.is_dir():
-            raise FileNotFoundError(f"'{path}' is missing: the run did not finish this image")
-        return path
-
     # parts: finished units of work, see the module's docstring
     @property
     def parts_dir(self) -> Path:
