@@ -137,6 +137,40 @@ class Capture:
         self._handles.clear()
 
 
+class _Stop(Exception):
+    """Raised by a forward hook once every layer a caller needs has run."""
+
+
+def activations(
+    model: nn.Module, x: torch.Tensor, layers: Sequence[str]
+) -> dict[str, torch.Tensor]:
+    """The outputs of ``layers`` for input ``x``, stopping the forward pass right after the
+    last of them has run, so a shallow layer costs a fraction of a full pass.
+
+    Under autograd the outputs are differentiable with respect to ``x`` (later in-place
+    operations cannot touch them: ``Capture`` hands a clone downstream).
+    """
+    names = list(dict.fromkeys(layers))
+    with Capture(model, names, for_grad=torch.is_grad_enabled()) as cap:
+
+        def stop(*_) -> None:
+            if len(cap.outputs) == len(names):
+                raise _Stop
+
+        handles = [resolve_layer(model, name).register_forward_hook(stop) for name in names]
+        try:
+            model(x)
+        except _Stop:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+    missing = [name for name in names if name not in cap.outputs]
+    if missing:
+        raise ValueError(f"layers {', '.join(missing)} did not run in the forward pass")
+    return {name: cap.outputs[name] for name in names}
+
+
 def refuse_inference_mode() -> None:
     if torch.is_inference_mode_enabled():
         raise RuntimeError(

@@ -79,6 +79,18 @@ def parser() -> argparse.ArgumentParser:
         help="steps of the insertion/deletion curves (RISE used 224 at 224 px)",
     )
     run.add_argument(
+        "--classes",
+        default=d.classes,
+        help="class ids class_model also draws, besides every predicted class (e.g. 1,130)",
+    )
+    run.add_argument(
+        "--quality",
+        default=d.quality,
+        choices=["fast", "paper"],
+        help="synthesis step counts: fast (default, minutes on CPU) or paper (the published "
+        "counts, e.g. 512 steps for filter_vis; long on CPU)",
+    )
+    run.add_argument(
         "--resume",
         action="store_true",
         help="continue the run in --out, skipping finished work (same options required)",
@@ -150,6 +162,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         target=args.target,
         metrics=args.metrics,
         curve_steps=args.curve_steps,
+        classes=args.classes,
+        quality=args.quality,
         options=options,
         resume=args.resume,
         shard=args.shard or (rank, world),
@@ -165,7 +179,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"builds the site (or run `reportgen merge --out {config.out} ...`)"
         )
         return 0
-    state.channels()
+    state.after()
     return finish(config.out)
 
 
@@ -188,7 +202,7 @@ def distributed(config: RunConfig, rank: int) -> int:
         dist.barrier()
         if rank:
             return 0
-        state.channels()
+        state.after()
         return finish(config.out)
     finally:
         dist.destroy_process_group()

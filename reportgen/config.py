@@ -25,6 +25,8 @@ class RunConfig:
     options: dict[str, dict[str, object]] = field(default_factory=dict)  # from --set
     loc_deltas: tuple[float, ...] = field(default=(0.0, 0.25, 0.5))
     metrics: str = "default"  # metric groups: default, all, or a list (see pipeline.METRIC_GROUPS)
+    classes: str = ""  # class ids class_model draws besides the predicted ones, "1,2"
+    quality: str = "fast"  # synthesis step counts: fast (default run) or paper
     curve_steps: int = 16  # steps of the insertion / deletion curves (RISE: 224 at 224 px)
     resume: bool = False  # continue the run in ``out``; not a setting of the results
     shard: tuple[int, int] = (0, 1)  # (index, count): this process's share of the batches

@@ -27,11 +27,12 @@ from tqdm.auto import tqdm
 
 from evaluation import metrics as M
 
-from . import __version__, data, figures, techniques
+from . import __version__, data, figures, learned, techniques
 from .capture import resolve_layer
 from .config import RunConfig
 from .models import get_spec, list_layers, load_model
 from .store import (
+    PIXEL_LAYER,
     Store,
     atomic_write,
     channel_map_path,
@@ -42,9 +43,8 @@ from .store import (
 from .techniques.cam import REGISTRY_CAM, cam_maps, upsample
 from .timing import PassCounter, Timer, peak_rss_mb, timing_rows
 
-PIXEL_LAYER = "input"  # the "layer" of pixel-level methods in the tables
 DISPLAY_SIDE = 384  # long side of photos and overlays in the site
-TABLES = ("images", "predictions", "metrics", "layers")
+TABLES = ("images", "predictions", "metrics", "layers", "synthesis", "patches", "dead")
 TOP_CHANNELS = 8  # channel pages per feature layer: the channels firing most on the data set
 TOP_IMAGES = 6  # images per channel page: where that channel fires most
 CHANNEL_SIDE = 160  # long side of the channel overlays, px
@@ -209,16 +209,25 @@ def localisation(saliency: np.ndarray, boxes: list, size: tuple[int, int]) -> di
     }
 
 
+def parse_class(text: str, classes: int, option: str, others: str = "") -> int:
+    """A class id in range, or an error naming the option (and its ``others`` values)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < classes:
+        raise OptionError(
+            f"{option} '{text.strip()}' is not a class of this model: use {others}a class id "
+            f"from 0 to {classes - 1}"
+        )
+    return value
+
+
 def parse_target(text: str, classes: int) -> str | int:
     """``--target``: ``predicted``, ``label`` or a class id in range."""
     if text in ("predicted", "label"):
         return text
-    if not text.lstrip("-").isdigit() or not 0 <= int(text) < classes:
-        raise OptionError(
-            f"--target '{text}' is not a class of this model: use predicted, label, "
-            f"or a class id from 0 to {classes - 1}"
-        )
-    return int(text)
+    return parse_class(text, classes, "--target", "predicted, label, or ")
 
 
 class Run:
@@ -239,6 +248,11 @@ class Run:
         )
         check_layers(self.model, self.spec, self.cam_layers)
         self.target = parse_target(config.target, len(self.spec.class_names))
+        self.extra_classes = [
+            parse_class(text, len(self.spec.class_names), "--classes")
+            for text in config.classes.split(",")
+            if text.strip()
+        ]
         self.metric_groups = parse_metrics(config.metrics)
         self.dataset, records = data.dataset(config.data, self.spec.class_names)
         self.records = records[: config.limit] if config.limit else records
@@ -252,10 +266,7 @@ class Run:
         self.palette = figures.heat_palette()
         self.profiles: set[str] = set()
         self.units = ["images"] + [
-            f"{t.name}@{layer}"
-            for t in self.methods
-            if t.scored or t.name == "feature_maps"
-            for layer in self.layers_of(t)
+            f"{t.name}@{layer}" for t in self.methods for layer in self.layers_of(t)
         ]
 
     def profiled(self, unit: str):
@@ -267,8 +278,14 @@ class Run:
         return profile_to(self.store.data / "profile" / f"{unit}.csv", unit, self.device)
 
     def layers_of(self, technique: techniques.Technique) -> list[str]:
-        if technique.name == "feature_maps":
+        """The layers a technique has a per-batch unit at ([]: run-wide work only)."""
+        name = technique.name
+        if name in ("feature_maps", "top_patches"):
             return ["all"]
+        if name == "inversion":
+            return learned.inversion_layers(list(self.spec.feature_layers))
+        if not technique.scored and name not in learned.BATCH_VIEWS:
+            return []
         return self.cam_layers if technique.needs_layer else [PIXEL_LAYER]
 
     def describe(self) -> dict:
@@ -289,6 +306,7 @@ class Run:
                 "cam_layers": self.cam_layers,
                 "feature_layers": list(spec.feature_layers),
                 "classifier": spec.classifier,
+                "class_names": spec.class_names,  # for pages that name classes (no torch)
             },
             "methods": [t.name for t in self.methods],
             "techniques": {t.name: t.describe() for t in self.methods},
@@ -374,7 +392,7 @@ class Run:
                         )
                     )
                 else:
-                    part = self.unit(technique, layer, loaded, x, inputs, probs, targets)
+                    part = self.unit(technique, layer, index, loaded, x, inputs, probs, targets)
                 self.store.write_part(batch, unit, part)
 
     def fused(self, todo: list[str], x: torch.Tensor, targets: torch.Tensor) -> dict:
@@ -478,7 +496,7 @@ class Run:
             )
         return torch.full_like(predicted, self.target)
 
-    def unit(self, technique, layer: str, loaded, x, inputs, probs, targets) -> dict:
+    def unit(self, technique, layer: str, index, loaded, x, inputs, probs, targets) -> dict:
         """One technique at one layer on one batch: maps, overlays and metric rows saved;
         the part's payload returned. A technique's error is recorded, not raised."""
         try:
@@ -486,6 +504,8 @@ class Run:
                 with self.timer("feature_maps", "all", len(loaded)):
                     views = technique.run(self.model, x, layers=self.spec.feature_layers)
                 return {"layers": self.store_feature_maps(views, loaded), "timing": self.timer.last}
+            if technique.name in learned.BATCH_VIEWS:
+                return learned.batch_view(self, technique, layer, index, loaded, x, probs)
             where = (
                 {"layer": layer, "classifier": self.spec.classifier}
                 if technique.needs_layer
@@ -672,6 +692,15 @@ class Run:
                     )
         self.store.write_table("channels", rows)
 
+    def after(self) -> None:
+        """Run-wide work once every batch is done: channel pages, then the views of what the
+        network learned that need the whole data set or none (``learned.after``). Its time
+        is added to the run's in ``finish``."""
+        started = time.perf_counter()
+        self.channels()
+        learned.after(self)
+        self.store.write_part(MODEL, "after", {"after_seconds": time.perf_counter() - started})
+
     def filters(self) -> None:
         """The first convolution's filters: run-wide, drawn by shard 0 only."""
         if any(t.name == "filters" for t in self.methods) and self.config.shard[0] == 0:
@@ -756,6 +785,13 @@ def finish(out: str) -> Summary:
             for mode, total in part.get("curves", {}).items():
                 mine = sums.setdefault(unit, {}).setdefault(mode, [0.0] * len(total))
                 sums[unit][mode] = [a + b for a, b in zip(mine, total, strict=True)]
+    for unit in sorted(store.done_units(MODEL)):
+        if unit.startswith(learned.AFTER):
+            part = store.read_part(MODEL, unit)
+            for table in TABLES:
+                rows[table] += part.get(table, [])
+            if part.get("timing"):
+                calls.append(part["timing"])
     if missing:
         raise OptionError(
             f"'{out}' has {len(missing)} unfinished units (first: {', '.join(missing[:3])}): "
@@ -764,12 +800,18 @@ def finish(out: str) -> Summary:
         )
     for table in TABLES:
         store.write_table(table, rows[table])
+    if "embedding" in about["methods"]:
+        seed = about["settings"]["seed"]
+        store.write_table(
+            "embedding", learned.embedding_rows(store, rows["images"], rows["predictions"], seed)
+        )
     model = about["model"]["name"]
     store.write_table("timings", timing_rows(calls, model, about["device"], about["threads"]))
     ok = [row["image"] for row in rows["images"] if row["status"] == "ok"]
     shared_scale_overlays(store, ok, scales)
     shards = [store.read_part(MODEL, u) for u in sorted(store.done_units(MODEL))]
     seconds = max((p["seconds"] for p in shards if "seconds" in p), default=0.0)
+    seconds += sum(p.get("after_seconds", 0.0) for p in shards)
     peak = max((p["peak_rss_mb"] for p in shards if "peak_rss_mb" in p), default=None)
     failed = len(rows["images"]) - len(ok)
     store.write_json(
@@ -810,7 +852,7 @@ def shared_scale_overlays(store: Store, images: list[str], scales: dict[str, flo
 
 def run(config: RunConfig, progress: bool = True) -> Summary:
     """Compute every selected technique and metric over the data set, store the tables."""
-    work(config, progress).channels()
+    work(config, progress).after()
     return finish(config.out)
 
 

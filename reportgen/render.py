@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zlib
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -21,6 +22,7 @@ from .store import (
     atomic_write,
     channel_map_path,
     feature_grid_path,
+    learned_path,
     overlay_path,
     raw_path,
 )
@@ -183,6 +185,9 @@ def environment() -> Environment:
         "img/" + channel_map_path(layer, int(channel), image)
     )
     env.globals["feature_grid"] = lambda image, layer: "img/" + feature_grid_path(image, layer)
+    env.globals["learned"] = lambda technique, key, variant="": (
+        "img/" + learned_path(technique, str(key), variant)
+    )
     return env
 
 
@@ -301,6 +306,119 @@ def sparsity_plot(layers: pd.DataFrame, path: Path) -> None:
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="svg"))
     plt.close(fig)
+
+
+def silent_plot(dead: pd.DataFrame, path: Path) -> None:
+    """Share of each layer's channels that never fire on the data set, against depth."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = dead.sort_values("depth")
+    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=100)
+    ax.bar(order.depth, 100 * order.silent_share, color="#d1495b")
+    for depth, silent, channels, share in zip(
+        order.depth, order.silent, order.channels, order.silent_share, strict=True
+    ):
+        ax.annotate(
+            f"{silent}/{channels}", (depth, 100 * share), ha="center", va="bottom", fontsize=7
+        )
+    ax.set_xticks(order.depth, order.layer, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("% channels never > 0")
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="svg"))
+    plt.close(fig)
+
+
+def hue(text: str) -> int:
+    """A stable colour (hue in degrees) for a class name or id."""
+    return zlib.crc32(text.encode()) % 360
+
+
+def optional_table(store: Store, name: str) -> pd.DataFrame:
+    """A table the run may not have made (its techniques were not selected): empty then."""
+    if store.table_path(name).is_file():
+        return store.read_table(name)
+    return pd.DataFrame(columns=COLUMNS[name])
+
+
+def learned_context(store: Store, class_names: dict[int, str]) -> dict:
+    """What learned.html, the layer pages and the channel pages show of the synthesis and
+    dataset views, from ``synthesis``, ``patches``, ``dead`` and ``embedding``."""
+    table = optional_table(store, "synthesis")
+    values: dict[tuple[str, str, str, str], dict[str, float]] = {}
+    for r in table.itertuples(index=False):
+        variant = "" if pd.isna(r.variant) else str(r.variant)
+        values.setdefault((r.technique, r.layer, str(r.item), variant), {})[r.metric] = r.value
+
+    def items(technique: str, variant: str = "") -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for t, layer, item, v in values:
+            if t == technique and v == variant:
+                found.setdefault(layer, []).append(item)
+        return found
+
+    natural = {(lay, i): v["natural"] for (t, lay, i, _), v in values.items() if "natural" in v}
+    fooling = [
+        {"image": item, **v, "goal_name": class_names.get(int(v["goal"]), "")}
+        for (t, _, item, _), v in values.items()
+        if t == "fooling"
+    ]
+    points = optional_table(store, "embedding")
+    if not points.empty:  # positions in % of the plot, 4 % margins
+        for axis in ("x", "y"):
+            lo, hi = points[axis].min(), points[axis].max()
+            points[axis] = 4 + 92 * (points[axis] - lo) / (hi - lo if hi > lo else 1)
+        points["pred_hue"] = [hue(str(c)) for c in points.predicted]
+        points["label_hue"] = [hue(str(c)) for c in points.label]
+    inversion_layers = list(items("inversion"))
+    inversions = {}
+    for layer, images in items("inversion").items():
+        for image in images:
+            inversions.setdefault(image, {})[layer] = values["inversion", layer, image, ""]
+    return {
+        "inversion_means": {
+            layer: float(
+                np.mean([v[layer]["relative_error"] for v in inversions.values() if layer in v])
+            )
+            for layer in inversion_layers
+        },
+        "values": values,
+        "filter_units": items("filter_vis", "fourier"),
+        "pixel_units": items("filter_vis", "pixel"),
+        "natural": natural,
+        "class_items": [
+            {"id": int(item), "name": class_names.get(int(item), item), **values[t, lay, item, ""]}
+            for t, lay, item, _ in values
+            if t == "class_model"
+        ],
+        "dreams": items("deepdream"),
+        "inversion_layers": inversion_layers,
+        "inversions": inversions,
+        "fooling": fooling,
+        "patches": optional_table(store, "patches"),
+        "dead": optional_table(store, "dead"),
+        "points": points,
+    }
+
+
+def unit_views(learned: dict, layer: str, channel: int) -> dict:
+    """A channel page's filter visualisations and top patches (absent: not computed)."""
+    key = str(int(channel))
+    patches = learned["patches"]
+    return {
+        "vis": {
+            variant: learned["values"][("filter_vis", layer, key, variant)]
+            for variant in ("fourier", "pixel")
+            if ("filter_vis", layer, key, variant) in learned["values"]
+        },
+        "natural": learned["natural"].get((layer, key)),
+        "patches": patches[
+            (patches.layer == layer) & (patches.channel == int(channel))
+        ].sort_values("rank"),
+    }
 
 
 def write_thumbnail(source: Path, target: Path) -> None:
@@ -529,8 +647,15 @@ def render(out: str | Path) -> tuple[int, int]:
     keys = [(e.method, e.layer) for e in entries]  # best Average Drop first
     ids = list(ok.image)
     shape = {r.image: f"{int(r.width)} / {int(r.height)}" for r in ok.itertuples(index=False)}
+    learned = learned_context(store, dict(enumerate(run["model"].get("class_names", []))))
     feature_layers = (
-        list(layers.drop_duplicates("layer").sort_values("depth").layer) if not layers.empty else []
+        list(layers.drop_duplicates("layer").sort_values("depth").layer)
+        if not layers.empty
+        else [
+            layer
+            for layer in run["model"]["feature_layers"]
+            if layer in learned["filter_units"] or (learned["patches"].layer == layer).any()
+        ]
     )
     common = {
         "run": run,
@@ -538,6 +663,10 @@ def render(out: str | Path) -> tuple[int, int]:
         "feature_layers": feature_layers,
         "metric_defs": [m for m in METRICS if m[0] in present],
         "significance": SIGNIFICANCE,
+        "has_learned": any(
+            learned[k] for k in ("filter_units", "class_items", "dreams", "inversions", "fooling")
+        )
+        or not learned["points"].empty,
     }
 
     def card(image: str, method: str, layer: str, title: str, link: str, anchor: str) -> dict:
@@ -577,6 +706,16 @@ def render(out: str | Path) -> tuple[int, int]:
         **common,
     )
     site.page("about.html", "about.html", image_ids=ids, **common)
+    if not learned["dead"].empty:
+        site.file(
+            "img/silent.svg",
+            store.table_path("dead").read_bytes(),
+            lambda path: silent_plot(learned["dead"], path),
+        )
+    if common["has_learned"]:
+        for image in learned["points"].image:
+            site.thumbnail(f"img/photos/{image}.boxes.jpg")
+        site.page("learned.html", "learned.html", image_ids=ids, **learned, **common)
     order = [f"{e.method}@{e.layer}" for e in entries]
     if run.get("curves"):
         site.file(
@@ -673,6 +812,7 @@ def render(out: str | Path) -> tuple[int, int]:
                 layer=layer,
                 channel=channel,
                 rows=mine[mine.channel == channel].sort_values("image_rank"),
+                **unit_views(learned, layer, channel),
                 prev=top[i - 1] if i else None,
                 next=top[i + 1] if i + 1 < len(top) else None,
                 **common,
@@ -683,6 +823,12 @@ def render(out: str | Path) -> tuple[int, int]:
             layer=layer,
             stats=layers[layers.layer == layer],
             channels=mine[mine.image_rank == 0].sort_values("channel_rank"),
+            pages={int(c) for c in top},
+            filter_units=learned["filter_units"].get(layer, []),
+            natural=learned["natural"],
+            values=learned["values"],
+            patches=learned["patches"][learned["patches"].layer == layer],
+            dead=learned["dead"][learned["dead"].layer == layer],
             **common,
         )
     site.prune()

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+PIXEL_LAYER = "input"  # the "layer" of pixel-level methods in the tables
 COLUMNS = {  # fixed columns, so an empty table still reads back with its header
     "images": [
         "image",
@@ -57,6 +58,23 @@ COLUMNS = {  # fixed columns, so an empty table still reads back with its header
         "image_rank",
         "activation",
     ],
+    # what the network learned (reportgen.learned): long format, one value per row
+    "synthesis": ["technique", "layer", "item", "variant", "metric", "value"],
+    "embedding": ["image", "x", "y", "label", "predicted", "class_name"],
+    "patches": [
+        "layer",
+        "channel",
+        "rank",
+        "image",
+        "activation",
+        "y",
+        "x",
+        "top",
+        "left",
+        "bottom",
+        "right",
+    ],
+    "dead": ["layer", "depth", "channels", "silent", "silent_share"],
     "timings": [
         "model",
         "method",
@@ -227,3 +245,9 @@ def channel_map_path(layer: str, channel: int, image: str) -> str:
 def feature_grid_path(image: str, layer: str) -> str:
     """Where an image's channel grid at a layer lives, relative to ``img/``."""
     return f"features/{image}/{layer}.jpg"
+
+
+def learned_path(technique: str, key: str, variant: str = "") -> str:
+    """Where an image made by a synthesis or dataset view lives, relative to ``img/``
+    (``key``: a layer/channel, a class id or an image@layer)."""
+    return f"learned/{technique}/{key}{'.' + variant if variant else ''}.jpg"

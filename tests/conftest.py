@@ -111,3 +111,20 @@ FAST_RUN = [
     "--set",
     "occlusion.window=56",
 ]
+
+# The views of what the network learned, with step counts that test the plumbing only
+# (test_synthesis.py and test_neurons.py test what each computes)
+LEARNED_METHODS = "top_patches,filter_vis,class_model,deepdream,inversion,fooling,embedding"
+LEARNED_TINY = [
+    f"--set={setting}"
+    for setting in (
+        "filter_vis.steps=2",
+        "filter_vis.size=64",
+        "class_model.steps=2",
+        "class_model.size=64",
+        "deepdream.steps=1",
+        "deepdream.octaves=2",
+        "inversion.steps=2",
+        "fooling.steps=2",
+    )
+]

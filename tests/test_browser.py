@@ -20,7 +20,7 @@ import pytest
 
 from reportgen.cli import main
 
-from .conftest import FAST_RUN
+from .conftest import FAST_METHODS, FAST_RUN, LEARNED_METHODS, LEARNED_TINY
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -53,7 +53,9 @@ class SubPathHandler(http.server.SimpleHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     out = tmp_path_factory.mktemp("browser-site")
-    assert main(["run", "--out", str(out), "--limit", "3", "--batch-size", "3", *FAST_RUN]) == 0
+    methods = ["--methods", f"{FAST_METHODS},{LEARNED_METHODS}", *LEARNED_TINY]
+    argv = ["run", "--out", str(out), "--limit", "4", "--batch-size", "3", *FAST_RUN, *methods]
+    assert main(argv) == 0
     handler = functools.partial(SubPathHandler, directory=str(out))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -113,6 +115,7 @@ PAGES = [
     "methods/saliency.html",
     "methods/feature_maps.html",
     "layers/bn2.html",
+    "learned.html",
 ]
 
 
@@ -302,15 +305,15 @@ def test_compare_follows_its_selection_and_the_address(served, browser):
     out, base = served
     fresh(browser, base + "compare.html")
     columns, rows = grid(browser)
-    assert len(columns) == 4 and rows == ["chelsea", "coffee", "rocket"]
+    assert len(columns) == 4 and rows == ["chelsea", "coffee", "rocket", "astronaut"]
     assert not any("Baseline" in c for c in columns)
     assert "#m=" in browser.current_url and "&i=" in browser.current_url
     cells = browser.find_elements(By.CSS_SELECTOR, "#compare-grid td")
-    assert len(cells) == 12 and all("Drop" in c.text and "Y → O" in c.text for c in cells)
+    assert len(cells) == 16 and all("Drop" in c.text and "Y → O" in c.text for c in cells)
     assert all(s.endswith(".webp") for s in map_sources(browser))
     click(browser, browser.find_element(By.CSS_SELECTOR, "input[name=i][value=coffee]"))
     columns, rows = grid(browser)
-    assert rows == ["chelsea", "rocket"] and "coffee" not in browser.current_url
+    assert rows == ["chelsea", "rocket", "astronaut"] and "coffee" not in browser.current_url
     linked = base + "compare.html#m=saliency@input,gradcampp@bn2&i=rocket"
     open_page(browser, linked)  # a comparison is linkable
     columns, rows = grid(browser)

@@ -16,6 +16,7 @@ SIZE = os.environ.get("REPORTGEN_BENCH", "small")
 DEVICE = torch.device(os.environ.get("REPORTGEN_BENCH_DEVICE", "cpu"))
 BATCH = 8 if SIZE == "full" else 2
 ROUNDS = 5 if SIZE == "full" else 1
+PAIRED_ROUNDS = 9 if SIZE == "full" else 1  # interleaved rounds (each runs every contender)
 
 
 @pytest.fixture(scope="session")
@@ -70,6 +71,51 @@ def measure(benchmark):
 
         return benchmark.pedantic(
             synchronised, rounds=ROUNDS, warmup_rounds=1 if SIZE == "full" else 0
+        )
+
+    return run
+
+
+@pytest.fixture
+def paired(benchmark):
+    """``paired(group, {who: fn})``: interleaved A/B timing. Each pytest-benchmark round runs
+    every ``fn`` once, in an order that rotates by round, each timed on its own (synchronised
+    clock); the per-round times land in ``extra_info["paired"]``, the warm-up round left out.
+    Ratios of times taken seconds apart are robust to the drift that separate benchmarks
+    (minutes apart) suffer on shared machines."""
+
+    def run(group: str, calls: dict):
+        import time
+
+        benchmark.group = group
+        names = list(calls)
+        times: dict[str, list[float]] = {who: [] for who in names}
+        rounds = [0]
+
+        def one_round():
+            k = rounds[0] % len(names)
+            rounds[0] += 1
+            for who in names[k:] + names[:k]:
+                start = time.perf_counter()
+                calls[who]()
+                if DEVICE.type == "cuda":
+                    torch.cuda.synchronize(DEVICE)
+                times[who].append(time.perf_counter() - start)
+
+        warmup = 1 if SIZE == "full" else 0
+        benchmark.pedantic(one_round, rounds=PAIRED_ROUNDS, warmup_rounds=warmup)
+        benchmark.extra_info.update(
+            {
+                "who": "paired",
+                "paired": {who: t[warmup:] for who, t in times.items()},
+                "batch": BATCH,
+                "device": DEVICE.type,
+                "device_name": torch.cuda.get_device_name(DEVICE)
+                if DEVICE.type == "cuda"
+                else "cpu",
+                "threads": torch.get_num_threads(),
+                "size": SIZE,
+            }
         )
 
     return run

@@ -13,12 +13,15 @@ def load(path: str | Path) -> dict:
     raw = json.loads(Path(path).read_text())
     groups: dict[str, dict[str, tuple[float, float]]] = {}
     extra: dict = {}
-    runs = []
+    runs, paired = [], []
     for bench in raw["benchmarks"]:
         info = bench.get("extra_info", {})
         extra = extra or info
         if "efficiency" in info:  # a whole run: no peer, its own figures
             runs.append(info)
+            continue
+        if "paired" in info:  # interleaved: per-round times of every contender
+            paired.append((bench["group"], info["paired"]))
             continue
         stats = bench["stats"]
         groups.setdefault(bench["group"], {})[info.get("who", bench["name"])] = (
@@ -36,7 +39,7 @@ def load(path: str | Path) -> dict:
         "size": extra.get("size"),
         "date": raw.get("datetime", ""),
         "groups": groups,
-        "rows": ratios(groups),
+        "rows": ratios(groups) + [row for g, t in paired for row in paired_ratios(g, t)],
         "runs": runs,
     }
 
@@ -64,6 +67,39 @@ def ratios(groups: dict[str, dict[str, tuple[float, float]]]) -> list[dict]:
                 }
             )
     return rows
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def spread(values: list[float]) -> float:
+    """Interquartile range (nearest ranks): enough for a handful of rounds."""
+    ordered = sorted(values)
+    n = len(ordered)
+    return ordered[(3 * (n - 1)) // 4] - ordered[(n - 1) // 4]
+
+
+def paired_ratios(group: str, times: dict[str, list[float]]) -> list[dict]:
+    """Rows like ``ratios``' for an interleaved group; ``ratio`` is the median over rounds of
+    ours / theirs within the same round (``paired`` marks them)."""
+    ours = times["ours"]
+    return [
+        {
+            "group": group,
+            "ours_ms": 1000 * median(ours),
+            "ours_iqr_ms": 1000 * spread(ours),
+            "other": who,
+            "other_ms": 1000 * median(theirs),
+            "other_iqr_ms": 1000 * spread(theirs),
+            "ratio": median([a / b for a, b in zip(ours, theirs, strict=True)]),
+            "paired": True,
+        }
+        for who, theirs in times.items()
+        if who != "ours"
+    ]
 
 
 def results(*folders: str | Path) -> list[dict]:

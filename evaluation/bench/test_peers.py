@@ -69,6 +69,29 @@ def test_plain_forward(measure, lite0, inputs):
     measure("six gradient CAMs", "forward pass", forward)
 
 
+def test_six_cams_interleaved(paired, lite0, inputs):
+    """The headline ratios from one interleaved run: each round times ours, the peer's six
+    and a plain forward pass back to back (order rotating), so drift on a shared machine
+    hits all three alike; the report takes the median of the per-round ratios."""
+    model, _ = lite0
+    x, t = inputs
+
+    def forward():
+        with torch.inference_mode():
+            return model(x)
+
+    paired(
+        "six gradient CAMs, interleaved",
+        {
+            "ours": lambda: cam_maps(model, x, t, [LAYER], list(SIX), "classifier"),
+            "pytorch-grad-cam": lambda: [
+                peer_cam(model, peer, LAYER, x, t) for peer in SIX.values()
+            ],
+            "forward pass": forward,
+        },
+    )
+
+
 @pytest.mark.parametrize("method", ["gradcam", "gradcampp"])
 @pytest.mark.parametrize("who", ["ours", "pytorch-grad-cam"])
 def test_one_cam(measure, lite0, inputs, method, who):

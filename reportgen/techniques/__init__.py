@@ -8,7 +8,10 @@ or arrays. Families:
 * ``perturbation``: pixel attribution from forward passes on altered inputs, ``[N, H, W]``;
 * ``cam``: class activation maps at a layer's resolution ``[N, h, w]``;
 * ``baseline``: maps that ignore the model (random, centre, edges), scored like the rest;
-* ``view``: model views that are not scored (feature maps, filters).
+* ``view``: model and data-set views that are not scored (feature maps, filters, top
+  patches, the t-SNE embedding);
+* ``synthesis``: images optimised through the model (filter visualisation, class models,
+  DeepDream, inversion, fooling), run by ``reportgen.learned``.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class Technique:
         """The technique's own options and their defaults (what a run uses), read from
         ``run``'s signature so the site can never disagree with the code."""
         skip = {"layer", "classifier", "batch_size", "layers", "targets", "mean", "std"}
+        skip |= {"x", "seed", "progress", "units", "classes"}  # given by the run, not by --set
         return {
             name: p.default if isinstance(p.default, (int, float, str, bool)) else repr(p.default)
             for name, p in inspect.signature(self.run).parameters.items()
@@ -129,4 +133,4 @@ def select(spec: str) -> list[Technique]:
 
 
 # Importing the family modules fills the registry (one file per family).
-from . import baselines, cam, gradient, perturbation, views  # noqa: E402, F401
+from . import baselines, cam, gradient, neurons, perturbation, synthesis, views  # noqa: E402, F401

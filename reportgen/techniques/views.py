@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..capture import Capture, preserved_state
+from ..capture import Capture, preserved_state, resolve_layer
 from . import Technique, register
 
 
@@ -52,6 +52,32 @@ def filters(model: nn.Module, *_, **__) -> tuple[str, torch.Tensor]:
     return name, (w - lo) / (hi - lo).clamp_min(1e-12)
 
 
+def penultimate(
+    model: nn.Module,
+    x: torch.Tensor,
+    targets=None,
+    classifier: str | None = None,
+    layers: Sequence[str] = (),
+    **_,
+) -> torch.Tensor:
+    """``[N, D]``: what the final linear layer sees (its input, the "CNN code" of the
+    survey), or, without a named classifier, the last feature layer average-pooled."""
+    seen: list[torch.Tensor] = []
+    if classifier:
+        handle = resolve_layer(model, classifier).register_forward_pre_hook(
+            lambda _m, args: seen.append(args[0])
+        )
+        try:
+            with preserved_state(model), torch.no_grad():
+                model(x)
+        finally:
+            handle.remove()
+        return seen[0].flatten(1).float()
+    if not layers:
+        raise ValueError("embedding needs the model's classifier or a feature layer (--layers)")
+    return feature_maps(model, x, layers=[layers[-1]])[layers[-1]].acts.mean(dim=(2, 3))
+
+
 register(
     Technique(
         name="feature_maps",
@@ -79,6 +105,22 @@ register(
         "normalised on its own: the colour and edge detectors the network starts from.",
         cost="no pass (reads the weights)",
         run=filters,
+        needs_gradient=False,
+    )
+)
+register(
+    Technique(
+        name="embedding",
+        title="Feature-space embedding (t-SNE)",
+        family="view",
+        paper="van der Maaten & Hinton, Visualizing Data using t-SNE, JMLR 2008",
+        url="https://www.jmlr.org/papers/v9/vandermaaten08a.html",
+        summary="Every image's penultimate features (the input of the final linear layer, the "
+        "survey's \"CNN code\") embedded in 2-D with scikit-learn's t-SNE (PCA start, "
+        "perplexity min(30, (N - 1) / 3), the run's seed), drawn with the images' thumbnails: "
+        "images the network finds alike lie close together.",
+        cost="1 forward pass (shared with nothing: features are stored per image)",
+        run=penultimate,
         needs_gradient=False,
     )
 )

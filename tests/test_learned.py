@@ -1,0 +1,133 @@
+"""What the network learned, end to end on the default model and photos: the synthesis and
+data-set views land in tables, images and pages that agree with each other. What each
+optimisation computes is tested in test_synthesis.py and test_neurons.py; here the step
+counts are tiny, so only the plumbing is under test."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reportgen import learned
+from reportgen.cli import main
+from reportgen.store import Store, learned_path
+
+from .conftest import LEARNED_METHODS, LEARNED_TINY
+from .sitecheck import check_site
+
+IMAGES = 5
+LEARNED = "feature_maps," + LEARNED_METHODS
+ARGS = ["--limit", str(IMAGES), "--batch-size", "3", "--methods", LEARNED, "--classes", "1"]
+ARGS += LEARNED_TINY
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    out = tmp_path_factory.mktemp("learned")
+    assert main(["run", "--out", str(out), *ARGS]) == 0
+    return out
+
+
+def table(out, name: str) -> pd.DataFrame:
+    return Store(out).read_table(name)
+
+
+def test_pages_are_filled_and_pass_the_html_check(site):
+    page = (site / "learned.html").read_text()
+    for section in ("filters", "silent", "classes", "dreams", "inversion", "fooling", "embedding"):
+        assert f'id="{section}"' in page, section
+    assert check_site(site) == []
+    channel = next((site / "layers" / "bn2").glob("*.html")).read_text()
+    assert "What it responds to" in channel and "Top-9 patches" in channel
+
+
+def test_filter_vis_draws_every_channel_page_channel_with_both_recipes(site):
+    synthesis = table(site, "synthesis")
+    channels = table(site, "channels")
+    vis = synthesis[synthesis.technique == "filter_vis"]
+    for layer, rows in channels.groupby("layer"):
+        wanted = {str(c) for c in rows.channel.unique()}
+        mine = vis[vis.layer == layer]
+        assert set(mine[mine.variant == "fourier"].item) == wanted
+        pixel = set(mine[mine.variant == "pixel"].item)
+        assert len(pixel) == learned.PIXEL_RECIPE_UNITS and pixel <= wanted
+        for c in wanted:
+            assert (site / "img" / learned_path("filter_vis", f"{layer}/{c}", "fourier")).is_file()
+        # the natural level: each channel's strongest photo, from the stored channel means
+        means = np.stack(
+            [
+                np.load(site / "data" / "maps" / i / f"channels@{layer}.npz")["map"]
+                for i in table(site, "images").image
+            ]
+        )
+        natural = mine[mine.metric == "natural"].set_index("item").value
+        for c, value in natural.items():
+            assert value == pytest.approx(means[:, int(c)].max(), rel=1e-5)
+
+
+def test_top_patches_are_the_highest_stored_peaks_inside_the_image(site):
+    patches = table(site, "patches")
+    ids = list(table(site, "images").image)
+    for (layer, c), rows in patches.groupby(["layer", "channel"]):
+        peaks = np.stack(
+            [np.load(site / "data" / "maps" / i / f"peaks@{layer}.npz")["map"] for i in ids]
+        )
+        rows = rows.sort_values("rank")
+        assert len(rows) == min(learned.PATCHES, IMAGES)
+        expected = sorted(peaks[:, c, 0], reverse=True)
+        assert rows.activation.tolist() == pytest.approx(expected, rel=1e-6)
+        assert (rows.top >= 0).all() and (rows.left >= 0).all()
+        assert (rows.bottom <= 224).all() and (rows.right <= 224).all()
+        assert (rows.bottom > rows.top).all() and (rows.right > rows.left).all()
+        assert (site / "img" / learned_path("top_patches", f"{layer}/{c}", "deconv")).is_file()
+    dead = table(site, "dead").set_index("layer")
+    for layer, row in dead.iterrows():
+        peaks = np.stack(
+            [np.load(site / "data" / "maps" / i / f"peaks@{layer}.npz")["map"] for i in ids]
+        )
+        assert row.silent == int((peaks[..., 0].max(0) <= 0).sum())
+
+
+def test_class_models_cover_the_predicted_classes_and_those_asked_for(site):
+    synthesis = table(site, "synthesis")
+    drawn = set(synthesis[synthesis.technique == "class_model"].item.astype(int))
+    predictions = table(site, "predictions")
+    assert drawn == set(predictions[predictions["rank"] == 1].class_id) | {1}
+
+
+def test_inversion_runs_at_four_depths_and_fooling_never_targets_the_prediction(site):
+    synthesis = table(site, "synthesis")
+    run = json.loads((site / "data" / "run.json").read_text())
+    depths = learned.inversion_layers(run["model"]["feature_layers"])
+    assert len(depths) == learned.INVERSION_DEPTHS and depths[-1] == "bn2"
+    inv = synthesis[(synthesis.technique == "inversion") & (synthesis.metric == "relative_error")]
+    assert len(inv) == IMAGES * len(depths) and (inv.value >= 0).all()
+    fool = synthesis[synthesis.technique == "fooling"].pivot(index="item", columns="metric")
+    fool = fool["value"]
+    assert len(fool) == IMAGES and (fool.goal != fool.predicted).all()
+    assert set(fool.success.unique()) <= {0.0, 1.0}
+
+
+def test_embedding_is_deterministic_for_a_seed(site):
+    store = Store(site)
+    images = table(site, "images").to_dict("records")
+    predictions = table(site, "predictions").to_dict("records")
+    first = learned.embedding_rows(store, images, predictions, seed=0)
+    again = learned.embedding_rows(store, images, predictions, seed=0)
+    assert len(first) == IMAGES and first == again
+    stored = table(site, "embedding")
+    assert stored.x.tolist() == pytest.approx([r["x"] for r in first])
+    assert len({(r["x"], r["y"]) for r in first}) == IMAGES  # no two images on one point
+
+
+def test_resume_remakes_none_of_the_run_wide_views(site):
+    parts = site / "data" / "parts" / "model"
+    before = {p.name: p.stat().st_mtime_ns for p in parts.glob("after-*.json")}
+    assert len(before) == 4
+    assert main(["run", "--out", str(site), "--resume", *ARGS]) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in parts.glob("after-*.json")} == before
+    assert os.path.getsize(site / "learned.html") > 0
