@@ -91,6 +91,18 @@ def parser() -> argparse.ArgumentParser:
         "counts, e.g. 512 steps for filter_vis; long on CPU)",
     )
     run.add_argument(
+        "--precision",
+        default=d.precision,
+        choices=["fp32", "bf16", "fp16"],
+        help="run the techniques under torch.autocast in this dtype (fp16: GPU only); "
+        "predictions and metrics stay fp32; maps change slightly (README: Speed)",
+    )
+    run.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="model and inputs in channels_last (NHWC) memory layout: same maps, other speed",
+    )
+    run.add_argument(
         "--resume",
         action="store_true",
         help="continue the run in --out, skipping finished work (same options required)",
@@ -164,6 +176,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         curve_steps=args.curve_steps,
         classes=args.classes,
         quality=args.quality,
+        precision=args.precision,
+        channels_last=args.channels_last,
         options=options,
         resume=args.resume,
         shard=args.shard or (rank, world),

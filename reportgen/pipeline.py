@@ -239,7 +239,13 @@ class Run:
         self.config = config
         self.device = resolve_device(config.device, local_rank)
         model, self.spec = load_model(get_spec(config.model), config.weights)
-        self.model = model.to(self.device).eval()
+        if config.precision == "fp16" and self.device.type != "cuda":
+            raise OptionError(
+                f"--precision fp16 needs a GPU (device is {self.device.type}): use bf16 or fp32"
+            )
+        layout = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=layout).eval()
+        self.layout = layout
         self.methods = techniques.select(config.methods)
         self.cam_layers = (
             list(self.spec.cam_layers)
@@ -276,6 +282,14 @@ class Run:
             return contextlib.nullcontext()
         self.profiles.add(unit)
         return profile_to(self.store.data / "profile" / f"{unit}.csv", unit, self.device)
+
+    def autocast(self):
+        """``--precision``: the techniques' passes under ``torch.autocast`` (predictions,
+        metrics and synthesis stay fp32); off by default."""
+        if self.config.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[self.config.precision]
+        return torch.autocast(self.device.type, dtype=dtype)
 
     def layers_of(self, technique: techniques.Technique) -> list[str]:
         """The layers a technique has a per-batch unit at ([]: run-wide work only)."""
@@ -369,6 +383,7 @@ class Run:
             return
         inputs = np.stack([data.model_input(rgb, self.spec.input_size) for _, rgb, _ in loaded])
         x = (torch.from_numpy(inputs).to(self.device).permute(0, 3, 1, 2) - self.mean) / self.std
+        x = x.contiguous(memory_format=self.layout)
         probs, predictions = self.predict(loaded, x)
         targets = self.targets(loaded, probs)
         if "images" in todo:
@@ -416,9 +431,11 @@ class Run:
                 self.profiled("cam engine"),
                 self.timer("cam engine", ",".join(layers), x.shape[0]),
             ):
-                maps = cam_maps(
-                    self.model, x, targets, layers, methods, self.spec.classifier, errors
-                )
+                with self.autocast():
+                    maps = cam_maps(
+                        self.model, x, targets, layers, methods, self.spec.classifier, errors
+                    )
+                maps = {key: m.float() for key, m in maps.items()}
         except (ValueError, RuntimeError) as err:
             return {f"{m}@{lay}": (None, None, f"{m} at {lay}: {err}") for m, lay in pending}
         share = {**self.timer.last, "fused": len(maps)}
@@ -514,12 +531,14 @@ class Run:
             with (
                 self.profiled(f"{technique.name}@{layer}"),
                 self.timer(technique.name, layer, len(loaded)),
+                self.autocast(),
             ):
                 maps = technique.run(
                     self.model,
                     x,
                     targets,
-                    batch_size=self.config.batch_size,
+                    # rows per forward pass: on a GPU, what fits its free memory
+                    batch_size=None if self.device.type == "cuda" else self.config.batch_size,
                     mean=self.spec.mean,
                     std=self.spec.std,
                     **where,

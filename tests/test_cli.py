@@ -95,6 +95,8 @@ def test_render_rebuilds_only_what_changed(small_site, capsys):
         (["run", "--layers", "classifier"], "CAM methods need a spatial"),
         (["run", "--model", "efficientnet"], "--model 'efficientnet' is unknown"),
         (["run", "--target", "1000"], "--target '1000' is not a class of this model"),
+        (["run", "--classes", "1,x"], "--classes 'x' is not a class of this model"),
+        (["run", "--precision", "fp16", "--device", "cpu"], "--precision fp16 needs a GPU"),
         (["render", "--out", "/nonexistent/site"], "run `reportgen run"),
     ],
 )
@@ -201,3 +203,37 @@ def test_channel_pages_show_the_channels_that_fire_most(small_site):
         assert (small_site / "layers" / "bn2" / f"{channel}.html").is_file()
     layer_page = (small_site / "layers" / "bn2.html").read_text()
     assert "Channels that fire most" in layer_page
+
+
+def test_channels_last_keeps_the_maps_and_bf16_stays_close(tmp_path):
+    """The two speed options: channels_last changes the memory layout only (maps equal to
+    float noise); bf16 autocast changes the arithmetic. Measured: Grad-CAM r = 0.9997+,
+    occlusion 0.99+, raw saliency (a per-pixel gradient: bf16's 8-bit mantissa shows)
+    0.77-0.82, as README says."""
+    import numpy as np
+
+    from .conftest import pearson
+
+    base = ["--limit", "2", "--batch-size", "2", "--methods", "gradcam,saliency,occlusion"]
+    base += ["--set", "occlusion.stride=56", "--set", "occlusion.window=56"]
+    outs = {}
+    for name, extra in {
+        "fp32": [],
+        "nhwc": ["--channels-last"],
+        "bf16": ["--precision", "bf16"],
+    }.items():
+        outs[name] = tmp_path / name
+        assert main(["run", "--out", str(outs[name]), *base, *extra]) == 0
+
+    def raw(name: str, image: str, key: str) -> np.ndarray:
+        return np.load(outs[name] / "data" / "maps" / image / f"{key}.npz")["map"]
+
+    for image in ("chelsea", "coffee"):
+        for key in ("gradcam@bn2", "saliency@input", "occlusion@input"):
+            ours = raw("fp32", image, key)
+            tolerance = 1e-5 * abs(ours).max()
+            assert np.allclose(raw("nhwc", image, key), ours, rtol=1e-3, atol=tolerance)
+            floor = 0.7 if key == "saliency@input" else 0.98
+            assert pearson(raw("bf16", image, key), ours) > floor, (image, key)
+    run = json.loads((outs["bf16"] / "data" / "run.json").read_text())
+    assert run["settings"]["precision"] == "bf16"

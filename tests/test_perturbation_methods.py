@@ -26,6 +26,7 @@ from reportgen.techniques.perturbation import (
     minmax,
     occlusion,
     rise,
+    rows_for_memory,
     rows_per_pass,
     scorecam,
 )
@@ -515,3 +516,13 @@ def test_occlusion_edge_windows_differ_from_captum_only_at_the_edge(tiny, batch)
     # pixels before 10 are covered by the same windows on both sides
     assert torch.allclose(ours[:, :10, :10], theirs[:, :10, :10], atol=1e-6)
     assert not torch.allclose(ours[:, 10:, 10:], theirs[:, 10:, 10:], atol=1e-6)
+
+
+def test_rows_for_memory_fill_half_the_free_memory_within_bounds():
+    """The GPU default: 8 GiB free at 30 MiB a row -> 136 rows (half of 273); capped at
+    512 when memory is plentiful; never below 1 when a row does not fit."""
+    gib, mib = 2**30, 2**20
+    assert rows_for_memory(8 * gib, 30 * mib) == 136
+    assert rows_for_memory(80 * gib, 1 * mib) == 512
+    assert rows_for_memory(10 * mib, 30 * mib) == 1
+    assert rows_for_memory(8 * gib, 0) == 512  # a probe that measured nothing

@@ -47,7 +47,7 @@ def forward_only(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]
 
     @functools.wraps(fn)
     def run(model: nn.Module, x: torch.Tensor, targets: Targets, **kwargs) -> torch.Tensor:
-        kwargs["batch_size"] = rows_per_pass(kwargs.get("batch_size"), x)
+        kwargs["batch_size"] = rows_per_pass(kwargs.get("batch_size"), x, model)
         with preserved_state(model), torch.inference_mode():
             classes = targets_tensor(targets, x.shape[0], x.device)
             maps = fn(model, x, classes, **kwargs).float()
@@ -57,19 +57,38 @@ def forward_only(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]
 
 
 # Measured on a 2-core CPU with Lite0 at 224 px: 64 rows per pass ran 2-3x slower per row than
-# 8 (Occlusion, RISE, Score-CAM, Ablation-CAM alike). The GPU figure is the usual chunk size.
+# 8 (Occlusion, RISE, Score-CAM, Ablation-CAM alike). On a GPU the rows fill half the free
+# memory, up to GPU_MAX_ROWS (beyond a few hundred rows a pass gains nothing).
 CPU_ROWS = 8
-GPU_ROWS = 64
+GPU_MAX_ROWS = 512
+MEMORY_SHARE = 0.5  # of the free GPU memory; the rest is the caller's and the allocator's
 
 
-def rows_per_pass(batch_size: int | None, x: torch.Tensor) -> int:
-    """Rows per forward pass: the caller's choice, else a default for the input's device.
+def rows_for_memory(free_bytes: int, per_row_bytes: int, cap: int = GPU_MAX_ROWS) -> int:
+    """Rows that fit ``MEMORY_SHARE`` of ``free_bytes`` at ``per_row_bytes`` each, 1..cap."""
+    return max(1, min(cap, int(MEMORY_SHARE * free_bytes) // max(per_row_bytes, 1)))
 
-    On CPU, large batches of perturbed copies are slower per image (activations stop
-    fitting in cache), so the default there is small.
-    """
+
+def probe_row_bytes(model: nn.Module, x: torch.Tensor) -> int:
+    """Peak memory of one row's inference forward pass beyond what is already held (CUDA)."""
+    torch.cuda.synchronize(x.device)
+    torch.cuda.reset_peak_memory_stats(x.device)
+    base = torch.cuda.memory_allocated(x.device)
+    with torch.inference_mode():
+        model(x[:1])
+    return torch.cuda.max_memory_allocated(x.device) - base
+
+
+def rows_per_pass(batch_size: int | None, x: torch.Tensor, model: nn.Module | None = None) -> int:
+    """Rows per forward pass: the caller's choice, else a default for the input's device:
+    ``CPU_ROWS`` on CPU (large batches of perturbed copies are slower per image there:
+    activations stop fitting in cache); on a GPU, as many as fit in half its free memory,
+    measured with one probe pass."""
     if batch_size is None:
-        return GPU_ROWS if x.device.type == "cuda" else CPU_ROWS
+        if x.device.type != "cuda" or model is None:
+            return CPU_ROWS
+        free, _total = torch.cuda.mem_get_info(x.device)
+        return rows_for_memory(free, probe_row_bytes(model, x))
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     return int(batch_size)
