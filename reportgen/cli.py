@@ -69,7 +69,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--metrics",
         default=d.metrics,
-        help="metric groups: faithfulness, insertion_deletion, localisation, road; "
+        help="metric groups: faithfulness, insertion_deletion, localisation, sanity, road; "
         "default = all but road (ROAD solves a sparse system per image: slow on CPU)",
     )
     run.add_argument(

@@ -74,10 +74,12 @@ def draw_boxes(
     return np.asarray(image)
 
 
-def tile(tiles: np.ndarray, gap: int = 1, background: int = 255) -> np.ndarray:
-    """Tile ``[C, h, w, 3]`` uint8 images into a near-square grid."""
+def tile(
+    tiles: np.ndarray, gap: int = 1, background: int = 255, columns: int | None = None
+) -> np.ndarray:
+    """Tile ``[C, h, w, 3]`` uint8 images into a near-square grid (or ``columns`` wide)."""
     c, h, w, _ = tiles.shape
-    cols = math.ceil(math.sqrt(c))
+    cols = columns or math.ceil(math.sqrt(c))
     rows = math.ceil(c / cols)
     grid = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, 3), background, np.uint8)
     for i in range(c):

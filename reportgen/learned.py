@@ -31,6 +31,20 @@ if TYPE_CHECKING:
 
 BATCH_VIEWS = ("embedding", "top_patches", "inversion", "fooling")
 MODEL_VIEWS = ("top_patches", "filter_vis", "class_model", "deepdream")  # parts after batches
+SANITY = "sanity"  # the --metrics group of the cascading randomisation check, a part too
+SANITY_IMAGES = 4  # the check re-explains the first images at every step
+# Besides the gradient CAMs (one capture for all), the cheap methods the check re-runs; the
+# baselines are its controls (they ignore the weights: their maps cannot change)
+SANITY_METHODS = (
+    "saliency",
+    "guided_backprop",
+    "deconvnet",
+    "guided_gradcam",
+    "baseline_random",
+    "baseline_centre",
+    "baseline_edges",
+)
+STRIP_SIDE = 72  # px of each map in a sanity strip
 AFTER = "after-"  # prefix of the run-wide parts' names
 INVERSION_DEPTHS = 4  # inversions per image, evenly spaced over the feature layers
 DREAM_IMAGES = 2  # DeepDream starts from the first images of the data set
@@ -147,9 +161,11 @@ def after(run: Run) -> None:
     """The run-wide views, once every batch is done (rank / shard 0 only). Each is a part
     of its own, so a resumed run skips those already made."""
     selected = {t.name for t in run.methods}
+    if SANITY in run.metric_groups:
+        selected.add(SANITY)
     done = run.store.done_units("model")
     chosen: dict[str, list[int]] | None = None
-    for name in MODEL_VIEWS:
+    for name in (*MODEL_VIEWS, SANITY):
         if name not in selected or AFTER + name in done:
             continue
         if chosen is None:
@@ -159,9 +175,11 @@ def after(run: Run) -> None:
             "filter_vis": filter_vis,
             "class_model": class_models,
             "deepdream": deepdream,
+            SANITY: sanity,
         }[name]
         payload = make(run, chosen)
-        run.store.write_part("model", AFTER + name, {**payload, "timing": run.timer.last})
+        timing = run.timer.last if payload else None  # nothing made: nothing timed
+        run.store.write_part("model", AFTER + name, {**payload, "timing": timing})
 
 
 def ok_ids(run: Run) -> list[str]:
@@ -440,3 +458,67 @@ def embedding_rows(store: Store, images: list[dict], predictions: list[dict], se
         }
         for (r, _), (px, py) in zip(found, xy, strict=True)
     ]
+
+
+def sanity(run: Run, _chosen=None) -> dict:
+    """Adebayo et al.'s cascading randomisation on the first ``SANITY_IMAGES`` images: the
+    gradient CAMs (at the first CAM layer) and ``SANITY_METHODS`` of the run, re-explained
+    as the weights are re-initialised from the logits down (``evaluation.sanity``); rows for
+    ``sanity.csv``, and per method a strip of the first image's map at every step."""
+    from evaluation.sanity import cascading_randomisation
+
+    from . import figures
+    from .techniques.cam import REGISTRY_CAM, cam_maps, upsample
+
+    chosen = [t.name for t in run.methods]
+    cams = [m for m in chosen if m in REGISTRY_CAM]
+    others = [m for m in chosen if m in SANITY_METHODS]
+    images = ok_ids(run)[:SANITY_IMAGES]
+    if not images or not (cams or others):
+        return {}
+    _, x = model_inputs(run, images)
+    with torch.no_grad():
+        targets = run.model(x).argmax(1)
+    layer = run.cam_layers[0]
+    strips: dict[str, list[np.ndarray]] = defaultdict(list)
+
+    def explain(model, x, targets) -> dict[str, torch.Tensor]:
+        maps = {}
+        if cams:
+            found = cam_maps(model, x, targets, [layer], cams, run.spec.classifier)
+            size = tuple(x.shape[-2:])
+            maps.update({f"{m}@{layer}": upsample(v, size) for (m, _), v in found.items()})
+        for name in others:
+            maps[f"{name}@{PIXEL_LAYER}"] = techniques.get(name).run(
+                model,
+                x,
+                targets,
+                layer=layer,
+                classifier=run.spec.classifier,
+                mean=run.spec.mean,
+                std=run.spec.std,
+                seed=run.config.seed,
+            )
+        for key, m in maps.items():
+            strips[key].append(m[0].detach().float().cpu().numpy())
+        return maps
+
+    with run.timer(SANITY, "all", len(images)):
+        rows = cascading_randomisation(
+            run.model, x, targets, explain, seed=run.config.seed, progress=True
+        )
+        for key, maps in strips.items():
+            tiles = np.stack(
+                [
+                    figures.colourise(
+                        figures.unit_range(
+                            figures.resize(np.maximum(m, 0), (STRIP_SIDE, STRIP_SIDE))
+                        ),
+                        figures.HEATMAP,
+                    )
+                    for m in maps
+                ]
+            )
+            strip = figures.tile(tiles, gap=2, columns=len(tiles))
+            run.store.save_image(learned_path(SANITY, key), strip, 85)
+    return {"sanity": [{**r, "image": images[int(r["image"])]} for r in rows]}

@@ -44,7 +44,7 @@ from .techniques.cam import REGISTRY_CAM, cam_maps, upsample
 from .timing import PassCounter, Timer, peak_rss_mb, timing_rows
 
 DISPLAY_SIDE = 384  # long side of photos and overlays in the site
-TABLES = ("images", "predictions", "metrics", "layers", "synthesis", "patches", "dead")
+TABLES = ("images", "predictions", "metrics", "layers", "synthesis", "patches", "dead", "sanity")
 TOP_CHANNELS = 8  # channel pages per feature layer: the channels firing most on the data set
 TOP_IMAGES = 6  # images per channel page: where that channel fires most
 CHANNEL_SIDE = 160  # long side of the channel overlays, px
@@ -56,8 +56,11 @@ METRIC_GROUPS = {  # --metrics names -> what each adds to metrics.csv per image
     "localisation": "loc_0/0.25/0.5 (Grad-CAM++ eq. 26), pointing_game (hit 100/0, 15 px), "
     "energy_pointing_game (% of the map inside the boxes), box_iou and box_loc (IoU >= 0.5)",
     "road": "road_morf, road_lerf (ROAD, noisy linear imputation; mean probability)",
+    "sanity": "cascading randomisation (Adebayo et al. 2018) of the gradient CAMs and cheap "
+    "gradient methods on the first images: Spearman and SSIM to the trained model's maps "
+    "per step, in sanity.csv",
 }
-DEFAULT_METRICS = ("faithfulness", "insertion_deletion", "localisation")
+DEFAULT_METRICS = ("faithfulness", "insertion_deletion", "localisation", "sanity")
 POINTING_TOLERANCE = 15  # px at the image's own resolution (Zhang et al. 2016)
 LOCALISE_SIDE = 1024  # localisation metrics at the image's resolution, capped here
 

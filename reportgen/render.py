@@ -15,6 +15,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from PIL import Image
 
 from evaluation.metrics import bootstrap_ci, pairwise, win_rate
+from evaluation.published import PUBLISHED, PUBLISHED_WIN
 
 from .store import (
     COLUMNS,
@@ -330,6 +331,60 @@ def silent_plot(dead: pd.DataFrame, path: Path) -> None:
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="svg"))
     plt.close(fig)
+
+
+def sanity_plot(sanity: pd.DataFrame, path: Path) -> None:
+    """Mean Spearman and SSIM to the trained model's maps, per method, as the weights are
+    re-initialised from the logits down (Adebayo et al. 2018, fig. 2)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = sanity.drop_duplicates("step").sort_values("step")
+    means = sanity.groupby(["method", "step"])[["spearman", "ssim"]].mean()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), dpi=100, sharey=True)
+    for ax, column, title in zip(
+        axes, ("spearman", "ssim"), ("Spearman rank correlation", "SSIM"), strict=True
+    ):
+        for method, group in means.groupby(level="method"):
+            style = "--" if method.startswith("baseline") else "-"
+            ax.plot(group.index.get_level_values("step"), group[column], style, label=method)
+        ax.set_xticks(steps.step, steps.block, rotation=60, ha="right", fontsize=7)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylim(-0.1, 1.05)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("similarity to the trained model's map")
+    axes[1].legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="svg"))
+    plt.close(fig)
+
+
+def published_rows(entries: list[Entry], cam_layer: str) -> list[dict]:
+    """Our mean [CI] beside each published figure of the same metric and method (the CAM
+    methods at the run's first CAM layer, pixel methods at the input); rows we did not
+    compute show a dash."""
+    ours = {
+        (e.method, metric): (stat, e.images)
+        for e in entries
+        if e.layer in (cam_layer, "input")
+        for metric, stat in e.stats.items()
+    }
+    heading = {m[0]: m[1] for m in METRICS}
+    return [
+        {
+            "metric": heading.get(p.metric, p.metric),
+            "method": p.method,
+            "published": p.value,
+            "model": p.model,
+            "data": p.data,
+            "source": p.source,
+            "ours": ours.get((p.method, p.metric), (None, 0))[0],
+            "images": ours.get((p.method, p.metric), (None, 0))[1],
+        }
+        for p in PUBLISHED
+    ]
 
 
 def hue(text: str) -> int:
@@ -648,6 +703,7 @@ def render(out: str | Path) -> tuple[int, int]:
     ids = list(ok.image)
     shape = {r.image: f"{int(r.width)} / {int(r.height)}" for r in ok.itertuples(index=False)}
     learned = learned_context(store, dict(enumerate(run["model"].get("class_names", []))))
+    sanity = optional_table(store, "sanity")
     feature_layers = (
         list(layers.drop_duplicates("layer").sort_values("depth").layer)
         if not layers.empty
@@ -663,6 +719,8 @@ def render(out: str | Path) -> tuple[int, int]:
         "feature_layers": feature_layers,
         "metric_defs": [m for m in METRICS if m[0] in present],
         "significance": SIGNIFICANCE,
+        "sanity_methods": list(dict.fromkeys(sanity.method)),
+        "sanity_images": sanity.image.nunique(),
         "has_learned": any(
             learned[k] for k in ("filter_units", "class_items", "dreams", "inversions", "fooling")
         )
@@ -706,11 +764,33 @@ def render(out: str | Path) -> tuple[int, int]:
         **common,
     )
     site.page("about.html", "about.html", image_ids=ids, **common)
+    cam_layer = run["model"]["cam_layers"][0] if run["model"]["cam_layers"] else "input"
+    win = (
+        matrix.loc[f"gradcampp@{cam_layer}", f"gradcam@{cam_layer}"]
+        if f"gradcampp@{cam_layer}" in matrix.index and f"gradcam@{cam_layer}" in matrix.index
+        else None
+    )
+    site.page(
+        "published.html",
+        "published.html",
+        rows=published_rows(entries, cam_layer),
+        win=win,
+        published_win=PUBLISHED_WIN,
+        cam_layer=cam_layer,
+        image_ids=ids,
+        **common,
+    )
     if not learned["dead"].empty:
         site.file(
             "img/silent.svg",
             store.table_path("dead").read_bytes(),
             lambda path: silent_plot(learned["dead"], path),
+        )
+    if not sanity.empty:
+        site.file(
+            "img/sanity.svg",
+            store.table_path("sanity").read_bytes(),
+            lambda path: sanity_plot(sanity, path),
         )
     if common["has_learned"]:
         for image in learned["points"].image:

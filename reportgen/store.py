@@ -75,6 +75,7 @@ COLUMNS = {  # fixed columns, so an empty table still reads back with its header
         "right",
     ],
     "dead": ["layer", "depth", "channels", "silent", "silent_share"],
+    "sanity": ["step", "block", "method", "image", "spearman", "ssim"],
     "timings": [
         "model",
         "method",

@@ -98,6 +98,8 @@ FAST_METHODS = (
 FAST_RUN = [
     "--curve-steps",
     "4",
+    "--metrics",
+    "faithfulness,insertion_deletion,localisation",  # the sanity check: test_learned.py
     "--methods",
     FAST_METHODS,
     "--set",

@@ -116,6 +116,7 @@ PAGES = [
     "methods/feature_maps.html",
     "layers/bn2.html",
     "learned.html",
+    "published.html",
 ]
 
 

@@ -47,3 +47,22 @@ def test_a_consistently_better_method_is_marked_and_a_tie_is_not():
     assert by_name[other].versus_best > 0.05
     assert matrix.loc["best@input", "worse@input"] == 100.0
     assert pvalues.loc["best@input", "worse@input"] == pvalues.loc["worse@input", "best@input"]
+
+
+def test_published_rows_set_ours_beside_each_published_figure():
+    from evaluation.published import PUBLISHED
+    from reportgen.render import Entry, published_rows
+
+    entries = [
+        Entry("gradcam", "bn2", 12, {"average_drop": (40.0, 30.0, 50.0)}, 50.0),
+        Entry("gradcam", "blocks.5", 12, {"average_drop": (10.0, 5.0, 15.0)}, 50.0),
+        Entry("saliency", "input", 12, {"pointing_game": (80.0, 70.0, 90.0)}, 50.0),
+    ]
+    rows = published_rows(entries, "bn2")
+    assert len(rows) == len(PUBLISHED)
+    drops = [r for r in rows if r["method"] == "gradcam" and r["metric"] == "Average Drop %"]
+    assert {r["model"] for r in drops} == {"VGG-16", "ResNet-50", "ResNet-18"}
+    assert all(r["ours"] == (40.0, 30.0, 50.0) and r["images"] == 12 for r in drops)  # bn2 only
+    pointing = [r for r in rows if r["method"] == "saliency" and r["metric"] == "Pointing game %"]
+    assert pointing[0]["ours"] == (80.0, 70.0, 90.0) and pointing[0]["published"] == 76.3
+    assert all(r["ours"] is None for r in rows if r["method"] == "scorecam")

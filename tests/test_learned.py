@@ -20,7 +20,7 @@ from .conftest import LEARNED_METHODS, LEARNED_TINY
 from .sitecheck import check_site
 
 IMAGES = 5
-LEARNED = "feature_maps," + LEARNED_METHODS
+LEARNED = "feature_maps,gradcam,gradcampp,saliency,baseline_edges," + LEARNED_METHODS
 ARGS = ["--limit", str(IMAGES), "--batch-size", "3", "--methods", LEARNED, "--classes", "1"]
 ARGS += LEARNED_TINY
 
@@ -127,7 +127,26 @@ def test_embedding_is_deterministic_for_a_seed(site):
 def test_resume_remakes_none_of_the_run_wide_views(site):
     parts = site / "data" / "parts" / "model"
     before = {p.name: p.stat().st_mtime_ns for p in parts.glob("after-*.json")}
-    assert len(before) == 4
+    assert len(before) == 5  # top_patches, filter_vis, class_model, deepdream, sanity
     assert main(["run", "--out", str(site), "--resume", *ARGS]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in parts.glob("after-*.json")} == before
     assert os.path.getsize(site / "learned.html") > 0
+
+
+def test_sanity_check_randomises_down_to_the_stem_and_flags_the_control(site):
+    """Cascading randomisation in the run: step 0 is the trained model (Spearman 1 for
+    every map); the edge-detector baseline ignores the weights, so it stays at 1 to the
+    last step while Grad-CAM falls."""
+    sanity = table(site, "sanity")
+    assert set(sanity.method) == {"gradcam@bn2", "gradcampp@bn2", "saliency@input"} | {
+        "baseline_edges@input"
+    }
+    assert sanity.image.nunique() == learned.SANITY_IMAGES
+    first = sanity[sanity.step == 0]
+    assert (first.block == "none").all() and np.allclose(first.spearman, 1)
+    last = sanity[sanity.step == sanity.step.max()].groupby("method").spearman.mean()
+    assert last["baseline_edges@input"] == pytest.approx(1.0)
+    assert last["gradcam@bn2"] < 0.5
+    for method in sanity.method.unique():
+        assert (site / "img" / learned_path("sanity", method)).is_file()
+    assert "Sanity check" in (site / "index.html").read_text()

@@ -1,0 +1,175 @@
+"""Cascading model-parameter randomisation (Adebayo et al. 2018), evaluation/sanity.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from evaluation.sanity import (
+    cascading_randomisation,
+    randomisation_steps,
+    randomised,
+    spearman,
+    ssim,
+    summary,
+)
+from reportgen import techniques
+from reportgen.techniques.baselines import sobel_edges
+from reportgen.techniques.cam import cam_maps, upsample
+
+RESNET18_STEPS = [
+    "fc",
+    "layer4.1",
+    "layer4.0",
+    "layer3.1",
+    "layer3.0",
+    "layer2.1",
+    "layer2.0",
+    "layer1.1",
+    "layer1.0",
+    "conv1+bn1",
+]
+
+
+def tiny_explain(model, x, targets) -> dict[str, torch.Tensor]:
+    """Grad-CAM at the tiny net's last conv (up-sampled) and saliency."""
+    cam = cam_maps(model, x, targets, ["features.2"], ["gradcam"], "fc")[("gradcam", "features.2")]
+    return {
+        "gradcam": upsample(cam, x.shape[-2:]),
+        "saliency": techniques.get("saliency").run(model, x, targets),
+    }
+
+
+def test_steps_of_resnet18_run_from_the_logits_to_the_stem():
+    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    assert randomisation_steps(model, torch.rand(2, 3, 64, 64)) == RESNET18_STEPS
+
+
+def test_steps_of_a_plain_sequence_are_its_parameterised_layers(tiny, batch):
+    assert randomisation_steps(tiny, batch) == ["fc", "features.2", "features.0"]
+
+
+@pytest.mark.slow
+def test_steps_of_efficientnet_lite0_go_block_by_block(lite0):
+    model, spec = lite0
+    steps = randomisation_steps(model, torch.rand(1, 3, *spec.input_size))
+    assert steps[:3] == ["classifier", "conv_head+bn2", "blocks.6.0"]
+    assert steps[-2:] == ["blocks.0.0", "conv_stem+bn1"]
+    assert len(steps) == 19  # 16 blocks in 7 stages, head, stem, classifier
+
+
+def test_step_zero_is_the_trained_model(tiny, batch):
+    rows = cascading_randomisation(tiny, batch, torch.tensor([0, 1, 2]), tiny_explain)
+    first = [r for r in rows if r["step"] == 0]
+    assert len(first) == 2 * 3 and {r["block"] for r in first} == {"none"}
+    assert all(r["spearman"] == 1.0 and r["ssim"] == pytest.approx(1.0) for r in first)
+    assert {r["block"] for r in rows} == {"none", "fc", "features.2", "features.0"}
+
+
+def test_the_model_is_left_as_it_was_and_a_seed_repeats(tiny, batch):
+    tiny.train()
+    tiny.features[0].weight.requires_grad_(False)
+    before = {k: v.clone() for k, v in tiny.state_dict().items()}
+    rng = torch.get_rng_state()
+    targets = torch.tensor([0, 1, 2])
+    rows = cascading_randomisation(tiny, batch, targets, tiny_explain, seed=3)
+    assert all(torch.equal(before[k], v) for k, v in tiny.state_dict().items())
+    assert tiny.training and all(m.training for m in tiny.modules())
+    assert [p.requires_grad for p in tiny.parameters()] == [False, True, True, True, True, True]
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert cascading_randomisation(tiny, batch, targets, tiny_explain, seed=3) == rows
+    assert cascading_randomisation(tiny, batch, targets, tiny_explain, seed=4) != rows
+
+
+def test_randomised_resets_only_the_given_blocks_and_is_cumulative():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    model.layer4[1].bn1.running_mean.fill_(3.0)
+    model.layer3[1].bn1.running_mean.fill_(3.0)
+    one = randomised(model, ["fc", "layer4.1"], seed=0)
+    assert not one.training
+    assert not torch.equal(one.fc.weight, model.fc.weight)
+    assert not torch.equal(one.layer4[1].conv1.weight, model.layer4[1].conv1.weight)
+    assert torch.equal(one.layer4[0].conv1.weight, model.layer4[0].conv1.weight)
+    # BatchNorm: weights and running statistics back to their initial values
+    assert torch.equal(one.layer4[1].bn1.running_mean, torch.zeros(512))
+    assert torch.equal(one.layer3[1].bn1.running_mean, torch.full((256,), 3.0))
+    assert torch.equal(model.layer4[1].bn1.running_mean, torch.full((512,), 3.0))
+    # a block's random weights do not depend on the other blocks chosen
+    alone = randomised(model, ["layer4.1"], seed=0)
+    assert torch.equal(alone.layer4[1].conv1.weight, one.layer4[1].conv1.weight)
+    assert torch.equal(alone.fc.weight, model.fc.weight)
+    other = randomised(model, ["layer4.1"], seed=1)
+    assert not torch.equal(other.layer4[1].conv1.weight, one.layer4[1].conv1.weight)
+
+
+def test_a_map_that_ignores_the_model_keeps_spearman_one(tiny, batch):
+    def explain(model, x, targets):
+        return {"edges": sobel_edges(model, x), "shifted_mean": x.mean(1) + 0.3}
+
+    rows = cascading_randomisation(tiny, batch, torch.tensor([0, 1, 2]), explain)
+    assert len(rows) == 4 * 2 * 3  # steps (trained + 3) x methods x images
+    assert all(r["spearman"] == 1.0 and r["ssim"] == pytest.approx(1.0) for r in rows)
+
+
+def test_gradcam_falls_apart_when_the_weights_are_destroyed(small_resnet):
+    model, x = small_resnet
+    with torch.no_grad():
+        targets = model(x).argmax(1)
+
+    def explain(m, x, targets):
+        maps = cam_maps(m, x, targets, ["layer4"], ["gradcam"], "fc")
+        return {"gradcam": maps[("gradcam", "layer4")]}
+
+    curve = summary(cascading_randomisation(model, x, targets, explain))["gradcam"]
+    assert [(s, b) for s, b, *_ in curve] == list(enumerate(["none", *RESNET18_STEPS]))
+    # measured (seed 0, 4x4 maps, 3 images): spearman 1, 0.22, 0.12, -0.21 ... -0.04
+    # at steps none, fc, layer4.1, layer4.0 ... conv1+bn1; ssim 0.00 at fc, -0.01 at the end
+    by_block = {b: (r, s) for _, b, r, s in curve}
+    assert by_block["none"] == (1.0, pytest.approx(1.0))
+    assert by_block["fc"][0] < 0.5 and by_block["layer4.0"][0] < 0.5
+    assert by_block["conv1+bn1"][0] < 0.5 and by_block["conv1+bn1"][1] < 0.5
+
+
+def test_constant_and_small_maps_give_finite_values():
+    rng = np.random.default_rng(0)
+    flat, noise = np.zeros((5, 5)), rng.random((5, 5))
+    assert spearman(flat, flat) == 1.0  # nothing changed
+    assert spearman(flat, noise) == 0.0 and spearman(noise, flat + 2.0) == 0.0
+    assert ssim(flat, flat) == pytest.approx(1.0)
+    assert np.isfinite(ssim(flat, noise))
+    for shape in [(1, 1), (2, 5), (4, 4), (7, 7), (3, 9)]:
+        a, b = rng.random(shape), rng.random(shape)
+        assert ssim(a, a) == pytest.approx(1.0)
+        assert np.isfinite(ssim(a, b)) and np.isfinite(spearman(a, b))
+
+
+def test_magnitudes_are_compared():
+    a = np.arange(16.0).reshape(4, 4) - 8.0
+    assert spearman(a, -a) == 1.0 and ssim(a, -a) == pytest.approx(1.0)
+    assert spearman(np.arange(9.0), np.arange(9.0)[::-1]) == pytest.approx(-1.0)
+
+
+def test_constant_maps_in_a_cascade_are_finite(tiny, batch):
+    def explain(model, x, targets):
+        first = model.features[0].weight[0, 0, 0, 0].item()  # changes at the last step
+        flat = torch.full((x.shape[0], 4, 4), first)
+        return {"flat": flat, "ramp": torch.arange(16.0).reshape(4, 4) * first + flat}
+
+    rows = cascading_randomisation(tiny, batch, torch.tensor([0, 1, 2]), explain)
+    assert all(np.isfinite(r["spearman"]) and np.isfinite(r["ssim"]) for r in rows)
+    flat = {r["step"]: r["spearman"] for r in rows if r["method"] == "flat"}
+    assert flat == {0: 1.0, 1: 1.0, 2: 1.0, 3: 0.0}  # two different flat maps: no ranking
+
+
+def test_summary_averages_images_per_step():
+    rows = [
+        {"step": s, "block": b, "method": "m", "image": i, "spearman": v, "ssim": v / 2}
+        for s, b, values in [(1, "fc", [0.2, 0.4]), (0, "none", [1.0, 1.0])]
+        for i, v in enumerate(values)
+    ]
+    assert summary(rows) == {
+        "m": [(0, "none", 1.0, 0.5), (1, "fc", pytest.approx(0.3), pytest.approx(0.15))]
+    }
