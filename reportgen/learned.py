@@ -148,7 +148,8 @@ def batch_view(run: Run, technique, layer: str, index: int, loaded, x, probs) ->
                 store.save_image(learned_path(name, image), pixels, quality=92)
                 gain = 0.5 / float(change[k].abs().max().clamp_min(1e-12))
                 magnified = to_uint8(0.5 + change[k : k + 1] * gain)[0]
-                store.save_image(learned_path(name, image, "perturbation"), magnified, quality=92)
+                # noise compresses badly: a lower quality keeps it small, and it is shown magnified
+                store.save_image(learned_path(name, image, "perturbation"), magnified, quality=75)
                 values = {key: v[k] for key, v in extra.items() if v.ndim == 1}
                 values.update(goal=goals[k], predicted=predicted[k], magnified=gain * 2)
                 rows += value_rows(name, PIXEL_LAYER, image, "", values)
