@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import data, techniques
+from . import data, figures, techniques
 from .store import PIXEL_LAYER, Store, learned_path
 
 if TYPE_CHECKING:
@@ -468,7 +468,6 @@ def sanity(run: Run, _chosen=None) -> dict:
     ``sanity.csv``, and per method a strip of the first image's map at every step."""
     from evaluation.sanity import cascading_randomisation
 
-    from . import figures
     from .techniques.cam import REGISTRY_CAM, cam_maps, upsample
 
     chosen = [t.name for t in run.methods]
