@@ -345,19 +345,21 @@ def sanity_plot(sanity: pd.DataFrame, path: Path) -> None:
 
     steps = sanity.drop_duplicates("step").sort_values("step")
     means = sanity.groupby(["method", "step"])[["spearman", "ssim"]].mean()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), dpi=100, sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4), dpi=100, sharey=True)
+    colours = plt.get_cmap("tab20").colors  # one colour per method (up to 20)
     for ax, column, title in zip(
         axes, ("spearman", "ssim"), ("Spearman rank correlation", "SSIM"), strict=True
     ):
-        for method, group in means.groupby(level="method"):
+        for k, (method, group) in enumerate(means.groupby(level="method")):
             style = "--" if method.startswith("baseline") else "-"
-            ax.plot(group.index.get_level_values("step"), group[column], style, label=method)
+            steps_of = group.index.get_level_values("step")
+            ax.plot(steps_of, group[column], style, color=colours[k % 20], label=method)
         ax.set_xticks(steps.step, steps.block, rotation=60, ha="right", fontsize=7)
         ax.set_title(title, fontsize=10)
-        ax.set_ylim(-0.1, 1.05)
+        ax.set_ylim(min(-0.1, float(means.min().min()) - 0.05), 1.05)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("similarity to the trained model's map")
-    axes[1].legend(fontsize=7, loc="upper right")
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="svg"))
     plt.close(fig)
