@@ -229,14 +229,26 @@ def channel_count(run: Run, layer: str) -> int:
     return techniques.get("feature_maps").run(run.model, probe, layers=[layer])[layer].acts.shape[1]
 
 
-def model_inputs(run: Run, images: list[str]) -> tuple[np.ndarray, torch.Tensor]:
-    """The images' model inputs: ``uint8`` pixels ``[N, H, W, 3]`` and the normalised ``x``."""
+def input_pixels(run: Run, images: list[str]) -> np.ndarray:
+    """The images resized to the model's input, ``uint8 [N, H, W, 3]``: exactly what
+    ``data.model_input`` gives times 255 (it resizes in uint8), so nothing is lost."""
     by_id = {r.id: r for r in run.records}
     pixels = np.stack(
         [data.model_input(data.load_photo(by_id[i])[0], run.spec.input_size) for i in images]
     )
-    x = torch.from_numpy(pixels).to(run.device).permute(0, 3, 1, 2)
-    return (pixels * 255).round().astype(np.uint8), (x - run.mean) / run.std
+    return (pixels * 255).round().astype(np.uint8)
+
+
+def normalised(run: Run, pixels: np.ndarray) -> torch.Tensor:
+    """``uint8 [N, H, W, 3]`` -> the model's normalised input ``[N, 3, H, W]``."""
+    x = torch.from_numpy(pixels.astype(np.float32) / 255).to(run.device).permute(0, 3, 1, 2)
+    return (x - run.mean) / run.std
+
+
+def model_inputs(run: Run, images: list[str]) -> tuple[np.ndarray, torch.Tensor]:
+    """The images' model inputs: ``uint8`` pixels ``[N, H, W, 3]`` and the normalised ``x``."""
+    pixels = input_pixels(run, images)
+    return pixels, normalised(run, pixels)
 
 
 def top_patches(run: Run, chosen: dict[str, list[int]]) -> dict:
@@ -298,10 +310,13 @@ def top_patches(run: Run, chosen: dict[str, list[int]]) -> dict:
                     )
         patches: dict[tuple[str, int], list] = defaultdict(lambda: [None] * PATCHES)
         projections: dict[tuple[str, int], list] = defaultdict(lambda: [None] * PATCHES)
+        needed = list(dict.fromkeys(r["image"] for r in rows))
+        photos = dict(zip(needed, input_pixels(run, needed), strict=True))  # decoded once
         for layer in tqdm(layers, desc="top patches", leave=False):
             mine = [r for r in rows if r["layer"] == layer]
-            names = list(dict.fromkeys(r["image"] for r in mine))  # each photo loaded once
-            pixels, x = model_inputs(run, names)
+            names = list(dict.fromkeys(r["image"] for r in mine))
+            pixels = np.stack([photos[name] for name in names])
+            x = normalised(run, pixels)
             for start in range(0, len(mine), PROJECTION_BATCH):
                 chunk = mine[start : start + PROJECTION_BATCH]
                 which = [names.index(r["image"]) for r in chunk]
