@@ -263,10 +263,48 @@ def energy_pointing_game(saliency: np.ndarray, boxes: Sequence[Box]) -> float:
     has no energy to place: its share is defined as 0.0, the worst score, rather
     than NaN. A box covering the image gives 1.0 for any non-zero map.
     """
-    m = np.maximum(_finite_map(saliency), 0.0)
-    region = _class_region(m.shape, boxes)
+    m = _finite_map(saliency)
+    return _positive_share(m, _class_region(m.shape, boxes))
+
+
+def _positive_share(m: np.ndarray, region: np.ndarray) -> float:
+    """``Σ_region max(0, m) / Σ max(0, m)``; 0.0 (the worst) for a map with no positive value."""
+    m = np.maximum(m, 0.0)
     total = m.sum()
     return float(m[region].sum() / total) if total > 0 else 0.0
+
+
+def _truth(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    truth = np.asarray(mask, dtype=bool)
+    if truth.shape != shape:
+        raise ValueError(f"mask {truth.shape} and map {shape} differ in shape")
+    if not truth.any():
+        raise ValueError("needs a non-empty ground-truth mask")
+    return truth
+
+
+def relevance_mass(saliency: np.ndarray, mask: np.ndarray) -> float:
+    """Relevance mass accuracy (Arras et al. 2022, CLEVR-XAI): the share of the map's
+    positive sum inside the exact ground-truth mask, in [0, 1] (the energy pointing game
+    with a mask for the boxes). No positive value: 0.0."""
+    m = _finite_map(saliency)
+    return _positive_share(m, _truth(mask, m.shape))
+
+
+def relevance_rank(saliency: np.ndarray, mask: np.ndarray) -> float:
+    """Relevance rank accuracy (Arras et al. 2022): of the K highest pixels of the map
+    (K = the mask's size), the share inside the mask.
+
+    Pixels tied with the K-th value share the remaining places equally, so the score never
+    depends on an arbitrary order: a constant map scores K / N, what a random map expects.
+    """
+    m = _finite_map(saliency)
+    truth = _truth(mask, m.shape)
+    k = int(truth.sum())
+    kth = np.partition(m.ravel(), m.size - k)[m.size - k]
+    above, tied = m > kth, m == kth
+    share = (k - int(above.sum())) / int(tied.sum())  # of each tied pixel
+    return float((above & truth).sum() + share * (tied & truth).sum()) / k
 
 
 def binarise(saliency: np.ndarray, fraction: float = LOCALISATION_FRACTION) -> np.ndarray:
@@ -337,12 +375,7 @@ def mask_iou(
     the same region. An empty binarisation scores 0.0; an empty mask is an error.
     """
     m = _finite_map(saliency)
-    truth = np.asarray(mask, dtype=bool)
-    if truth.shape != m.shape:
-        raise ValueError(f"mask {truth.shape} and map {m.shape} differ in shape")
-    if not truth.any():
-        raise ValueError("mask_iou needs a non-empty ground-truth mask")
-    return _iou(binarise(m, threshold), truth)
+    return _iou(binarise(m, threshold), _truth(mask, m.shape))
 
 
 # --------------------------------------------------------------------------- deletion / insertion

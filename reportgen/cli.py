@@ -15,7 +15,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from .config import RunConfig
+from .config import SYNTHETIC_MODEL, RunConfig
 
 EXIT_NOTHING_DONE = 1
 EXIT_BAD_OPTION = 2
@@ -44,12 +44,14 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="explain, score and render a site")
     run.add_argument(
         "--model",
-        default=d.model,
-        help=f"registered name, torchvision/ARCH or package.module:factory (default {d.model})",
+        help="registered name, torchvision/ARCH or package.module:factory (default "
+        f"{d.model}; with --data synthetic: {SYNTHETIC_MODEL})",
     )
     run.add_argument("--weights", help="state-dict file for the model (loaded weights_only)")
     run.add_argument(
-        "--data", help="folder of images, or of class sub-folders (default: the embedded photos)"
+        "--data",
+        help="folder of images, of class sub-folders, a VOC or ImageNet-val tree, or a set "
+        "drawn by code: synthetic, composites (default: the embedded photos)",
     )
     run.add_argument("--methods", default=d.methods, help="comma-separated names, or all")
     run.add_argument(
@@ -161,7 +163,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
     rank = int(os.environ.get("RANK", "0"))
     config = RunConfig(
-        model=args.model,
+        model=args.model or (SYNTHETIC_MODEL if args.data == "synthetic" else RunConfig.model),
         weights=args.weights,
         data=args.data,
         methods=args.methods,

@@ -6,6 +6,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
+SYNTHETIC_MODEL = "synthetic_cnn"  # the model ``--data synthetic`` defaults to (models.REGISTRY)
+
 
 @dataclass
 class RunConfig:

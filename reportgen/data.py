@@ -25,7 +25,8 @@ EMBEDDED = "embedded"
 VOC_MAPPING = "voc_to_imagenet.json"  # shipped: VOC class name -> ImageNet-1k ids
 VOC_SPLITS = ("val", "trainval")  # ImageSets/Main/<split>.txt, first found wins
 BBOX_FOLDERS = ("val_bbox", "bbox", "Annotations")  # where ILSVRC val XML may live
-PACKAGE_PREFIXES = ("skimage.data.", "sklearn.", "matplotlib.")
+GENERATED = ("synthetic:", "composite:")  # images drawn by code: reportgen.synthetic, .composites
+PACKAGE_PREFIXES = ("skimage.data.", "sklearn.", "matplotlib.", *GENERATED)
 MAX_SIDE = 4096  # longer photos are reduced on load: an 8000x8000 photo is 192 MB as uint8
 TINY_SIDE = 32  # a photo this small is mostly up-sampling by the time it reaches the model
 MAX_ID = 100  # characters; ids become file names
@@ -58,6 +59,10 @@ class ImageRecord:
     label: str = ""
     classes: list[int] = field(default_factory=list)  # accepted class ids (ImageNet)
     boxes: list[list[float]] = field(default_factory=list)  # [x0, y0, x1, y1] in source pixels
+    # per box, the class ids it shows (VOC objects of several classes, composites); empty:
+    # every box shows the record's ``classes``
+    box_classes: list[list[int]] = field(default_factory=list)
+    mask: str = ""  # source of an exact object mask (synthetic set, a manifest's PNG), if any
     crop: list[int] | None = None  # [y0, y1, x0, x1] in source pixels, applied after loading
     credit: str = ""
     skip: str = ""  # why this file is not loaded (e.g. not an image), kept so reports can say
@@ -86,7 +91,41 @@ def _package_image(source: str) -> np.ndarray:
 
         path = Path(matplotlib.get_data_path()) / "sample_data" / f"{source.split('.', 1)[1]}.jpg"
         return np.asarray(Image.open(path))
+    if source.startswith(GENERATED):
+        return _generator(source).render(source)
     raise DataError(f"unknown package image source '{source}'")
+
+
+def _generator(source: str):
+    """The module that draws a generated image (``synthetic:…``, ``composite:…``)."""
+    from . import composites, synthetic
+
+    return synthetic if source.startswith(synthetic.PREFIX) else composites
+
+
+def load_mask(record: ImageRecord, shape: tuple[int, int]) -> np.ndarray | None:
+    """The record's exact object mask as ``bool [H, W]`` at ``shape`` (nearest neighbour),
+    cropped like the photo; ``None`` without one. A mask file is any image whose non-zero
+    pixels are the object. Raises ``DataError`` naming the file."""
+    if not record.mask:
+        return None
+    try:
+        if record.mask.startswith(GENERATED):
+            mask = _generator(record.mask).mask(record.mask)
+        else:
+            with Image.open(record.mask) as im:
+                mask = np.asarray(im.convert("L")) > 0
+    except Exception as err:
+        raise DataError(f"cannot read mask '{record.mask}': {_reason(err)}") from err
+    if record.crop:
+        y0, y1, x0, x1 = record.crop
+        mask = mask[y0:y1, x0:x1]
+    if mask.shape != tuple(shape):
+        im = Image.fromarray(mask.astype(np.uint8) * 255).resize(
+            (shape[1], shape[0]), Image.Resampling.NEAREST
+        )
+        mask = np.asarray(im) > 127
+    return mask
 
 
 def to_rgb(array: np.ndarray) -> np.ndarray:
@@ -392,16 +431,18 @@ def _annotated_record(
         return record
     try:
         objects = read_voc_xml(xml)
-        meanings = [meaning(name) for name in dict.fromkeys(o.name for o in objects)]
+        meanings = {name: meaning(name) for name in dict.fromkeys(o.name for o in objects)}
     except DataError as err:
         record.skip = str(err)
         return record
     except ValueError as err:
         record.skip = f"annotation '{xml}': {err}"
         return record
-    record.label = join.join(label for label, _ in meanings)
-    record.classes = list(dict.fromkeys(c for _, ids in meanings for c in ids))
-    record.boxes = [o.box for o in objects if not o.difficult]
+    record.label = join.join(label for label, _ in meanings.values())
+    record.classes = list(dict.fromkeys(c for _, ids in meanings.values() for c in ids))
+    shown = [o for o in objects if not o.difficult]
+    record.boxes = [o.box for o in shown]
+    record.box_classes = [meanings[o.name][1] for o in shown]
     return record
 
 
@@ -533,11 +574,15 @@ def _counted(name: str, records: list[ImageRecord]) -> str:
 
 def dataset(data: str | None, class_names: list[str]) -> tuple[str, list[ImageRecord]]:
     """``(name, records)`` for ``--data``: none = the embedded photos (ImageNet class ids);
-    a folder is read as a ``manifest.json``, a VOC tree, an ILSVRC val folder or plain
+    shipped sets by name (``synthetic``, ``composites``, ``embedded,composites``); a folder
+    is read as a ``manifest.json``, a VOC tree, an ILSVRC val folder or plain
     images, in that order, and the name says which (e.g. ``VOC2012 val (5823 images)``)."""
     if data is None:
-        meta, records = read_manifest()
-        return meta["name"], records
+        data = EMBEDDED
+    names = [n.strip() for n in data.split(",")]
+    if all(n in NAMED_SETS for n in names):  # e.g. ``embedded,composites``: one after the other
+        parts = [NAMED_SETS[n]() for n in names]
+        return " + ".join(name for name, _ in parts), [r for _, part in parts for r in part]
     root = Path(data)
     if (root / "manifest.json").is_file():
         meta, records = read_manifest(root / "manifest.json", len(class_names))
@@ -551,6 +596,54 @@ def dataset(data: str | None, class_names: list[str]) -> tuple[str, list[ImageRe
         boxed = sum(bool(r.boxes) for r in records)
         return _counted(f"ImageNet val '{root.name}', {boxed} with boxes", records), records
     return root.name, folder_records(root, class_names)
+
+
+def _synthetic() -> tuple[str, list[ImageRecord]]:
+    from . import synthetic
+
+    taken: set[str] = set()
+    records = []
+    for i in range(synthetic.EVAL_IMAGES):
+        source = f"{synthetic.PREFIX}{synthetic.EVAL_SEED}:{i}"
+        drawn = synthetic.sample(synthetic.EVAL_SEED, i)
+        name = synthetic.CLASSES[drawn.label]
+        count = len(drawn.boxes)
+        records.append(
+            ImageRecord(
+                id=safe_id(
+                    f"synthetic-{i:03d}-{name}" + (f"-x{count}" if count > 1 else ""), taken
+                ),
+                source=source,
+                label=name + (f" ×{count}" if count > 1 else ""),
+                classes=[drawn.label],
+                boxes=[list(map(float, box)) for box in drawn.boxes],
+                mask=source,
+                credit="drawn by reportgen.synthetic (seed "
+                f"{synthetic.EVAL_SEED}, image {i}); see datasets/synthetic.md",
+            )
+        )
+    return _counted("synthetic", records), records
+
+
+def _composites() -> tuple[str, list[ImageRecord]]:
+    from . import composites
+
+    records = composites.records()
+    return _counted("composites", records), records
+
+
+def _embedded() -> tuple[str, list[ImageRecord]]:
+    meta, records = read_manifest()
+    return meta["name"], records
+
+
+# ``--data NAME`` (or ``NAME,NAME``) for the shipped sets: the embedded photos
+# (datasets/README.md) and those drawn by code (datasets/NAME.md)
+NAMED_SETS: dict[str, Callable[[], tuple[str, list[ImageRecord]]]] = {
+    EMBEDDED: _embedded,
+    "synthetic": _synthetic,
+    "composites": _composites,
+}
 
 
 def batches(records: list[ImageRecord], size: int) -> Iterator[list[ImageRecord]]:

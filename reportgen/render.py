@@ -55,7 +55,13 @@ METRICS = [
     ),
     ("energy_pointing_game", "Energy PG %", "higher", "Wang et al. 2020 (Score-CAM), sec. 5.1"),
     ("box_loc", "Box loc %", "higher", "Selvaraju et al. 2017 (Grad-CAM): 15 % of max, IoU ≥ 0.5"),
+    ("mask_iou", "Mask IoU %", "higher", "CAM / Grad-CAM protocol with exact masks: 15 % of max"),
+    ("relevance_mass", "Relevance mass %", "higher", "Arras et al. 2022 (CLEVR-XAI), exact masks"),
+    ("relevance_rank", "Relevance rank %", "higher", "Arras et al. 2022 (CLEVR-XAI), exact masks"),
 ]
+# Localisation shown apart for images with one and with several instances of the explained
+# class (Grad-CAM++'s claim: it covers multiple instances better than Grad-CAM)
+SPLIT_METRICS = ["pointing_game", "energy_pointing_game", "box_loc", "loc_0.5", "mask_iou"]
 SIGNIFICANCE = 0.05  # Holm-corrected Wilcoxon p below this: a real difference
 # Per-image scores under each map in the comparison grid, in this order
 CELL_METRICS = [
@@ -146,6 +152,35 @@ def leaderboard(
             if best in pvalues.index and key in pvalues.index:
                 e.versus_best = float(pvalues.loc[best, key])
     return entries, matrix, pvalues
+
+
+def instance_split(metrics: pd.DataFrame, entries: list[Entry]) -> dict:
+    """Localisation means with bootstrap CIs per entry on the images with one instance of the
+    explained class and on those with several: ``{"counts", "metrics", "rows"}``, or ``{}``
+    when no image has several (nothing to split)."""
+    if metrics.empty:
+        return {}
+    instances = metrics[metrics.metric == "instances"].groupby("image").value.first()
+    if not (instances >= 2).any():
+        return {}
+    groups = {
+        "single": set(instances.index[instances < 2]),
+        "multi": set(instances.index[instances >= 2]),
+    }
+    present = [m for m in SPLIT_METRICS if m in set(metrics.metric)]
+    rows = []
+    for e in entries:
+        mine = metrics[(metrics.method == e.method) & (metrics.layer == e.layer)]
+        stats = {}
+        for metric in present:
+            values = mine[mine.metric == metric]
+            for group, ids in groups.items():
+                v = values[values.image.isin(ids)].value.to_numpy(dtype=float)
+                if v.size:
+                    stats[metric, group] = (float(v.mean()), *bootstrap_ci(v))
+        rows.append({"method": e.method, "layer": e.layer, "stats": stats})
+    counts = {group: len(ids) for group, ids in groups.items()}
+    return {"counts": counts, "metrics": [m for m in METRICS if m[0] in present], "rows": rows}
 
 
 def number(value, digits: int = 2) -> str:
@@ -760,6 +795,7 @@ def render(out: str | Path) -> tuple[int, int]:
         entries=entries,
         matrix=matrix,
         pvalues=pvalues,
+        split=instance_split(metrics, entries),
         images=images,
         image_ids=ids,
         converted=converted,

@@ -8,7 +8,8 @@ import torch
 from evaluation.metrics import average_drop, drop_per_image, loc_delta, normalise_map
 from reportgen import techniques
 from reportgen.cli import main
-from reportgen.pipeline import usable_boxes
+from reportgen.data import ImageRecord
+from reportgen.pipeline import class_boxes, usable_boxes
 
 
 def test_zero_probability_drops_nothing():
@@ -25,9 +26,28 @@ def test_constant_and_zero_maps_normalise_to_zero(value):
 
 
 def test_boxes_outside_the_image_are_clipped_or_dropped():
-    kept, note = usable_boxes([[-5, -5, 10, 10], [50, 50, 60, 60], [3, 3, 3, 9]], 20, 20)
-    assert kept == [[0, 0, 10, 10]]
+    boxes = [[-5, -5, 10, 10], [50, 50, 60, 60], [3, 3, 3, 9]]
+    kept, classes, note = usable_boxes(boxes, 20, 20)
+    assert kept == [[0, 0, 10, 10]] and classes == []
     assert "[50, 50, 60, 60]" in note and "[3, 3, 3, 9]" in note and "20x20" in note
+    # per-box classes stay with their boxes
+    kept, classes, _ = usable_boxes(boxes, 20, 20, [[1], [2], [3]])
+    assert kept == [[0, 0, 10, 10]] and classes == [[1]]
+
+
+def test_class_boxes_are_the_explained_class_s():
+    record = ImageRecord(
+        id="a",
+        source="a.jpg",
+        classes=[1, 2],
+        boxes=[[0, 0, 4, 4], [5, 5, 9, 9], [1, 1, 2, 2]],
+        box_classes=[[1], [2, 7], [1]],
+    )
+    assert class_boxes(record, 1) == [[0, 0, 4, 4], [1, 1, 2, 2]]
+    assert class_boxes(record, 7) == [[5, 5, 9, 9]]
+    assert class_boxes(record, 3) == record.boxes  # not annotated: every box
+    plain = ImageRecord(id="b", source="b.jpg", classes=[1], boxes=[[0, 0, 4, 4]])
+    assert class_boxes(plain, 1) == class_boxes(plain, 5) == [[0, 0, 4, 4]]
 
 
 def nan_maps(model, x, targets, **_):

@@ -30,6 +30,8 @@ def test_voc_val_split_with_boxes_made_0_based():
         ("2008_000004", "cat, dog", CAT + DOG, [[0, 0, 48, 40]], False),  # difficult dog: no box
         ("2008_000005", "", [], [], True),
     ]
+    # each box keeps its object's classes, so a map is scored against its own class's boxes
+    assert [r.box_classes for r in records[:4]] == [[CAT], [DOG, DOG], [[]], [CAT]]
     assert records[0].source == str(VOC / "JPEGImages" / "2008_000001.jpg")
     missing = VOC / "JPEGImages" / "2008_000005.jpg"
     assert records[4].skip == (

@@ -10,6 +10,8 @@ from evaluation.metrics import (
     mask_iou,
     pointing_game,
     pointing_game_hit,
+    relevance_mass,
+    relevance_rank,
 )
 
 
@@ -162,3 +164,32 @@ def test_mask_iou_by_hand():
         mask_iou(sal, np.zeros((4, 4), dtype=bool))
     with pytest.raises(ValueError):
         mask_iou(sal, np.ones((3, 4), dtype=bool))
+
+
+def test_relevance_mass_and_rank_by_hand():
+    sal = np.zeros((4, 4))
+    sal[0, :] = [4.0, 3.0, 2.0, 1.0]
+    sal[3, 3] = -5.0  # negative evidence: not mass, and ranked last
+    mask = np.zeros((4, 4), dtype=bool)
+    mask[0, 2:] = mask[1, 2:] = True  # 4 pixels: holds the 2.0 and 1.0
+    assert relevance_mass(sal, mask) == pytest.approx(3 / 10)
+    # K = 4: the top 4 pixels are row 0, two of them in the mask
+    assert relevance_rank(sal, mask) == pytest.approx(2 / 4)
+    assert relevance_mass(sal, np.ones((4, 4), dtype=bool)) == 1.0  # mask covers the image
+    assert relevance_rank(sal, np.ones((4, 4), dtype=bool)) == 1.0
+    # edge cases: all zero / constant maps
+    assert relevance_mass(np.zeros((4, 4)), mask) == 0.0  # no positive value: worst
+    assert relevance_rank(np.zeros((4, 4)), mask) == pytest.approx(4 / 16)  # all tied: K/N
+    assert relevance_mass(np.ones((4, 4)), mask) == pytest.approx(4 / 16)
+    assert relevance_rank(np.full((4, 4), 7.0), mask) == pytest.approx(4 / 16)
+    # ties at the K-th value share the remaining places: K = 2, top value 9 in the mask,
+    # then three pixels tied at 1 (one in the mask) share one place
+    tie = np.zeros((2, 4))
+    tie[0] = [9.0, 1.0, 1.0, 1.0]
+    small = np.zeros((2, 4), dtype=bool)
+    small[0, :2] = True
+    assert relevance_rank(tie, small) == pytest.approx((1 + 1 / 3) / 2)
+    with pytest.raises(ValueError):
+        relevance_mass(sal, np.zeros((4, 4), dtype=bool))
+    with pytest.raises(ValueError):
+        relevance_rank(sal, np.ones((3, 4), dtype=bool))
