@@ -313,13 +313,20 @@ def read_manifest(
         source = item.get("source") or (item.get("path") and str(base / item["path"]))
         if not source:
             raise DataError(f"{where}: needs a 'path' (or a package 'source')")
+        boxes, box_classes = item.get("boxes", []), item.get("box_classes", [])
+        if box_classes and len(box_classes) != len(boxes):
+            raise DataError(
+                f"{where}: 'box_classes' has {len(box_classes)} entries for {len(boxes)} boxes"
+            )
         records.append(
             ImageRecord(
                 id=safe_id(str(item.get("id") or Path(source).stem), taken),
                 source=source,
                 label=item.get("label", ""),
                 classes=[_class_id(c, classes, where) for c in item.get("classes", [])],
-                boxes=item.get("boxes", []),
+                boxes=boxes,
+                box_classes=[[_class_id(c, classes, where) for c in ids] for ids in box_classes],
+                mask=str(base / item["mask"]) if base and item.get("mask") else "",
                 crop=item.get("crop"),
                 credit=item.get("credit", ""),
             )
