@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Literal, NamedTuple
 
 import numpy as np
+import pandas as pd
 from scipy import ndimage, sparse, stats
 from scipy.sparse.linalg import spsolve
 
@@ -162,15 +163,38 @@ def masked_confidence(
     return probs[np.arange(len(targets)), np.asarray(targets)]
 
 
+def group_mean(values: Sequence[float], groups: Sequence[object]) -> float:
+    """The mean over groups of each group's mean: the pointing game's "accuracy per class,
+    then mean over classes" (Zhang et al. 2016), so a class with many images weighs no more."""
+    frame = pd.DataFrame({"v": np.asarray(values, dtype=np.float64), "g": list(groups)})
+    return float(frame.groupby("g").v.mean().mean())
+
+
 def bootstrap_ci(
-    values: Sequence[float], level: float = 0.95, resamples: int = 2000, seed: int = 0
+    values: Sequence[float],
+    level: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+    groups: Sequence[object] | None = None,
 ) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of the mean (deterministic for a seed)."""
+    """Percentile bootstrap confidence interval of the mean (deterministic for a seed); with
+    ``groups``, of :func:`group_mean`, recomputed in each resample of the images (so it stays
+    within the values' range, which weighting the values would not)."""
     v = np.asarray(values, dtype=np.float64)
     if v.size == 0:
         return (float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, v.size, size=(resamples, v.size))].mean(axis=1)
+    picks = rng.integers(0, v.size, size=(resamples, v.size))
+    if groups is None:
+        means = v[picks].mean(axis=1)
+    else:
+        codes = pd.factorize(pd.Series(list(groups)))[0]
+        k = codes.max() + 1
+        means = np.empty(resamples)
+        for r, pick in enumerate(picks):
+            counts = np.bincount(codes[pick], minlength=k)
+            sums = np.bincount(codes[pick], weights=v[pick], minlength=k)
+            means[r] = (sums[counts > 0] / counts[counts > 0]).mean()
     tail = (1.0 - level) / 2 * 100
     lo, hi = np.percentile(means, [tail, 100 - tail])
     return float(lo), float(hi)

@@ -14,7 +14,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from PIL import Image
 
-from evaluation.metrics import bootstrap_ci, pairwise, win_rate
+from evaluation.metrics import bootstrap_ci, group_mean, pairwise, win_rate
 from evaluation.published import PUBLISHED, PUBLISHED_WIN
 
 from .store import (
@@ -97,18 +97,12 @@ class Entry:
     versus_best: float = float("nan")  # Holm-corrected Wilcoxon p of AD against the top row
 
 
-def class_weights(labels: pd.Series) -> pd.Series:
-    """Per image ``N / (C · n_class)``: the plain mean of weighted values is the mean over
-    classes of each class's mean (the pointing game's per-class accuracy, averaged)."""
-    counts = labels.map(labels.value_counts())
-    return len(labels) / (labels.nunique() * counts)
-
-
 def leaderboard(
-    metrics: pd.DataFrame, labels: pd.Series | None = None
+    metrics: pd.DataFrame, classes: pd.Series | None = None
 ) -> tuple[list[Entry], pd.DataFrame, pd.DataFrame]:
     """Means with bootstrap 95 % CIs per (method, layer), the pairwise Win % matrix and the
-    matching Holm-corrected Wilcoxon p-values (Average Drop, same images)."""
+    matching Holm-corrected Wilcoxon p-values (Average Drop, same images). ``classes`` maps
+    an image to its class (the pointing game is averaged per class)."""
     if metrics.empty:
         return [], pd.DataFrame(), pd.DataFrame()
     drops = metrics[metrics.metric == "average_drop"].pivot_table(
@@ -126,16 +120,18 @@ def leaderboard(
         per_key = {k: drops[c].to_numpy() for k, c in zip(keys, drops.columns, strict=True)}
         for row in pairwise(per_key, lower_is_better=True):
             pvalues.loc[row["a"], row["b"]] = pvalues.loc[row["b"], row["a"]] = row["p_holm"]
-    weights = class_weights(labels) if labels is not None else None
     entries = []
     for (method, layer), group in metrics.groupby(["method", "layer"], sort=False):
         stats = {}
         for metric, *_ in METRICS:
             rows = group[group.metric == metric]
             values = rows.value.to_numpy(dtype=float)
-            if metric == "pointing_game" and weights is not None:
-                values = values * rows.image.map(weights).fillna(1.0).to_numpy()
-            if values.size:
+            if not values.size:
+                continue
+            if metric == "pointing_game" and classes is not None:  # mean of per-class means
+                keys = rows.image.map(classes).fillna(rows.image).tolist()
+                stats[metric] = (group_mean(values, keys), *bootstrap_ci(values, groups=keys))
+            else:
                 stats[metric] = (float(values.mean()), *bootstrap_ci(values))
         key = f"{method}@{layer}"
         win = (
@@ -152,6 +148,19 @@ def leaderboard(
             if best in pvalues.index and key in pvalues.index:
                 e.versus_best = float(pvalues.loc[best, key])
     return entries, matrix, pvalues
+
+
+def image_classes(images: pd.DataFrame) -> pd.Series:
+    """Image -> its class for per-class means: the annotated class ids (``281 282`` for a
+    cat, whatever the label's wording, e.g. ``cat ×3 on china``), else the label, else the
+    image itself (a class of its own)."""
+    table = images.set_index("image")
+    keys = pd.Series(table.index, index=table.index, dtype=object)
+    for column in ("label", "classes"):  # later columns win
+        if column in table:
+            text = table[column].astype(object).where(table[column].notna(), "").astype(str)
+            keys = text.where(text.str.strip() != "", keys)
+    return keys
 
 
 def instance_split(metrics: pd.DataFrame, entries: list[Entry]) -> dict:
@@ -718,8 +727,7 @@ def render(out: str | Path) -> tuple[int, int]:
     timings = store.read_table("timings")
     layers = store.read_table("layers")
     ok_rows = images[images.status == "ok"]
-    labels = ok_rows.set_index("image").label.fillna("").astype(str)
-    entries, matrix, pvalues = leaderboard(metrics, labels)
+    entries, matrix, pvalues = leaderboard(metrics, image_classes(ok_rows))
     present = set(metrics.metric) if not metrics.empty else set()
     out = Path(out)
     env = environment()

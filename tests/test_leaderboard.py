@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reportgen.render import class_weights, leaderboard
+from reportgen.render import image_classes, leaderboard
 
 
 def rows(method: str, metric: str, values, images=None) -> list[dict]:
@@ -24,10 +24,23 @@ def rows(method: str, metric: str, values, images=None) -> list[dict]:
 
 def test_pointing_game_is_the_mean_of_per_class_accuracies():
     labels = pd.Series(["cat", "cat", "cat", "dog"], index=["im0", "im1", "im2", "im3"])
-    assert class_weights(labels).tolist() == pytest.approx([2 / 3, 2 / 3, 2 / 3, 2.0])
     metrics = pd.DataFrame(rows("a", "pointing_game", [100.0, 100.0, 100.0, 0.0]))
     (entry,), _, _ = leaderboard(metrics, labels)
-    assert entry.stats["pointing_game"][0] == pytest.approx(50.0)  # (100 + 0) / 2, not 75
+    mean, lo, hi = entry.stats["pointing_game"]
+    assert mean == pytest.approx(50.0)  # (100 + 0) / 2, not 75
+    # the CI is of the per-class mean in each resample: never outside the values' range
+    assert 0.0 <= lo <= mean <= hi <= 100.0
+
+
+def test_per_class_key_is_the_annotated_classes_not_the_label_wording():
+    images = pd.DataFrame(
+        {
+            "image": ["a", "b", "c", "d"],
+            "label": ["cat ×3 on china", "cat ×1 on coffee", "", float("nan")],
+            "classes": ["281 282", "281 282", float("nan"), ""],
+        }
+    )
+    assert image_classes(images).tolist() == ["281 282", "281 282", "c", "d"]
 
 
 def test_a_consistently_better_method_is_marked_and_a_tie_is_not():

@@ -7,6 +7,7 @@ from evaluation.metrics import (
     average_drop,
     bootstrap_ci,
     explanation_images,
+    group_mean,
     increase_in_confidence,
     loc_delta,
     masked_confidence,
@@ -77,6 +78,16 @@ def test_bootstrap_ci_brackets_the_mean_and_is_deterministic():
     assert lo < values.mean() < hi
     assert (lo, hi) == bootstrap_ci(values)
     assert bootstrap_ci([3.0, 3.0]) == (3.0, 3.0)
+
+
+def test_grouped_bootstrap_is_of_the_mean_of_group_means():
+    values, groups = [100.0, 100.0, 100.0, 0.0], ["cat", "cat", "cat", "dog"]
+    assert group_mean(values, groups) == 50.0
+    lo, hi = bootstrap_ci(values, groups=groups)
+    # a resample holding no dog (p = 0.75^4 = 32 %) gives 100, no cat (0.4 %) gives 0,
+    # every other 50: so the 95 % interval is [50, 100], never beyond the values' range
+    assert (lo, hi) == (50.0, 100.0)
+    assert bootstrap_ci([7.0, 7.0, 7.0], groups=["a", "b", "b"]) == (7.0, 7.0)
 
 
 def test_score_cam_mode_keeps_the_top_half_of_the_map():
