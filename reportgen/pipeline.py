@@ -105,7 +105,13 @@ def check_layers(model, spec, names: list[str]) -> None:
 
 
 def display_photo(rgb: np.ndarray) -> np.ndarray:
+    """The photo as the site shows it: long side at most DISPLAY_SIDE; a small one (the
+    112 px synthetic images) enlarged by a whole factor, pixels kept sharp, so its maps
+    and boxes can be seen."""
     h, w = rgb.shape[:2]
+    if 2 * max(h, w) <= DISPLAY_SIDE:
+        k = DISPLAY_SIDE // max(h, w)
+        return rgb.repeat(k, axis=0).repeat(k, axis=1)
     scale = min(1.0, DISPLAY_SIDE / max(h, w))
     if scale == 1.0:
         return rgb
