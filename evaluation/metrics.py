@@ -731,20 +731,21 @@ def pairwise(
     ``values[name]`` holds one metric's per-image values, the same images in the
     same order for every method. Each row: ``a``, ``b``, ``n`` (images with finite
     values for both), ``win_rate`` (% of those images where A is strictly better:
-    smaller when ``lower_is_better``, else larger), ``mean_difference`` (mean of
-    A − B), ``p_value`` (:func:`wilcoxon`) and ``p_holm`` (Holm-corrected over all
-    pairs, :func:`holm`).
+    smaller when ``lower_is_better``, else larger), ``loss_rate`` (where B is),
+    ``mean_difference`` (mean of A − B), ``p_value`` (:func:`wilcoxon`) and ``p_holm``
+    (Holm-corrected over all pairs, :func:`holm`).
     """
     rows = []
     for name_a, name_b in itertools.combinations(values, 2):
         x, y = _finite_pairs(values[name_a], values[name_b])
-        better = x < y if lower_is_better else x > y
+        better, worse = (x < y, x > y) if lower_is_better else (x > y, x < y)
         rows.append(
             {
                 "a": name_a,
                 "b": name_b,
                 "n": int(x.size),
                 "win_rate": float(100.0 * better.mean()) if x.size else float("nan"),
+                "loss_rate": float(100.0 * worse.mean()) if x.size else float("nan"),
                 "mean_difference": float((x - y).mean()) if x.size else float("nan"),
                 "p_value": wilcoxon(x, y, min_pairs),
             }

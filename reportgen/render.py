@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -14,7 +14,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from PIL import Image
 
-from evaluation.metrics import bootstrap_ci, group_mean, pairwise, win_rate
+from evaluation.metrics import bootstrap_ci, group_mean, pairwise
 from evaluation.published import PUBLISHED, PUBLISHED_WIN
 
 from .store import (
@@ -93,33 +93,49 @@ class Entry:
     layer: str
     images: int
     stats: dict[str, tuple[float, float, float]]  # metric -> (mean, lo, hi)
-    win: float  # mean Win % against every other entry
+    win: float  # mean Win % (Average Drop) against every other entry
     versus_best: float = float("nan")  # Holm-corrected Wilcoxon p of AD against the top row
+    versus: dict[str, float] = field(default_factory=dict)  # metric -> p against its best
+    best: set[str] = field(default_factory=set)  # the metrics this row has the best mean of
+
+
+Pairwise = tuple[pd.DataFrame, pd.DataFrame]  # Win % of row over column, Holm-corrected p
+
+
+def pairwise_tables(metrics: pd.DataFrame) -> dict[str, Pairwise]:
+    """Per metric, every pair of rows compared image by image: the share of images where
+    the row is strictly better than the column, and the Holm-corrected (over that metric's
+    pairs) Wilcoxon signed-rank p-value. Images a row has no value for are left out of its
+    pairs."""
+    tables = {}
+    for metric, _, better, _ in METRICS:
+        values = metrics[metrics.metric == metric].pivot_table(
+            index="image", columns=["method", "layer"], values="value"
+        )
+        if values.shape[1] < 2:
+            continue
+        keys = [f"{m}@{lay}" for m, lay in values.columns]
+        per_key = {k: values[c].to_numpy() for k, c in zip(keys, values.columns, strict=True)}
+        wins = pd.DataFrame(np.nan, index=keys, columns=keys)
+        pvalues = wins.copy()
+        for row in pairwise(per_key, lower_is_better=better == "lower"):
+            a, b = row["a"], row["b"]
+            wins.loc[a, b], wins.loc[b, a] = row["win_rate"], row["loss_rate"]
+            pvalues.loc[a, b] = pvalues.loc[b, a] = row["p_holm"]
+        tables[metric] = (wins, pvalues)
+    return tables
 
 
 def leaderboard(
     metrics: pd.DataFrame, classes: pd.Series | None = None
-) -> tuple[list[Entry], pd.DataFrame, pd.DataFrame]:
-    """Means with bootstrap 95 % CIs per (method, layer), the pairwise Win % matrix and the
-    matching Holm-corrected Wilcoxon p-values (Average Drop, same images). ``classes`` maps
-    an image to its class (the pointing game is averaged per class)."""
+) -> tuple[list[Entry], dict[str, Pairwise]]:
+    """Means with bootstrap 95 % CIs per (method, layer), best Average Drop first, each row
+    marked with the metrics it is best at and its p-value against each metric's best; and
+    the pairwise tables of every metric. ``classes`` maps an image to its class (the
+    pointing game is averaged per class)."""
     if metrics.empty:
-        return [], pd.DataFrame(), pd.DataFrame()
-    drops = metrics[metrics.metric == "average_drop"].pivot_table(
-        index="image", columns=["method", "layer"], values="value"
-    )
-    drops = drops.dropna()  # Win % compares methods on the same images
-    keys = [f"{m}@{lay}" for m, lay in drops.columns]
-    matrix = pd.DataFrame(np.nan, index=keys, columns=keys)
-    for a, col_a in zip(keys, drops.columns, strict=True):
-        for b, col_b in zip(keys, drops.columns, strict=True):
-            if a != b and len(drops):
-                matrix.loc[a, b] = win_rate(drops[col_a], drops[col_b])
-    pvalues = pd.DataFrame(np.nan, index=keys, columns=keys)
-    if len(keys) > 1:
-        per_key = {k: drops[c].to_numpy() for k, c in zip(keys, drops.columns, strict=True)}
-        for row in pairwise(per_key, lower_is_better=True):
-            pvalues.loc[row["a"], row["b"]] = pvalues.loc[row["b"], row["a"]] = row["p_holm"]
+        return [], {}
+    tables = pairwise_tables(metrics)
     entries = []
     for (method, layer), group in metrics.groupby(["method", "layer"], sort=False):
         stats = {}
@@ -129,25 +145,34 @@ def leaderboard(
             if not values.size:
                 continue
             if metric == "pointing_game" and classes is not None:  # mean of per-class means
-                keys = rows.image.map(classes).fillna(rows.image).tolist()
-                stats[metric] = (group_mean(values, keys), *bootstrap_ci(values, groups=keys))
+                groups = rows.image.map(classes).fillna(rows.image).tolist()
+                stats[metric] = (group_mean(values, groups), *bootstrap_ci(values, groups=groups))
             else:
                 stats[metric] = (float(values.mean()), *bootstrap_ci(values))
         key = f"{method}@{layer}"
-        win = (
-            float(matrix.loc[key].drop(key).mean())
-            if key in matrix.index and len(keys) > 1
-            else float("nan")
-        )
+        wins = tables.get("average_drop", (pd.DataFrame(),))[0]
+        win = float(wins.loc[key].drop(key).mean()) if key in wins.index else float("nan")
         entries.append(Entry(method, layer, int(group.image.nunique()), stats, win))
     entries.sort(key=lambda e: e.stats.get("average_drop", (np.inf,))[0])
-    if entries and len(keys) > 1:
-        best = f"{entries[0].method}@{entries[0].layer}"
+    for metric, _, better, _ in METRICS:
+        scored = [e for e in entries if metric in e.stats]
+        if len(scored) < 2:
+            continue
+        sign = -1 if better == "higher" else 1
+        top = min(scored, key=lambda e: sign * e.stats[metric][0])
+        top.best.add(metric)
+        pvalues = tables[metric][1]
+        for e in scored:
+            if e is not top:
+                e.versus[metric] = float(
+                    pvalues.loc[f"{top.method}@{top.layer}", f"{e.method}@{e.layer}"]
+                )
+    if entries and "average_drop" in entries[0].stats:
+        first = entries[0]
         for e in entries[1:]:
-            key = f"{e.method}@{e.layer}"
-            if best in pvalues.index and key in pvalues.index:
-                e.versus_best = float(pvalues.loc[best, key])
-    return entries, matrix, pvalues
+            if "average_drop" in e.versus and "average_drop" in first.best:
+                e.versus_best = e.versus["average_drop"]
+    return entries, tables
 
 
 def image_classes(images: pd.DataFrame) -> pd.Series:
@@ -727,7 +752,8 @@ def render(out: str | Path) -> tuple[int, int]:
     timings = store.read_table("timings")
     layers = store.read_table("layers")
     ok_rows = images[images.status == "ok"]
-    entries, matrix, pvalues = leaderboard(metrics, image_classes(ok_rows))
+    entries, tables = leaderboard(metrics, image_classes(ok_rows))
+    matrix = tables.get("average_drop", (None,))[0]  # Win % of Grad-CAM++ over Grad-CAM
     present = set(metrics.metric) if not metrics.empty else set()
     out = Path(out)
     env = environment()
@@ -801,8 +827,7 @@ def render(out: str | Path) -> tuple[int, int]:
         "index.html",
         "index.html",
         entries=entries,
-        matrix=matrix,
-        pvalues=pvalues,
+        tables=tables,
         split=instance_split(metrics, entries),
         images=images,
         image_ids=ids,
@@ -813,11 +838,8 @@ def render(out: str | Path) -> tuple[int, int]:
     )
     site.page("about.html", "about.html", image_ids=ids, **common)
     cam_layer = run["model"]["cam_layers"][0] if run["model"]["cam_layers"] else "input"
-    win = (
-        matrix.loc[f"gradcampp@{cam_layer}", f"gradcam@{cam_layer}"]
-        if f"gradcampp@{cam_layer}" in matrix.index and f"gradcam@{cam_layer}" in matrix.index
-        else None
-    )
+    pair = (f"gradcampp@{cam_layer}", f"gradcam@{cam_layer}")
+    win = matrix.loc[pair] if matrix is not None and set(pair) <= set(matrix.index) else None
     site.page(
         "published.html",
         "published.html",

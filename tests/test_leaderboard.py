@@ -25,7 +25,7 @@ def rows(method: str, metric: str, values, images=None) -> list[dict]:
 def test_pointing_game_is_the_mean_of_per_class_accuracies():
     labels = pd.Series(["cat", "cat", "cat", "dog"], index=["im0", "im1", "im2", "im3"])
     metrics = pd.DataFrame(rows("a", "pointing_game", [100.0, 100.0, 100.0, 0.0]))
-    (entry,), _, _ = leaderboard(metrics, labels)
+    (entry,), _ = leaderboard(metrics, labels)
     mean, lo, hi = entry.stats["pointing_game"]
     assert mean == pytest.approx(50.0)  # (100 + 0) / 2, not 75
     # the CI is of the per-class mean in each resample: never outside the values' range
@@ -51,7 +51,8 @@ def test_a_consistently_better_method_is_marked_and_a_tie_is_not():
         + rows("worse", "average_drop", base)
         + rows("same", "average_drop", base - 20 + rng.normal(0, 0.5, 10))
     )
-    entries, matrix, pvalues = leaderboard(metrics)
+    entries, tables = leaderboard(metrics)
+    matrix, pvalues = tables["average_drop"]
     assert [e.method for e in entries][2] == "worse"
     by_name = {e.method: e for e in entries}
     assert by_name["worse"].versus_best < 0.05
@@ -79,3 +80,30 @@ def test_published_rows_set_ours_beside_each_published_figure():
     pointing = [r for r in rows if r["method"] == "saliency" and r["metric"] == "Pointing game %"]
     assert pointing[0]["ours"] == (80.0, 70.0, 90.0) and pointing[0]["published"] == 76.3
     assert all(r["ours"] is None for r in rows if r["method"] == "scorecam")
+
+
+def test_every_column_marks_its_best_and_the_rows_significantly_worse():
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.2, 0.8, 12)
+    metrics = pd.DataFrame(
+        rows("good", "insertion_auc", base + 0.2)  # higher is better: best, clearly
+        + rows("bad", "insertion_auc", base)
+        + rows("close", "insertion_auc", base + 0.2 + rng.normal(0, 0.01, 12))
+        + rows("good", "deletion_auc", base)  # lower is better: "bad" is best here
+        + rows("bad", "deletion_auc", base - 0.1)
+        + rows("close", "deletion_auc", base + rng.normal(0, 0.01, 12))
+    )
+    entries, tables = leaderboard(metrics)
+    by = {e.method: e for e in entries}
+    assert "deletion_auc" in by["bad"].best and "deletion_auc" not in by["good"].best
+    top = next(e for e in entries if "insertion_auc" in e.best)
+    assert top.method in ("good", "close")
+    assert by["bad"].versus["insertion_auc"] < 0.05  # every image 0.2 lower: real
+    other = by["close" if top.method == "good" else "good"]
+    assert other.versus["insertion_auc"] > 0.05  # within noise of the best: not marked
+    assert "insertion_auc" not in top.versus
+    wins, pvalues = tables["insertion_auc"]
+    assert wins.loc["good@input", "bad@input"] == 100.0
+    assert wins.loc["bad@input", "good@input"] == 0.0
+    assert wins.loc["bad@input", "good@input"] + wins.loc["good@input", "bad@input"] == 100.0
+    assert pvalues.loc["good@input", "bad@input"] == pvalues.loc["bad@input", "good@input"]
