@@ -493,11 +493,14 @@ class Run:
             boxes, box_classes, dropped = usable_boxes(
                 boxes, rgb.shape[1], rgb.shape[0], record.box_classes
             )
-            note = "; ".join(filter(None, [note, dropped]))
             record = dataclasses.replace(record, boxes=boxes, box_classes=box_classes)
             mask = data.load_mask(record, self.spec.input_size)
+            if mask is not None and not mask.any():
+                empty = f"mask '{record.mask}' is empty at the model's input size: no mask scores"
+                dropped, mask = "; ".join(filter(None, [dropped, empty])), None
             if mask is not None:
                 self.masks[record.id] = mask
+            note = "; ".join(filter(None, [note, dropped]))
             photo = display_photo(rgb)
             self.store.save_image(f"photos/{record.id}.jpg", photo)
             scale = (photo.shape[1] / rgb.shape[1], photo.shape[0] / rgb.shape[0])

@@ -122,3 +122,17 @@ def test_a_manifest_s_mask_files_score_like_the_drawn_masks(synthetic_run, tmp_p
         a = mine[mine.metric == metric].sort_values("image").value.to_numpy()
         b = drawn[drawn.metric == metric].sort_values("image").value.to_numpy()
         assert len(a) == 2 and a == pytest.approx(b, abs=1e-6), metric
+
+
+def test_an_empty_mask_costs_its_scores_only(tmp_path):
+    drawn = synthetic.sample(synthetic.EVAL_SEED, 0)
+    Image.fromarray(drawn.rgb).save(tmp_path / "a.png")
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "empty.png")
+    item = {"id": "a", "path": "a.png", "mask": "empty.png", "boxes": drawn.boxes}
+    (tmp_path / "manifest.json").write_text(json.dumps({"name": "x", "images": [item]}))
+    argv = ["run", "--model", "synthetic_cnn", "--data", str(tmp_path), "--methods", "gradcam"]
+    assert main([*argv, "--metrics", "localisation", "--out", str(tmp_path / "out")]) == 0
+    metrics = pd.read_csv(tmp_path / "out" / "data" / "metrics.csv")
+    assert "pointing_game" in set(metrics.metric) and "mask_iou" not in set(metrics.metric)
+    images = pd.read_csv(tmp_path / "out" / "data" / "images.csv")
+    assert images.status.tolist() == ["ok"] and "is empty" in images.note[0]
