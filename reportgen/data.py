@@ -608,27 +608,7 @@ def dataset(data: str | None, class_names: list[str]) -> tuple[str, list[ImageRe
 def _synthetic() -> tuple[str, list[ImageRecord]]:
     from . import synthetic
 
-    taken: set[str] = set()
-    records = []
-    for i in range(synthetic.EVAL_IMAGES):
-        source = f"{synthetic.PREFIX}{synthetic.EVAL_SEED}:{i}"
-        drawn = synthetic.sample(synthetic.EVAL_SEED, i)
-        name = synthetic.CLASSES[drawn.label]
-        count = len(drawn.boxes)
-        records.append(
-            ImageRecord(
-                id=safe_id(
-                    f"synthetic-{i:03d}-{name}" + (f"-x{count}" if count > 1 else ""), taken
-                ),
-                source=source,
-                label=name + (f" ×{count}" if count > 1 else ""),
-                classes=[drawn.label],
-                boxes=[list(map(float, box)) for box in drawn.boxes],
-                mask=source,
-                credit="drawn by reportgen.synthetic (seed "
-                f"{synthetic.EVAL_SEED}, image {i}); see datasets/synthetic.md",
-            )
-        )
+    records = synthetic.records()
     return _counted("synthetic", records), records
 
 

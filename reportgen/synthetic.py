@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from .data import ImageRecord, safe_id
+
 SIZE = 112
 CLASSES: tuple[str, ...] = ("disc", "square", "triangle", "cross", "stripes", "checker")
 PREFIX = "synthetic:"
@@ -288,6 +290,32 @@ def mask(source: str) -> np.ndarray:
 
 def _conv(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, stride, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+
+def records(seed: int = EVAL_SEED, count: int = EVAL_IMAGES) -> list[ImageRecord]:
+    """One record per image (``--data synthetic``): its class, its boxes, and its own source
+    as the mask's, so the run scores the exact mask."""
+    taken: set[str] = set()
+    out = []
+    for i in range(count):
+        source = f"{PREFIX}{seed}:{i}"
+        drawn = sample(seed, i)
+        name, instances = CLASSES[drawn.label], len(drawn.boxes)
+        out.append(
+            ImageRecord(
+                id=safe_id(
+                    f"synthetic-{i:03d}-{name}" + (f"-x{instances}" if instances > 1 else ""), taken
+                ),
+                source=source,
+                label=name + (f" ×{instances}" if instances > 1 else ""),
+                classes=[drawn.label],
+                boxes=[list(map(float, box)) for box in drawn.boxes],
+                mask=source,
+                credit=f"drawn by reportgen.synthetic (seed {seed}, image {i}); "
+                "see datasets/synthetic.md",
+            )
+        )
+    return out
 
 
 def _block(cin: int, cout: int, pool: bool = False, stride: int = 1) -> nn.Sequential:
