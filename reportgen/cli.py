@@ -209,6 +209,7 @@ def distributed(config: RunConfig, rank: int) -> int:
 
     dist.init_process_group("gloo", timeout=timedelta(days=7))  # shards may take days
     try:
+        share_cores(config.device, rank)
         if rank == 0 and not config.resume:
             Store(config.out).reset()
         dist.barrier()
@@ -222,6 +223,28 @@ def distributed(config: RunConfig, rank: int) -> int:
         return finish(config.out)
     finally:
         dist.destroy_process_group()
+
+
+def share_cores(device: str, rank: int) -> None:
+    """CPU processes under torchrun split the cores: with more threads than cores in all,
+    the thread pools spin against each other and a run gets ten times slower or worse."""
+    import torch
+
+    from .pipeline import resolve_device
+
+    if resolve_device(device).type != "cpu":
+        return
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    fair = max(1, (cores or 1) // local)
+    if torch.get_num_threads() > fair:
+        if rank == 0:
+            print(
+                f"reportgen: {local} CPU processes share {cores} cores: "
+                f"{torch.get_num_threads()} -> {fair} threads each (OMP_NUM_THREADS sets it)",
+                file=sys.stderr,
+            )
+        torch.set_num_threads(fair)
 
 
 def finish(out: str) -> int:
