@@ -94,9 +94,14 @@ class Entry:
     images: int
     stats: dict[str, tuple[float, float, float]]  # metric -> (mean, lo, hi)
     win: float  # mean Win % (Average Drop) against every other entry
-    versus_best: float = float("nan")  # Holm-corrected Wilcoxon p of AD against the top row
     versus: dict[str, float] = field(default_factory=dict)  # metric -> p against its best
     best: set[str] = field(default_factory=set)  # the metrics this row has the best mean of
+
+    @property
+    def versus_best(self) -> float:
+        """Holm-corrected Wilcoxon p of Average Drop against the top row (rows are sorted
+        by Average Drop, so the top row is that column's best)."""
+        return self.versus.get("average_drop", float("nan"))
 
 
 Pairwise = tuple[pd.DataFrame, pd.DataFrame]  # Win % of row over column, Holm-corrected p
@@ -136,6 +141,7 @@ def leaderboard(
     if metrics.empty:
         return [], {}
     tables = pairwise_tables(metrics)
+    wins = tables.get("average_drop", (pd.DataFrame(),))[0]
     entries = []
     for (method, layer), group in metrics.groupby(["method", "layer"], sort=False):
         stats = {}
@@ -150,7 +156,6 @@ def leaderboard(
             else:
                 stats[metric] = (float(values.mean()), *bootstrap_ci(values))
         key = f"{method}@{layer}"
-        wins = tables.get("average_drop", (pd.DataFrame(),))[0]
         win = float(wins.loc[key].drop(key).mean()) if key in wins.index else float("nan")
         entries.append(Entry(method, layer, int(group.image.nunique()), stats, win))
     entries.sort(key=lambda e: e.stats.get("average_drop", (np.inf,))[0])
@@ -167,11 +172,6 @@ def leaderboard(
                 e.versus[metric] = float(
                     pvalues.loc[f"{top.method}@{top.layer}", f"{e.method}@{e.layer}"]
                 )
-    if entries and "average_drop" in entries[0].stats:
-        first = entries[0]
-        for e in entries[1:]:
-            if "average_drop" in e.versus and "average_drop" in first.best:
-                e.versus_best = e.versus["average_drop"]
     return entries, tables
 
 
