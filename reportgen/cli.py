@@ -227,7 +227,7 @@ def distributed(config: RunConfig, rank: int) -> int:
 
 def share_cores(device: str, rank: int) -> None:
     """CPU processes under torchrun split the cores: with more threads than cores in all,
-    the thread pools spin against each other and a run gets ten times slower or worse."""
+    the thread pools spin against each other and a run got over 18 times slower."""
     import torch
 
     from .pipeline import resolve_device

@@ -117,7 +117,7 @@ def test_shards_in_separate_folders_merge_to_the_same_tables(reference, tmp_path
 def test_torchrun_two_processes_match_one(tmp_path):
     """Two CPU processes under torchrun (gloo): rank 0 merges and renders the site. Asked
     for every core each, they share the cores instead (oversubscribed thread pools made
-    this run 20 times slower); CPU kernels sum in another order with another thread count,
+    this run over 18 times slower); CPU kernels sum in another order with another thread count,
     so the one-process reference runs with the same threads per process."""
     cores = len(os.sched_getaffinity(0))
     fair = max(1, cores // 2)
