@@ -447,7 +447,9 @@ def salience_order(saliency: np.ndarray) -> np.ndarray:
     return np.argsort(-_finite_map(saliency).ravel(), kind="stable")
 
 
-def _substrate(image: np.ndarray, substrate, mode: str) -> np.ndarray:
+def substrate_image(image: np.ndarray, substrate, mode: str) -> np.ndarray:
+    """What a curve changes pixels to: by default black (deletion) or RISE's blur of the
+    image (insertion)."""
     if substrate is None:
         substrate = "zero" if mode == "deletion" else "blur"
     if isinstance(substrate, str):
@@ -464,6 +466,61 @@ def _target_column(probs: np.ndarray, rows: int, target: int) -> np.ndarray:
     if probs.ndim != 2 or probs.shape[0] != rows:
         raise ValueError(f"probabilities returned {probs.shape} for {rows} images")
     return probs[:, target].astype(np.float64)
+
+
+class CurvePlan(NamedTuple):
+    """The images of one insertion / deletion curve, built on demand: point ``i`` has the
+    ``changed[i]`` most salient pixels taken from ``finish``, the rest from ``start``.
+    Point 0 is ``start`` and the last is ``finish``, the same for every map of an image,
+    so a caller scoring many maps can compute those two once."""
+
+    start: np.ndarray  # [H, W, C]
+    finish: np.ndarray  # [H, W, C]
+    rank: np.ndarray  # [H, W]: each pixel's place in the salience order
+    changed: np.ndarray  # pixels changed at each point, 0 ... H·W
+
+    def images(self, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """Points ``lo`` .. ``hi - 1`` of the curve as ``[n, H, W, C]``."""
+        counts = self.changed[lo:hi]
+        swap = self.rank[None] < counts[:, None, None]  # [n, H, W]: pixels changed by then
+        return np.where(swap[..., None], self.finish[None], self.start[None])
+
+    def curve(self, values: np.ndarray) -> Curve:
+        """The curve from the target's probability at every point."""
+        values = np.asarray(values, dtype=np.float64)
+        fractions = self.changed / self.rank.size
+        return Curve(values, fractions, float(np.trapezoid(values, fractions)))
+
+
+def curve_plan(
+    image: np.ndarray,
+    saliency: np.ndarray,
+    *,
+    mode: Literal["deletion", "insertion"],
+    step: int | None = None,
+    substrate: str | float | np.ndarray | None = None,
+) -> CurvePlan:
+    """The points of :func:`insertion_deletion`'s curve, without running the model."""
+    img = np.asarray(image)
+    if not np.issubdtype(img.dtype, np.floating):
+        img = img.astype(np.float64)
+    if img.ndim != 3:
+        raise ValueError(f"an image must be [H, W, C], got shape {img.shape}")
+    h, w = img.shape[:2]
+    if np.shape(saliency) != (h, w):
+        raise ValueError(f"map {np.shape(saliency)} and image {img.shape[:2]} differ in size")
+    if mode not in ("deletion", "insertion"):
+        raise ValueError(f"unknown mode {mode!r}: use 'deletion' or 'insertion'")
+    pixels = h * w
+    step = math.ceil(pixels / 100) if step is None else int(step)
+    if step < 1:
+        raise ValueError("step must be at least one pixel")
+    base = substrate_image(img, substrate, mode)
+    start, finish = (img, base) if mode == "deletion" else (base, img)
+    rank = np.empty(pixels, dtype=np.int64)
+    rank[salience_order(saliency)] = np.arange(pixels)
+    changed = np.minimum(np.arange(math.ceil(pixels / step) + 1) * step, pixels)
+    return CurvePlan(start, finish, rank.reshape(h, w), changed)
 
 
 def insertion_deletion(
@@ -494,40 +551,19 @@ def insertion_deletion(
 
     ``step`` defaults to 1 % of the pixels (rounded up). All steps of the image go
     to ``probabilities`` in one call, or in calls of at most ``batch_size`` images
-    when given (to bound memory).
+    when given (to bound memory). :func:`curve_plan` gives the same points without a
+    model, for callers that batch many curves together.
     """
-    img = np.asarray(image)
-    if not np.issubdtype(img.dtype, np.floating):
-        img = img.astype(np.float64)
-    if img.ndim != 3:
-        raise ValueError(f"an image must be [H, W, C], got shape {img.shape}")
-    h, w = img.shape[:2]
-    if np.shape(saliency) != (h, w):
-        raise ValueError(f"map {np.shape(saliency)} and image {img.shape[:2]} differ in size")
-    if mode not in ("deletion", "insertion"):
-        raise ValueError(f"unknown mode {mode!r}: use 'deletion' or 'insertion'")
-    pixels = h * w
-    step = math.ceil(pixels / 100) if step is None else int(step)
-    if step < 1:
-        raise ValueError("step must be at least one pixel")
-    base = _substrate(img, substrate, mode)
-    start, finish = (img, base) if mode == "deletion" else (base, img)
-    rank = np.empty(pixels, dtype=np.int64)
-    rank[salience_order(saliency)] = np.arange(pixels)
-    rank = rank.reshape(h, w)
-    changed = np.minimum(np.arange(math.ceil(pixels / step) + 1) * step, pixels)
-    chunk = len(changed) if batch_size is None else int(batch_size)
+    plan = curve_plan(image, saliency, mode=mode, step=step, substrate=substrate)
+    points = len(plan.changed)
+    chunk = points if batch_size is None else int(batch_size)
     if chunk < 1:
         raise ValueError("batch_size must be at least 1")
     values = []
-    for lo in range(0, len(changed), chunk):
-        counts = changed[lo : lo + chunk]
-        swap = rank[None] < counts[:, None, None]  # [n, H, W]: pixels changed by then
-        batch = np.where(swap[..., None], finish[None], start[None])
-        values.append(_target_column(probabilities(batch), len(counts), target))
-    curve = np.concatenate(values)
-    fractions = changed / pixels
-    return Curve(curve, fractions, float(np.trapezoid(curve, fractions)))
+    for lo in range(0, points, chunk):
+        hi = min(lo + chunk, points)
+        values.append(_target_column(probabilities(plan.images(lo, hi)), hi - lo, target))
+    return plan.curve(np.concatenate(values))
 
 
 # --------------------------------------------------------------------------- ROAD

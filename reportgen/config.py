@@ -28,10 +28,10 @@ class RunConfig:
     loc_deltas: tuple[float, ...] = field(default=(0.0, 0.25, 0.5))
     metrics: str = "default"  # metric groups: default, all, or a list (see pipeline.METRIC_GROUPS)
     classes: str = ""  # class ids class_model draws besides the predicted ones, "1,2"
-    quality: str = "fast"  # synthesis step counts: fast (default run) or paper
+    quality: str = "fast"  # settings preset: fast (default run) or paper (published settings)
     precision: str = "fp32"  # techniques under autocast: fp32 (off), bf16, fp16 (GPU only)
     channels_last: bool = False  # model and inputs in NHWC memory layout
-    curve_steps: int = 16  # steps of the insertion / deletion curves (RISE: 224 at 224 px)
+    curve_steps: int | None = None  # insertion / deletion steps; None: the --quality preset's
     resume: bool = False  # continue the run in ``out``; not a setting of the results
     shard: tuple[int, int] = (0, 1)  # (index, count): this process's share of the batches
     profile: bool = False  # kernel tables per technique (first batch); slows that batch

@@ -85,12 +85,8 @@ def fooling_goal(image: str, predicted: int, classes: int, seed: int) -> int:
 
 
 def settings(run: Run, name: str) -> dict:
-    """A technique's options: the paper-quality step counts under ``--quality paper``, then
-    anything given with ``--set``."""
-    from .techniques.synthesis import PAPER_STEPS
-
-    paper = PAPER_STEPS.get(name, {}) if run.config.quality == "paper" else {}
-    return {**paper, **run.config.options.get(name, {})}
+    """A technique's options: its ``--quality`` preset, then anything given with ``--set``."""
+    return run.options(techniques.get(name))
 
 
 def value_rows(technique: str, layer: str, item, variant: str, values: dict) -> list[dict]:

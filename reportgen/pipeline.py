@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from evaluation import metrics as M
 
 from . import __version__, data, figures, learned, techniques
+from .batcher import Batcher
 from .capture import resolve_layer
 from .config import RunConfig
 from .models import get_spec, list_layers, load_model
@@ -61,6 +62,9 @@ METRIC_GROUPS = {  # --metrics names -> what each adds to metrics.csv per image
     "per step, in sanity.csv",
 }
 DEFAULT_METRICS = ("faithfulness", "insertion_deletion", "localisation", "sanity")
+# --quality presets of the metrics (the techniques' are in their registrations). Curve steps:
+# RISE moved 224 px a step at 224 px, METRICS.md 1 % of the pixels: "paper" uses 100 steps.
+METRIC_PRESETS = {"fast": {"curve_steps": 16}, "paper": {"curve_steps": 100}}
 POINTING_TOLERANCE = 15  # px at the image's own resolution (Zhang et al. 2016)
 LOCALISE_SIDE = 1024  # localisation metrics at the image's resolution, capped here
 
@@ -284,6 +288,9 @@ class Run:
             if text.strip()
         ]
         self.metric_groups = parse_metrics(config.metrics)
+        self.curve_steps = config.curve_steps or METRIC_PRESETS[config.quality]["curve_steps"]
+        self.curve_ends: dict[str, list[tuple[float, float]]] = {}  # set per batch
+        self.rows = config.batch_size  # rows per pass of every batched phase
         self.masks: dict[str, np.ndarray] = {}  # exact object masks of the batch in hand
         self.dataset, records = data.dataset(config.data, self.spec.class_names)
         self.records = records[: config.limit] if config.limit else records
@@ -316,8 +323,15 @@ class Run:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[self.config.precision]
         return torch.autocast(self.device.type, dtype=dtype)
 
+    def options(self, technique: techniques.Technique) -> dict[str, object]:
+        """A technique's keyword settings in this run: its ``--quality`` preset, then
+        ``--set``."""
+        given = self.config.options.get(technique.name, {})
+        return {**technique.preset(self.config.quality), **given}
+
     def layers_of(self, technique: techniques.Technique) -> list[str]:
-        """The layers a technique has a per-batch unit at ([]: run-wide work only)."""
+        """The layers a technique has a per-batch unit at ([]: run-wide work only); a
+        preset may keep only the first CAM layers (``--layers`` given by hand: all)."""
         name = technique.name
         if name in ("feature_maps", "top_patches"):
             return ["all"]
@@ -325,7 +339,11 @@ class Run:
             return learned.inversion_layers(list(self.spec.feature_layers))
         if not technique.scored and name not in learned.BATCH_VIEWS:
             return []
-        return self.cam_layers if technique.needs_layer else [PIXEL_LAYER]
+        if not technique.needs_layer:
+            return [PIXEL_LAYER]
+        keep = technique.layer_count(self.config.quality)
+        auto = self.config.layers == "auto"
+        return self.cam_layers[:keep] if keep and auto else self.cam_layers
 
     def describe(self) -> dict:
         """Everything about the run known before any image: what ``finish`` and the site
@@ -348,7 +366,18 @@ class Run:
                 "class_names": spec.class_names,  # for pages that name classes (no torch)
             },
             "methods": [t.name for t in self.methods],
-            "techniques": {t.name: t.describe() for t in self.methods},
+            "techniques": {
+                t.name: {**t.describe(), "used": {**t.settings(self.config.quality),
+                                                  **self.config.options.get(t.name, {})},
+                         "layers": self.layers_of(t)}
+                for t in self.methods
+            },
+            "quality": self.config.quality,
+            "curve_steps": self.curve_steps,
+            "other_quality": {  # the command for the other preset, for the index and about
+                "name": (other := "paper" if self.config.quality == "fast" else "fast"),
+                "command": dataclasses.replace(self.config, quality=other).command(),
+            },
             "units": self.units,
             "batches": len(range(0, len(self.records), self.config.batch_size)),
             "images": len(self.records),
@@ -412,6 +441,7 @@ class Run:
         x = x.contiguous(memory_format=self.layout)
         probs, predictions = self.predict(loaded, x)
         targets = self.targets(loaded, probs)
+        self.end_points(inputs, probs, targets)
         if "images" in todo:
             part = {"ok": len(loaded), "images": rows, "predictions": predictions}
             self.store.write_part(batch, "images", {**part, "timing": self.timer.last})
@@ -576,7 +606,7 @@ class Run:
                     mean=self.spec.mean,
                     std=self.spec.std,
                     **where,
-                    **self.config.options.get(technique.name, {}),
+                    **self.options(technique),
                 )
         except ValueError as err:  # names the method and layer itself
             return {"problem": str(err)}
@@ -594,29 +624,47 @@ class Run:
     def score(self, method: str, layer: str, maps, loaded, inputs, probs, targets):
         """Save raw maps and overlays, and compute the selected metrics of one method's maps.
 
-        Non-finite values (a NaN or Inf gradient) become 0 and their count is recorded
-        as the metric ``nonfinite``, so the leaderboard never averages a NaN. Returns
-        the metric rows, the largest rectified value (for the shared scale) and the sums
-        of the perturbation curves (their means go to run.json)."""
+        Every image the metrics put to the model (explanation images, the inner points of
+        the insertion / deletion curves, ROAD's imputed images) goes through one
+        ``Batcher``, so passes are full whatever the request; the curves' end points are
+        the batch's own (``curve_ends``), shared by every method. Non-finite values (a NaN
+        or Inf gradient) become 0 and their count is recorded as the metric
+        ``nonfinite``, so the leaderboard never averages a NaN. Returns the metric rows,
+        the largest rectified value (for the shared scale) and the sums of the
+        perturbation curves (their means go to run.json)."""
         spec, key, groups = self.spec, f"{method}@{layer}", self.metric_groups
         maps = maps.detach().float().cpu()
         nonfinite = (~torch.isfinite(maps)).flatten(1).sum(1).tolist()
         maps = torch.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0)
         up = upsample(maps, spec.input_size).numpy()
+        rows = np.arange(len(loaded))
         full = probs[torch.arange(len(loaded)), targets].numpy()
         classes = targets.numpy()
         values: list[dict[str, float]] = [{"target": int(c)} for c in classes]
+        batcher = Batcher(self.probabilities, self.rows)
         if "faithfulness" in groups:
             for suffix, mode in (("", "grad-cam++"), ("_top50", "score-cam")):
-                masked = M.masked_confidence(self.probabilities, inputs, up, classes, mode=mode)
-                drops = M.drop_per_image(full, masked)
-                increases = M.increase_per_image(full, masked)
-                for k, v in enumerate(values):
-                    v[f"average_drop{suffix}"] = drops[k]
-                    v["increase_top50" if suffix else "increase_in_confidence"] = increases[k]
-                    if not suffix:
-                        v["prob_full"], v["prob_masked"] = full[k], masked[k]
+
+                def faithful(out: np.ndarray, suffix: str = suffix) -> None:
+                    masked = out[rows, classes].astype(np.float64)
+                    drops = M.drop_per_image(full, masked)
+                    increases = M.increase_per_image(full, masked)
+                    for k, v in enumerate(values):
+                        v[f"average_drop{suffix}"] = drops[k]
+                        v["increase_top50" if suffix else "increase_in_confidence"] = increases[k]
+                        if not suffix:
+                            v["prob_full"], v["prob_masked"] = full[k], masked[k]
+
+                batcher.add(M.explanation_images(inputs, up, mode), faithful)
         curves: dict[str, list[float]] = {}
+
+        def add_curve(k: int, mode: str, plan: M.CurvePlan, inner: np.ndarray) -> None:
+            start, finish = self.curve_ends[mode][k]
+            curve = plan.curve(np.concatenate([[start], inner, [finish]]))
+            values[k][f"{mode}_auc"] = curve.auc
+            total = curves.setdefault(mode, [0.0] * len(curve.values))
+            curves[mode] = [a + b for a, b in zip(total, curve.values, strict=True)]
+
         for k, (record, rgb, photo) in enumerate(loaded):
             self.store.save_map(record.id, key, maps[k].numpy())
             self.store.save_image(
@@ -631,14 +679,16 @@ class Run:
             if nonfinite[k]:
                 v["nonfinite"] = nonfinite[k]
             if "insertion_deletion" in groups:
-                step = -(-up[k].size // self.config.curve_steps)
+                step = -(-up[k].size // self.curve_steps)
                 for mode in ("insertion", "deletion"):
-                    curve = M.insertion_deletion(
-                        self.probabilities, inputs[k], up[k], int(classes[k]), mode=mode, step=step
+                    plan = M.curve_plan(inputs[k], up[k], mode=mode, step=step)
+                    inner = plan.images(1, len(plan.changed) - 1)
+                    batcher.add(
+                        inner,
+                        lambda out, k=k, mode=mode, plan=plan: add_curve(
+                            k, mode, plan, out[:, classes[k]]
+                        ),
                     )
-                    v[f"{mode}_auc"] = curve.auc
-                    total = curves.setdefault(mode, [0.0] * len(curve.values))
-                    curves[mode] = [a + b for a, b in zip(total, curve.values, strict=True)]
             if "road" in groups:
                 for order in ("morf", "lerf"):
                     road = M.road(
@@ -658,11 +708,30 @@ class Run:
                 v["mask_iou"] = 100.0 * M.mask_iou(up[k], mask)
                 v["relevance_mass"] = 100.0 * M.relevance_mass(up[k], mask)
                 v["relevance_rank"] = 100.0 * M.relevance_rank(up[k], mask)
-        rows = []
+        batcher.flush()
+        table = []
         for (record, _, _), v in zip(loaded, values, strict=True):
             base = {"image": record.id, "model": spec.name, "layer": layer, "method": method}
-            rows += [{**base, "metric": name, "value": float(x)} for name, x in v.items()]
-        return rows, float(np.maximum(up, 0).max()), curves
+            table += [{**base, "metric": name, "value": float(x)} for name, x in v.items()]
+        return table, float(np.maximum(up, 0).max()), curves
+
+    def end_points(self, inputs: np.ndarray, probs: torch.Tensor, targets: torch.Tensor) -> None:
+        """The insertion / deletion curves' first and last points for the batch, the same
+        for every map: deletion runs from the photo to black, insertion from the blurred
+        photo to the photo. Two passes' worth (one black image, one blur per image) instead
+        of four rows per map."""
+        if "insertion_deletion" not in self.metric_groups:
+            return
+        n = len(inputs)
+        black = M.substrate_image(inputs[0], None, "deletion")
+        blurred = [M.substrate_image(image, None, "insertion") for image in inputs]
+        out = self.probabilities(np.stack([black, *blurred]))
+        picked = out[:, targets.numpy()]  # [1 + n, n]: each row's probability of each target
+        photo = probs[torch.arange(n), targets].numpy()
+        self.curve_ends = {
+            "deletion": [(photo[k], picked[0, k]) for k in range(n)],
+            "insertion": [(picked[1 + k, k], photo[k]) for k in range(n)],
+        }
 
     def store_feature_maps(self, views, loaded) -> list[dict]:
         """One channel grid per image and layer; returns the layer statistics rows."""

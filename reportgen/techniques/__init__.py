@@ -19,9 +19,12 @@ from __future__ import annotations
 import difflib
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 REGISTRY: dict[str, Technique] = {}
+QUALITIES = ("fast", "paper")  # --quality presets: the default run, and the published settings
+# A preset may also say at how many of the run's CAM layers (the first ones) a technique runs
+LAYERS = "layers"
 
 
 @dataclass(frozen=True)
@@ -38,10 +41,15 @@ class Technique:
     run: Callable
     needs_gradient: bool = True
     notes: str = ""  # how we differ from a reference library, if we do
+    # --quality presets: settings that differ from ``run``'s defaults under each preset
+    # (e.g. {"fast": {"masks": 1000}}); "layers": N keeps the first N CAM layers. The one
+    # place a shortened setting is declared, with the measurement that chose it in ``why``.
+    presets: dict[str, dict[str, object]] = field(default_factory=dict)
+    why: str = ""  # how the fast settings were chosen (measured agreement with paper's)
 
-    def settings(self) -> dict[str, object]:
-        """The technique's own options and their defaults (what a run uses), read from
-        ``run``'s signature so the site can never disagree with the code."""
+    def defaults(self) -> dict[str, object]:
+        """``run``'s own keyword defaults (what ``reportgen.explain`` uses), read from its
+        signature so the site can never disagree with the code."""
         skip = {"layer", "classifier", "batch_size", "layers", "targets", "mean", "std"}
         skip |= {"x", "seed", "progress", "units", "classes"}  # given by the run, not by --set
         return {
@@ -52,10 +60,24 @@ class Technique:
             and p.kind is not inspect.Parameter.VAR_KEYWORD
         }
 
+    def preset(self, quality: str) -> dict[str, object]:
+        """The settings ``quality`` changes (keyword arguments for ``run``)."""
+        return {k: v for k, v in self.presets.get(quality, {}).items() if k != LAYERS}
+
+    def settings(self, quality: str = "paper") -> dict[str, object]:
+        """The settings a run at ``quality`` uses: the defaults with the preset applied."""
+        return {**self.defaults(), **self.preset(quality)}
+
+    def layer_count(self, quality: str) -> int | None:
+        """How many of the run's CAM layers the preset keeps (None: all of them)."""
+        return self.presets.get(quality, {}).get(LAYERS)  # type: ignore[return-value]
+
     def describe(self) -> dict[str, object]:
         """The entry's text for the site (stored with the run, so rendering needs no torch)."""
         return {
-            "settings": self.settings(),
+            "settings": self.defaults(),
+            "presets": {q: self.presets.get(q, {}) for q in QUALITIES},
+            "why": self.why,
             "name": self.name,
             "title": self.title,
             "family": self.family,
@@ -106,7 +128,7 @@ def parse_setting(text: str) -> tuple[str, str, object]:
     method, dot, key = target.partition(".")
     if not sep or not dot:
         raise ValueError(f"--set '{text}': write METHOD.KEY=VALUE, e.g. rise.masks=1000")
-    settings = get(method).settings()
+    settings = get(method).defaults()
     if key not in settings:
         valid = ", ".join(settings) or "none"
         raise ValueError(f"--set '{text}': {method} has no setting '{key}'. Valid: {valid}")

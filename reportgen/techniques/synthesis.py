@@ -656,6 +656,7 @@ register(
         "RMS-normalised gradient, no regulariser.",
         cost="steps forward+backward passes to each layer, for all its channels at once",
         run=filter_vis,
+        presets={"paper": PAPER_STEPS["filter_vis"]},
         notes="Fewer steps than lucid's 512 by default (CPU budget); --quality paper uses "
         "512. Lucid's transforms are folded into one affine resampling per image, each "
         "image with its own random draw.",
@@ -674,6 +675,7 @@ register(
         "image's probability for the class.",
         cost="steps forward+backward passes of the whole model",
         run=class_model,
+        presets={"paper": PAPER_STEPS["class_model"]},
         notes="Simonyan et al. used plain gradient ascent with an L2 penalty only; the "
         "Fourier parameterisation and transforms (lucid) give far more legible images.",
     )
@@ -693,6 +695,7 @@ register(
         "high layers give object parts.",
         cost="octaves x steps forward+backward passes to the layer (small octaves cheaper)",
         run=deepdream,
+        presets={"paper": PAPER_STEPS["deepdream"]},
     )
 )
 register(
@@ -711,6 +714,7 @@ register(
         "what the layer keeps: deeper layers keep shapes and lose colour and texture.",
         cost="steps forward+backward passes to the layer",
         run=inversion,
+        presets={"paper": PAPER_STEPS["inversion"]},
         notes="The paper weighs both regularisers 1 after this normalisation; on our "
         "photos that outweighs the feature error and greys the image, hence the smaller "
         "weights. Optimised with Adam instead of SGD with momentum.",
@@ -730,6 +734,7 @@ register(
         "steps taken.",
         cost="at most steps forward+backward passes (finished images leave the batch)",
         run=fooling,
+        presets={"paper": PAPER_STEPS["fooling"]},
         notes="Szegedy et al. used box-constrained L-BFGS; iterative FGSM (Kurakin et al. "
         "2016) finds the same kind of imperceptible perturbation with one gradient a step.",
     )
