@@ -8,6 +8,7 @@ input folder (one line on stderr; ``--debug`` shows the traceback).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -102,9 +103,15 @@ def parser() -> argparse.ArgumentParser:
         "predictions and metrics stay fp32; maps change slightly (README: Speed)",
     )
     run.add_argument(
-        "--channels-last",
-        action="store_true",
-        help="model and inputs in channels_last (NHWC) memory layout: same maps, other speed",
+        "--layout",
+        default=d.layout,
+        choices=["auto", "nchw", "nhwc"],
+        help="memory layout of the model and its inputs: auto (default: the faster one in "
+        "a probe at start-up, recorded in run.json), nchw or nhwc (channels_last); maps "
+        "equal to float noise",
+    )
+    run.add_argument(
+        "--channels-last", action="store_true", help="the same as --layout nhwc"
     )
     run.add_argument(
         "--resume",
@@ -155,8 +162,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()  # the run's wall clock: the phase table accounts for it
     from . import pipeline
     from .techniques import parse_setting
+    from .timing import Phases
+
+    phases = Phases()
+    phases.add("import libraries", time.perf_counter() - started)
 
     options: dict[str, dict[str, object]] = {}
     for text in args.set:
@@ -181,16 +193,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         classes=args.classes,
         quality=args.quality,
         precision=args.precision,
-        channels_last=args.channels_last,
+        layout="nhwc" if args.channels_last else args.layout,
         options=options,
         resume=args.resume,
         shard=args.shard or (rank, world),
         profile=args.profile,
     )
     if world > 1 and not args.shard:
-        return distributed(config, rank)
+        return distributed(config, rank, phases, started)
     count = config.shard[1]
-    state = pipeline.work(config, fresh=count == 1)
+    state = pipeline.work(config, fresh=count == 1, phases=phases)
     if count > 1 and not pipeline.shards_done(config.out, count):
         print(
             f"reportgen: shard {config.shard[0]}/{count} done; the last shard to finish "
@@ -198,10 +210,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return 0
     state.after()
-    return finish(config.out)
+    return finish(config.out, phases, started)
 
 
-def distributed(config: RunConfig, rank: int) -> int:
+def distributed(config: RunConfig, rank: int, phases, started: float) -> int:
     """Under torchrun: rank 0 clears the folder (unless --resume), every rank does its
     share of the batches, and rank 0 builds the tables and the site once all are done."""
     import torch.distributed as dist
@@ -216,13 +228,17 @@ def distributed(config: RunConfig, rank: int) -> int:
             Store(config.out).reset()
         dist.barrier()
         state = pipeline.work(
-            config, progress=rank == 0, fresh=False, rank=int(os.environ.get("LOCAL_RANK", "0"))
+            config,
+            progress=rank == 0,
+            fresh=False,
+            rank=int(os.environ.get("LOCAL_RANK", "0")),
+            phases=phases,
         )
         dist.barrier()
         if rank:
             return 0
         state.after()
-        return finish(config.out)
+        return finish(config.out, phases, started)
     finally:
         dist.destroy_process_group()
 
@@ -249,20 +265,36 @@ def share_cores(device: str, rank: int) -> None:
         torch.set_num_threads(fair)
 
 
-def finish(out: str) -> int:
-    """Tables from the parts, then the site; prints the summary."""
+def finish(out: str, phases=None, started: float | None = None) -> int:
+    """Tables from the parts, then the site; prints the summary. With the run's ``phases``
+    (``reportgen run``), the phase table is written just before the performance page is
+    rendered, so it covers the run up to its last page."""
     from . import pipeline
     from .render import SiteSize, render
 
-    started = time.perf_counter()
-    summary = pipeline.finish(out)
-    written, pages = render(out)
-    total = summary.seconds + time.perf_counter() - started
+    began = time.perf_counter()
+    with phases("tables and shared-scale overlays") if phases else contextlib.nullcontext():
+        summary = pipeline.finish(out, phases)
+    closing = None
+    if phases is not None:
+
+        def closing() -> None:  # called by render() right before perf.html
+            pipeline.write_phases(out, phases, time.perf_counter() - started)
+
+    with phases("render") if phases else contextlib.nullcontext():
+        written, pages = render(out, before_perf=closing)
+    total = (
+        time.perf_counter() - started
+        if started is not None
+        else summary.seconds + time.perf_counter() - began
+    )
     done = summary.images - summary.failed
     print(
         f"\nreportgen: {done} of {summary.images} images explained "
         f"with {len(summary.methods)} methods in {total:.1f} s"
     )
+    if phases is not None:
+        print(f"  {pipeline.phase_summary(out)}")
     if summary.failed:
         print(f"  {summary.failed} image(s) skipped: see the index page's 'Skipped images'")
     for problem in summary.problems:

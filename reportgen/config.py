@@ -30,7 +30,7 @@ class RunConfig:
     classes: str = ""  # class ids class_model draws besides the predicted ones, "1,2"
     quality: str = "fast"  # settings preset: fast (default run) or paper (published settings)
     precision: str = "fp32"  # techniques under autocast: fp32 (off), bf16, fp16 (GPU only)
-    channels_last: bool = False  # model and inputs in NHWC memory layout
+    layout: str = "auto"  # memory layout: nchw, nhwc, or auto (the start-up probe's fastest)
     curve_steps: int | None = None  # insertion / deletion steps; None: the --quality preset's
     resume: bool = False  # continue the run in ``out``; not a setting of the results
     shard: tuple[int, int] = (0, 1)  # (index, count): this process's share of the batches

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import platform
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -42,7 +43,17 @@ from .store import (
     raw_path,
 )
 from .techniques.cam import REGISTRY_CAM, cam_maps, upsample
-from .timing import PassCounter, Timer, peak_rss_mb, timing_rows
+from .timing import (
+    LAYOUTS,
+    PassCounter,
+    Phases,
+    Timer,
+    merge_phases,
+    peak_rss_mb,
+    phase_rows,
+    probe,
+    timing_rows,
+)
 
 DISPLAY_SIDE = 384  # long side of photos and overlays in the site
 TABLES = ("images", "predictions", "metrics", "layers", "synthesis", "patches", "dead", "sanity")
@@ -124,7 +135,12 @@ def display_photo(rgb: np.ndarray) -> np.ndarray:
 
 
 def make_probabilities(
-    model, mean: torch.Tensor, std: torch.Tensor, device, batch_size: int
+    model,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    device,
+    batch_size: int,
+    layout: torch.memory_format = torch.contiguous_format,
 ) -> Callable[[np.ndarray], np.ndarray]:
     """``[N, H, W, 3]`` pixel-space images -> softmax probabilities, batched, no grad."""
 
@@ -134,6 +150,7 @@ def make_probabilities(
             for i in range(0, len(images), batch_size):
                 x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size]))
                 x = (x.to(device, torch.float32).permute(0, 3, 1, 2) - mean) / std
+                x = x.contiguous(memory_format=layout)
                 out.append(torch.softmax(model(x).float(), dim=1).cpu().numpy())
         return np.concatenate(out)
 
@@ -200,6 +217,18 @@ def class_boxes(record: data.ImageRecord, target: int) -> list:
     return [box for box, classes in pairs if target in classes] or record.boxes
 
 
+PROBES: dict[tuple, dict] = {}  # one probe per model, device and threads in a process
+
+
+def probed(model, spec, device: torch.device, layouts: tuple[str, ...]) -> dict:
+    """The start-up probe (``timing.probe``), once per process for the same model, device,
+    thread count and layouts (tests run many small runs in one process)."""
+    key = (spec.name, tuple(spec.input_size), str(device), torch.get_num_threads(), layouts)
+    if key not in PROBES:
+        PROBES[key] = probe(model, tuple(spec.input_size), device, layouts)
+    return PROBES[key]
+
+
 def batch_name(index: int) -> str:
     return f"b{index:06d}"
 
@@ -261,19 +290,19 @@ def parse_target(text: str, classes: int) -> str | int:
 class Run:
     """One process's share of ``reportgen run``: the model, the store, the units to do."""
 
-    def __init__(self, config: RunConfig, local_rank: int = 0):
+    def __init__(self, config: RunConfig, local_rank: int = 0, phases: Phases | None = None):
         torch.manual_seed(config.seed)
         np.random.seed(config.seed)
         self.config = config
+        self.phases = phases or Phases()
         self.device = resolve_device(config.device, local_rank)
-        model, self.spec = load_model(get_spec(config.model), config.weights)
+        with self.phases("load model"):
+            model, self.spec = load_model(get_spec(config.model), config.weights)
+            self.model = model.to(self.device).eval()
         if config.precision == "fp16" and self.device.type != "cuda":
             raise OptionError(
                 f"--precision fp16 needs a GPU (device is {self.device.type}): use bf16 or fp32"
             )
-        layout = torch.channels_last if config.channels_last else torch.contiguous_format
-        self.model = model.to(self.device, memory_format=layout).eval()
-        self.layout = layout
         self.methods = techniques.select(config.methods)
         self.cam_layers = (
             list(self.spec.cam_layers)
@@ -290,22 +319,34 @@ class Run:
         self.metric_groups = parse_metrics(config.metrics)
         self.curve_steps = config.curve_steps or METRIC_PRESETS[config.quality]["curve_steps"]
         self.curve_ends: dict[str, list[tuple[float, float]]] = {}  # set per batch
-        self.rows = config.batch_size  # rows per pass of every batched phase
         self.masks: dict[str, np.ndarray] = {}  # exact object masks of the batch in hand
-        self.dataset, records = data.dataset(config.data, self.spec.class_names)
+        with self.phases("list data"):
+            self.dataset, records = data.dataset(config.data, self.spec.class_names)
         self.records = records[: config.limit] if config.limit else records
-        self.store = Store(config.out)
+        self.store = Store(config.out, self.phases)
         self.mean = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1)
-        self.probabilities = make_probabilities(
-            self.model, self.mean, self.std, self.device, config.batch_size
-        )
-        self.timer = Timer(self.device, PassCounter(self.model))
+        self.timer = Timer(self.device, PassCounter(self.model), self.phases)
+        self.phases.counter = self.timer.counter
+        with self.phases("probe"):
+            layouts = ("nchw", "nhwc") if config.layout == "auto" else (config.layout,)
+            self.probe = probed(self.model, self.spec, self.device, layouts)
+        self.use_layout(self.probe["layout"])
         self.palette = figures.heat_palette()
         self.profiles: set[str] = set()
         self.units = ["images"] + [
             f"{t.name}@{layer}" for t in self.methods for layer in self.layers_of(t)
         ]
+
+    def use_layout(self, layout: str) -> None:
+        """Put the model in ``layout`` (the probe's, or a resumed run's); every batched pass
+        (techniques, metrics) then runs in it, ``rows`` at a time."""
+        self.layout = LAYOUTS[layout]
+        self.model.to(memory_format=self.layout)
+        self.rows = self.probe["rows"]
+        self.probabilities = make_probabilities(
+            self.model, self.mean, self.std, self.device, self.rows, self.layout
+        )
 
     def profiled(self, unit: str):
         """Under ``--profile``, the first call of each unit runs inside ``torch.profiler`` and
@@ -374,6 +415,7 @@ class Run:
             },
             "quality": self.config.quality,
             "curve_steps": self.curve_steps,
+            "probe": self.probe,
             "other_quality": {  # the command for the other preset, for the index and about
                 "name": (other := "paper" if self.config.quality == "fast" else "fast"),
                 "command": dataclasses.replace(self.config, quality=other).command(),
@@ -401,8 +443,34 @@ class Run:
             check_same_settings(earlier["settings"], self.config.results_settings(), store.out)
         if fresh and not self.config.resume:
             store.reset()
+        elif earlier is not None and self.config.layout == "auto":
+            self.use_layout(earlier["probe"]["layout"])  # the results' layout, not a new draw
         if earlier is None or fresh:
             store.write_part(MODEL, "run", self.describe())
+
+    def plan(self) -> str:
+        """The line printed at the start: the work, and what the probe measured. The
+        metric passes are counted exactly; techniques' passes depend on their settings
+        (each method page gives its cost)."""
+        units = [u for u in self.units if u != "images"]
+        scored = [
+            f"{t.name}@{layer}" for t in self.methods if t.scored for layer in self.layers_of(t)
+        ]
+        per_map = 0
+        if "faithfulness" in self.metric_groups:
+            per_map += 2
+        if "insertion_deletion" in self.metric_groups:
+            per_map += 2 * (self.curve_steps - 1)
+        rows = per_map * len(scored) * len(self.records)
+        p = self.probe
+        return (
+            f"reportgen: {len(self.records)} images x {len(self.methods)} techniques "
+            f"({len(units)} technique-layer units, {len(scored)} scored), metrics "
+            f"{', '.join(self.metric_groups)}; {self.config.quality} preset. Probe: "
+            f"{p['layout']}, {p['rows']} rows a pass, {p['forward_ms']:.1f} ms a row forward, "
+            f"{p['backward_ms']:.1f} ms forward + backward. Metric passes: {rows} rows, "
+            f"about {rows * p['forward_ms'] / 1000:.0f} s"
+        )
 
     def mine(self) -> list[tuple[int, list[data.ImageRecord]]]:
         """This shard's batches: every N-th, so a batch is the same whoever runs it."""
@@ -428,20 +496,24 @@ class Run:
             return
         rows, loaded = [], []
         self.masks.clear()
-        for record in records:
-            row, item = self.load(record)
-            rows.append(row)
-            if item is not None:
-                loaded.append(item)
-        if not loaded:
-            self.store.write_part(batch, "images", {"ok": 0, "images": rows, "predictions": []})
-            return
-        inputs = np.stack([data.model_input(rgb, self.spec.input_size) for _, rgb, _ in loaded])
-        x = (torch.from_numpy(inputs).to(self.device).permute(0, 3, 1, 2) - self.mean) / self.std
-        x = x.contiguous(memory_format=self.layout)
+        with self.phases("load and decode images"):
+            for record in records:
+                row, item = self.load(record)
+                rows.append(row)
+                if item is not None:
+                    loaded.append(item)
+            if not loaded:
+                self.store.write_part(batch, "images", {"ok": 0, "images": rows, "predictions": []})
+                return
+            inputs = np.stack(
+                [data.model_input(rgb, self.spec.input_size) for _, rgb, _ in loaded]
+            )
+            x = torch.from_numpy(inputs).to(self.device).permute(0, 3, 1, 2)
+            x = ((x - self.mean) / self.std).contiguous(memory_format=self.layout)
         probs, predictions = self.predict(loaded, x)
         targets = self.targets(loaded, probs)
-        self.end_points(inputs, probs, targets)
+        with self.phases("metric: insertion_deletion"):
+            self.end_points(inputs, probs, targets)
         if "images" in todo:
             part = {"ok": len(loaded), "images": rows, "predictions": predictions}
             self.store.write_part(batch, "images", {**part, "timing": self.timer.last})
@@ -602,7 +674,7 @@ class Run:
                     x,
                     targets,
                     # rows per forward pass: on a GPU, what fits its free memory
-                    batch_size=None if self.device.type == "cuda" else self.config.batch_size,
+                    batch_size=None if self.device.type == "cuda" else self.rows,
                     mean=self.spec.mean,
                     std=self.spec.std,
                     **where,
@@ -641,21 +713,37 @@ class Run:
         full = probs[torch.arange(len(loaded)), targets].numpy()
         classes = targets.numpy()
         values: list[dict[str, float]] = [{"target": int(c)} for c in classes]
-        batcher = Batcher(self.probabilities, self.rows)
+        with self.phases("draw maps and overlays"):
+            for k, (record, _, photo) in enumerate(loaded):
+                self.store.save_map(record.id, key, maps[k].numpy())
+                self.store.save_image(
+                    raw_path(record.id, method, layer),
+                    figures.heat_indices(maps[k].numpy()),
+                    palette=self.palette,
+                )
+                self.store.save_image(
+                    overlay_path(record.id, method, layer), figures.overlay(photo, up[k])
+                )
+                if nonfinite[k]:
+                    values[k]["nonfinite"] = nonfinite[k]
         if "faithfulness" in groups:
-            for suffix, mode in (("", "grad-cam++"), ("_top50", "score-cam")):
+            with self.phases("metric: faithfulness"):
+                batcher = Batcher(self.probabilities, self.rows)
+                for suffix, mode in (("", "grad-cam++"), ("_top50", "score-cam")):
 
-                def faithful(out: np.ndarray, suffix: str = suffix) -> None:
-                    masked = out[rows, classes].astype(np.float64)
-                    drops = M.drop_per_image(full, masked)
-                    increases = M.increase_per_image(full, masked)
-                    for k, v in enumerate(values):
-                        v[f"average_drop{suffix}"] = drops[k]
-                        v["increase_top50" if suffix else "increase_in_confidence"] = increases[k]
-                        if not suffix:
-                            v["prob_full"], v["prob_masked"] = full[k], masked[k]
+                    def faithful(out: np.ndarray, suffix: str = suffix) -> None:
+                        masked = out[rows, classes].astype(np.float64)
+                        drops = M.drop_per_image(full, masked)
+                        increases = M.increase_per_image(full, masked)
+                        for k, v in enumerate(values):
+                            v[f"average_drop{suffix}"] = drops[k]
+                            name = "increase_top50" if suffix else "increase_in_confidence"
+                            v[name] = increases[k]
+                            if not suffix:
+                                v["prob_full"], v["prob_masked"] = full[k], masked[k]
 
-                batcher.add(M.explanation_images(inputs, up, mode), faithful)
+                    batcher.add(M.explanation_images(inputs, up, mode), faithful)
+                batcher.flush()
         curves: dict[str, list[float]] = {}
 
         def add_curve(k: int, mode: str, plan: M.CurvePlan, inner: np.ndarray) -> None:
@@ -665,55 +753,55 @@ class Run:
             total = curves.setdefault(mode, [0.0] * len(curve.values))
             curves[mode] = [a + b for a, b in zip(total, curve.values, strict=True)]
 
-        for k, (record, rgb, photo) in enumerate(loaded):
-            self.store.save_map(record.id, key, maps[k].numpy())
-            self.store.save_image(
-                raw_path(record.id, method, layer),
-                figures.heat_indices(maps[k].numpy()),
-                palette=self.palette,
-            )
-            self.store.save_image(
-                overlay_path(record.id, method, layer), figures.overlay(photo, up[k])
-            )
-            v = values[k]
-            if nonfinite[k]:
-                v["nonfinite"] = nonfinite[k]
-            if "insertion_deletion" in groups:
-                step = -(-up[k].size // self.curve_steps)
-                for mode in ("insertion", "deletion"):
-                    plan = M.curve_plan(inputs[k], up[k], mode=mode, step=step)
-                    inner = plan.images(1, len(plan.changed) - 1)
-                    batcher.add(
-                        inner,
-                        lambda out, k=k, mode=mode, plan=plan: add_curve(
-                            k, mode, plan, out[:, classes[k]]
-                        ),
-                    )
-            if "road" in groups:
-                for order in ("morf", "lerf"):
-                    road = M.road(
-                        self.probabilities, inputs[k], up[k], int(classes[k]), order=order
-                    )
-                    v[f"road_{order}"] = road.mean
-            if record.boxes and "localisation" in groups:
-                own = class_boxes(record, int(classes[k]))
-                v["instances"] = len(own)
-                sx, sy = spec.input_size[1] / rgb.shape[1], spec.input_size[0] / rgb.shape[0]
-                boxes = [(x0 * sx, y0 * sy, x1 * sx, y1 * sy) for x0, y0, x1, y1 in own]
-                for delta in self.config.loc_deltas:
-                    v[f"loc_{delta:g}"] = M.loc_delta(up[k], boxes, delta)
-                v.update(localisation(up[k], own, rgb.shape[:2]))
-            mask = self.masks.get(record.id)
-            if mask is not None and "localisation" in groups:
-                v["mask_iou"] = 100.0 * M.mask_iou(up[k], mask)
-                v["relevance_mass"] = 100.0 * M.relevance_mass(up[k], mask)
-                v["relevance_rank"] = 100.0 * M.relevance_rank(up[k], mask)
-        batcher.flush()
+        if "insertion_deletion" in groups:
+            with self.phases("metric: insertion_deletion"):
+                batcher = Batcher(self.probabilities, self.rows)
+                for k in rows:
+                    step = -(-up[k].size // self.curve_steps)
+                    for mode in ("insertion", "deletion"):
+                        plan = M.curve_plan(inputs[k], up[k], mode=mode, step=step)
+                        batcher.add(
+                            plan.images(1, len(plan.changed) - 1),
+                            lambda out, k=k, mode=mode, plan=plan: add_curve(
+                                k, mode, plan, out[:, classes[k]]
+                            ),
+                        )
+                batcher.flush()
+        if "road" in groups:
+            with self.phases("metric: road"):
+                for k in rows:
+                    for order in ("morf", "lerf"):
+                        road = M.road(
+                            self.probabilities, inputs[k], up[k], int(classes[k]), order=order
+                        )
+                        values[k][f"road_{order}"] = road.mean
+        if "localisation" in groups:
+            with self.phases("metric: localisation"):
+                for k, (record, rgb, _) in enumerate(loaded):
+                    self.localise(values[k], record, rgb, up[k], int(classes[k]))
         table = []
         for (record, _, _), v in zip(loaded, values, strict=True):
             base = {"image": record.id, "model": spec.name, "layer": layer, "method": method}
             table += [{**base, "metric": name, "value": float(x)} for name, x in v.items()]
         return table, float(np.maximum(up, 0).max()), curves
+
+    def localise(self, v: dict, record, rgb: np.ndarray, saliency: np.ndarray, target: int):
+        """Localisation scores of one map (at the model's input size) into ``v``: against
+        the boxes of the class it explains, and the exact mask where the data set has one."""
+        spec = self.spec
+        if record.boxes:
+            own = class_boxes(record, target)
+            v["instances"] = len(own)
+            sx, sy = spec.input_size[1] / rgb.shape[1], spec.input_size[0] / rgb.shape[0]
+            boxes = [(x0 * sx, y0 * sy, x1 * sx, y1 * sy) for x0, y0, x1, y1 in own]
+            for delta in self.config.loc_deltas:
+                v[f"loc_{delta:g}"] = M.loc_delta(saliency, boxes, delta)
+            v.update(localisation(saliency, own, rgb.shape[:2]))
+        mask = self.masks.get(record.id)
+        if mask is not None:
+            v["mask_iou"] = 100.0 * M.mask_iou(saliency, mask)
+            v["relevance_mass"] = 100.0 * M.relevance_mass(saliency, mask)
+            v["relevance_rank"] = 100.0 * M.relevance_rank(saliency, mask)
 
     def end_points(self, inputs: np.ndarray, probs: torch.Tensor, targets: torch.Tensor) -> None:
         """The insertion / deletion curves' first and last points for the batch, the same
@@ -826,9 +914,18 @@ class Run:
         network learned that need the whole data set or none (``learned.after``). Its time
         is added to the run's in ``finish``."""
         started = time.perf_counter()
-        self.channels()
-        learned.after(self)
+        with self.phases("channel pages"):
+            self.channels()
+        with self.phases("bookkeeping"):
+            learned.after(self)
         self.store.write_part(MODEL, "after", {"after_seconds": time.perf_counter() - started})
+        self.save_phases()
+
+    def save_phases(self) -> None:
+        """This process's phase table so far, as a part (``finish`` adds up the shards')."""
+        index, count = self.config.shard
+        self.phases.part = f"phases-{index}-of-{count}"
+        self.store.write_part(MODEL, self.phases.part, self.phases.snapshot())
 
     def filters(self) -> None:
         """The first convolution's filters: run-wide, drawn by shard 0 only."""
@@ -852,18 +949,31 @@ def check_same_settings(earlier: dict, now: dict, out) -> None:
         )
 
 
-def work(config: RunConfig, progress: bool = True, fresh: bool = True, rank: int = 0) -> Run:
+def work(
+    config: RunConfig,
+    progress: bool = True,
+    fresh: bool = True,
+    rank: int = 0,
+    phases: Phases | None = None,
+) -> Run:
     """Do this process's share of the units, skipping finished ones; returns the run."""
     started = time.perf_counter()
-    state = Run(config, local_rank=rank)
-    state.begin(fresh)
-    mine = state.mine()
-    bar = tqdm(total=sum(len(b) for _, b in mine), desc="images", unit="img", disable=not progress)
-    for index, batch in mine:
-        state.process(index, batch)
-        bar.update(len(batch))
-    bar.close()
-    state.filters()
+    phases = phases or Phases()
+    with phases("start"):  # what the nested phases (model, probe, data) leave: checks, set-up
+        state = Run(config, local_rank=rank, phases=phases)
+        state.begin(fresh)
+    if progress:
+        print(state.plan(), file=sys.stderr)
+    with phases("bookkeeping"):  # the per-batch loop's own work: parts read, progress shown
+        mine = state.mine()
+        bar = tqdm(
+            total=sum(len(b) for _, b in mine), desc="images", unit="img", disable=not progress
+        )
+        for index, batch in mine:
+            state.process(index, batch)
+            bar.update(len(batch))
+        bar.close()
+        state.filters()
     index, count = config.shard
     marker = {
         "seconds": time.perf_counter() - started,
@@ -873,6 +983,7 @@ def work(config: RunConfig, progress: bool = True, fresh: bool = True, rank: int
         "gradient_rows": state.timer.counter.grad_rows,
     }
     state.store.write_part(MODEL, f"shard-{index}-of-{count}", marker)
+    state.save_phases()
     return state
 
 
@@ -881,10 +992,10 @@ def shards_done(out: str, count: int) -> bool:
     return all(f"shard-{i}-of-{count}" in done for i in range(count))
 
 
-def finish(out: str) -> Summary:
+def finish(out: str, phases: Phases | None = None) -> Summary:
     """Tables, shared-scale overlays and ``run.json`` from the parts; no model needed.
     Raises if any batch of the run is unfinished (a shard still working or lost)."""
-    store = Store(out)
+    store = Store(out, phases)
     about = store.read_part(MODEL, "run")
     if about is None:
         raise FileNotFoundError(f"'{out}' holds no run: nothing to finish")
@@ -977,6 +1088,48 @@ def shared_scale_overlays(store: Store, images: list[str], scales: dict[str, flo
                     overlay_path(image, method, layer, shared=True),
                     figures.overlay(photo, raw, scale=scale),
                 )
+
+
+def write_phases(out: str, phases: Phases, wall: float) -> None:
+    """The phase table (``data/phases.csv``): this process's phases, which include the
+    tables and the render, added to the other shards' stored ones; ``wall`` is this
+    process's wall time, and each share is of it."""
+    store = Store(out)
+    mine = {name: dict(row) for name, row in phases.snapshot().items()}
+    tables = [mine] + [
+        store.read_part(MODEL, unit)
+        for unit in sorted(store.done_units(MODEL))
+        if unit.startswith("phases-") and unit != phases.part
+    ]
+    about = store.read_json("run")
+    rows = phase_rows(merge_phases([t for t in tables if t]), about.get("probe"), wall)
+    store.write_table("phases", rows)
+    covered = sum(r["seconds"] for r in rows)
+    floor = sum(r["floor_seconds"] for r in rows)
+    store.write_json(
+        "phases",
+        {
+            "wall_seconds": wall,
+            "covered_seconds": covered,
+            "coverage": covered / wall if wall else None,
+            "floor_seconds": floor,
+            "efficiency": floor / wall if wall else None,
+            "probe": about.get("probe"),
+        },
+    )
+
+
+def phase_summary(out: str) -> str:
+    """One line for the closing summary: coverage, efficiency and the top three phases."""
+    store = Store(out)
+    about = store.read_json("phases")
+    top = store.read_table("phases").head(3)
+    where = ", ".join(f"{r.phase} {r.seconds:.0f} s" for r in top.itertuples())
+    return (
+        f"time: {where}; phases cover {100 * about['coverage']:.0f} % of the run, "
+        f"efficiency {100 * about['efficiency']:.0f} % (floor {about['floor_seconds']:.0f} s "
+        f"of model passes at the probe's speed; perf.html#phases)"
+    )
 
 
 def run(config: RunConfig, progress: bool = True) -> Summary:

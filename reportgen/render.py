@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -465,6 +466,18 @@ def hue(text: str) -> int:
     return zlib.crc32(text.encode()) % 360
 
 
+PHASE_COLOURS = 10  # the stacked bar's segments: the largest phases, then "other"
+
+
+def phase_view(phases: pd.DataFrame) -> list[dict]:
+    """The phase table as the performance page shows it: largest first, each with its
+    place in the stacked bar (the smallest ones merged into "other" there)."""
+    rows = [dict(r._asdict()) for r in phases.itertuples(index=False)]
+    for n, row in enumerate(rows):
+        row["colour"] = n if n < PHASE_COLOURS - 1 else PHASE_COLOURS - 1
+    return rows
+
+
 def optional_table(store: Store, name: str) -> pd.DataFrame:
     """A table the run may not have made (its techniques were not selected): empty then."""
     if store.table_path(name).is_file():
@@ -741,9 +754,11 @@ def compare_data(
     }
 
 
-def render(out: str | Path) -> tuple[int, int]:
+def render(out: str | Path, before_perf: Callable[[], None] | None = None) -> tuple[int, int]:
     """Render the site under ``out``: ``(pages written, pages in the site)``. The site's size
-    is kept in the status file (``site_size`` measures it)."""
+    is kept in the status file (``site_size`` measures it). ``before_perf`` runs just before
+    the performance page is built (``reportgen run`` writes its phase table there, so the
+    table covers the render too)."""
     store = Store(out)
     run = store.read_json("run")
     images = store.read_table("images")
@@ -886,9 +901,14 @@ def render(out: str | Path) -> tuple[int, int]:
             lambda path: timing_plot(timings, path),
         )
     profiles = {p.stem: pd.read_csv(p) for p in sorted((out / "data" / "profile").glob("*.csv"))}
+    if before_perf is not None:
+        before_perf()
+    phases = optional_table(store, "phases")
     site.page(
         "perf.html",
         "perf.html",
+        phases=phase_view(phases),
+        phase_totals=store.read_json("phases") if (store.data / "phases.json").is_file() else {},
         timings=timings,
         bench=bench_results(out),
         profiles=profiles,

@@ -24,6 +24,16 @@ from PIL import Image
 
 PIXEL_LAYER = "input"  # the "layer" of pixel-level methods in the tables
 COLUMNS = {  # fixed columns, so an empty table still reads back with its header
+    "phases": [
+        "phase",
+        "seconds",
+        "share",
+        "calls",
+        "rows",
+        "grad_rows",
+        "floor_seconds",
+        "efficiency",
+    ],
     "images": [
         "image",
         "source",
@@ -121,17 +131,25 @@ def atomic_write(path: Path, write) -> None:
 class Store:
     """Paths and atomic I/O for one output folder."""
 
-    def __init__(self, out: str | Path):
+    def __init__(self, out: str | Path, phases=None):
         self.out = Path(out)
         self.data = self.out / "data"
         self.img = self.out / "img"
+        self.phases = phases  # a ``timing.Phases``: file writes are charged to "write files"
+
+    def _write(self, path: Path, write) -> None:
+        if self.phases is None:
+            atomic_write(path, write)
+            return
+        with self.phases("write files"):
+            atomic_write(path, write)
 
     def table_path(self, name: str) -> Path:
         return self.data / f"{name}.csv"
 
     def write_table(self, name: str, rows: list[dict]) -> None:
         frame = pd.DataFrame(rows, columns=COLUMNS[name])
-        atomic_write(self.table_path(name), lambda tmp: frame.to_csv(tmp, index=False))
+        self._write(self.table_path(name), lambda tmp: frame.to_csv(tmp, index=False))
 
     def _existing(self, path: Path) -> Path:
         if not path.is_file():
@@ -149,7 +167,7 @@ class Store:
 
     def write_json(self, name: str, obj) -> None:
         text = json.dumps(obj, indent=2, default=str)
-        atomic_write(self.data / f"{name}.json", lambda tmp: Path(tmp).write_text(text))
+        self._write(self.data / f"{name}.json", lambda tmp: Path(tmp).write_text(text))
 
     def read_json(self, name: str):
         return json.loads(self._existing(self.data / f"{name}.json").read_text())
@@ -158,7 +176,7 @@ class Store:
         """One raw map (``method@layer``, float32 at its own resolution) of one image."""
         path = self.data / "maps" / image / f"{key}.npz"
         array = np.asarray(saliency, dtype=np.float32)
-        atomic_write(path, lambda tmp: np.savez_compressed(open(tmp, "wb"), map=array))
+        self._write(path, lambda tmp: np.savez_compressed(open(tmp, "wb"), map=array))
 
     def load_map(self, image: str, key: str) -> np.ndarray | None:
         """One stored map of one image, or ``None`` if it was never made."""
@@ -176,7 +194,7 @@ class Store:
     def write_part(self, batch: str, unit: str, payload: dict) -> None:
         text = json.dumps(payload, default=str)
         path = self.parts_dir / batch / f"{unit}.json"
-        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+        self._write(path, lambda tmp: Path(tmp).write_text(text))
 
     def read_part(self, batch: str, unit: str) -> dict | None:
         path = self.parts_dir / batch / f"{unit}.json"
@@ -223,7 +241,7 @@ class Store:
                 image.putpalette(palette)
             image.save(tmp, fmt, **options)
 
-        atomic_write(path, write)
+        self._write(path, write)
         return path.relative_to(self.out).as_posix()
 
 

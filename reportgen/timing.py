@@ -29,6 +29,100 @@ class PassCounter:
                 self.grad_rows += args[0].shape[0]
 
 
+class Phases:
+    """Wall time and model rows by phase of the run. A phase entered inside another is
+    charged its own time, not its parent's, so the phases add up to the run and a table of
+    them accounts for every second that any phase covers.
+
+    ``rows`` / ``grad_rows`` are the model rows run in the phase (``PassCounter``), from
+    which the run's floor is computed (``floor_seconds``)."""
+
+    def __init__(self, counter: PassCounter | None = None):
+        self.counter = counter
+        self.table: dict[str, dict[str, float]] = {}
+        self.stack: list[list] = []  # [name, since, rows then, grad rows then]
+        self.part = ""  # the parts name this process's table is stored under
+
+    def _snapshot(self) -> tuple[int, int]:
+        return (self.counter.rows, self.counter.grad_rows) if self.counter else (0, 0)
+
+    def _charge(self, entry: list, now: float) -> None:
+        rows, grads = self._snapshot()
+        row = self.table.setdefault(
+            entry[0], {"seconds": 0.0, "rows": 0, "grad_rows": 0, "calls": 0}
+        )
+        row["seconds"] += now - entry[1]
+        row["rows"] += rows - entry[2]
+        row["grad_rows"] += grads - entry[3]
+        entry[1:] = [now, rows, grads]
+
+    @contextmanager
+    def __call__(self, name: str):
+        if self.stack:
+            self._charge(self.stack[-1], time.perf_counter())
+        self.stack.append([name, time.perf_counter(), *self._snapshot()])
+        self._charge(self.stack[-1], self.stack[-1][1])  # the row exists from the start
+        self.table[name]["calls"] += 1
+        try:
+            yield
+        finally:
+            entry = self.stack.pop()
+            self._charge(entry, time.perf_counter())
+            if self.stack:
+                self.stack[-1][1:] = [time.perf_counter(), *self._snapshot()]
+
+    def snapshot(self) -> dict[str, dict[str, float]]:
+        """The table with the open phases' time so far charged (they stay open)."""
+        now = time.perf_counter()
+        for entry in self.stack[-1:]:  # only the innermost runs; its parents are paused
+            self._charge(entry, now)
+        return {name: dict(row) for name, row in self.table.items()}
+
+    def add(self, name: str, seconds: float, rows: int = 0, grad_rows: int = 0) -> None:
+        """Charge time measured elsewhere (e.g. imports before the run existed)."""
+        row = self.table.setdefault(name, {"seconds": 0.0, "rows": 0, "grad_rows": 0, "calls": 0})
+        row["seconds"] += seconds
+        row["rows"] += rows
+        row["grad_rows"] += grad_rows
+        row["calls"] += 1
+
+
+def merge_phases(tables: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Phase tables of several processes (shards, resumed runs) added up."""
+    merged: dict[str, dict[str, float]] = {}
+    for table in tables:
+        for name, row in table.items():
+            mine = merged.setdefault(name, dict.fromkeys(row, 0))
+            for key, value in row.items():
+                mine[key] = mine.get(key, 0) + value
+    return merged
+
+
+def phase_rows(table: dict[str, dict[str, float]], probe: dict | None, wall: float) -> list[dict]:
+    """The phase table: each phase's time, share of the run's wall time, model rows, its
+    floor (those rows at the probe's best per-row times) and efficiency (floor / time).
+    Largest first."""
+    forward = (probe or {}).get("forward_ms", 0.0) / 1000
+    backward = (probe or {}).get("backward_ms", 0.0) / 1000
+    rows = []
+    for name, row in table.items():
+        plain = row["rows"] - row["grad_rows"]
+        floor = plain * forward + row["grad_rows"] * backward
+        rows.append(
+            {
+                "phase": name,
+                "seconds": row["seconds"],
+                "share": row["seconds"] / wall if wall else float("nan"),
+                "calls": int(row["calls"]),
+                "rows": int(row["rows"]),
+                "grad_rows": int(row["grad_rows"]),
+                "floor_seconds": floor,
+                "efficiency": floor / row["seconds"] if row["seconds"] > 0 else float("nan"),
+            }
+        )
+    return sorted(rows, key=lambda r: -r["seconds"])
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory so far (it only rises)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -45,14 +139,22 @@ class Timer:
     rows per image (needs a ``PassCounter``); ``peak_mb`` the GPU's peak allocation.
     """
 
-    def __init__(self, device: torch.device, counter: PassCounter | None = None):
+    def __init__(
+        self, device: torch.device, counter: PassCounter | None = None, phases: Phases | None = None
+    ):
         self.device = torch.device(device)
         self.counter = counter
+        self.phases = phases or Phases(counter)
         self.seen: set[tuple[str, str]] = set()
         self.last: dict = {}
 
     @contextmanager
     def __call__(self, method: str, layer: str, images: int):
+        with self.phases(f"{method}@{layer}"), self._timed(method, layer, images):
+            yield
+
+    @contextmanager
+    def _timed(self, method: str, layer: str, images: int):
         cuda = self.device.type == "cuda"
         rows = self.counter.rows if self.counter else 0
         if cuda:
@@ -114,3 +216,65 @@ def timing_rows(calls: list[dict], model: str, device: str, threads: int) -> lis
             }
         )
     return rows
+
+
+PROBE_ROWS = {"cpu": (8, 16), "cuda": (16, 64, 256)}  # rows per pass the probe tries
+LAYOUTS = {"nchw": torch.contiguous_format, "nhwc": torch.channels_last}
+
+
+def _best_seconds(fn, repeats: int, device: torch.device) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        began = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - began)
+    return best
+
+
+def probe(
+    model: nn.Module,
+    input_size: tuple[int, int],
+    device: torch.device,
+    layouts: tuple[str, ...] = ("nchw", "nhwc"),
+    sizes: tuple[int, ...] | None = None,
+) -> dict:
+    """The model's best per-row inference time on this device: each memory layout at each
+    batch size of ``PROBE_ROWS`` (one warm-up pass per layout, best of two timed passes),
+    then forward + backward to the input at the best one. The best (layout, rows) is what
+    every batched phase of the run uses; the per-row times give the run's floor.
+
+    The model is left in the best layout. Takes a few seconds on a 2-core CPU."""
+    sizes = sizes or PROBE_ROWS.get(device.type, PROBE_ROWS["cpu"])
+    tried = []
+    for layout in layouts:
+        model.to(memory_format=LAYOUTS[layout])  # outside inference mode: parameters stay usable
+        x = torch.zeros(max(sizes), 3, *input_size, device=device)
+        x = x.contiguous(memory_format=LAYOUTS[layout])
+        with torch.inference_mode():
+            model(x[: min(sizes)])  # warm-up: allocator, kernel choice
+            for rows in sizes:
+                seconds = _best_seconds(lambda r=rows: model(x[:r]), 2, device)
+                tried.append({"layout": layout, "rows": rows, "ms_per_row": 1000 * seconds / rows})
+    best = min(tried, key=lambda t: t["ms_per_row"])
+    model.to(memory_format=LAYOUTS[best["layout"]])
+    x = torch.zeros(best["rows"], 3, *input_size, device=device)
+    x = x.contiguous(memory_format=LAYOUTS[best["layout"]]).requires_grad_(True)
+
+    def backward() -> None:
+        model(x).sum().backward(inputs=[x])
+
+    with torch.enable_grad():
+        seconds = _best_seconds(backward, 2, device)
+    return {
+        "layout": best["layout"],
+        "rows": best["rows"],
+        "forward_ms": best["ms_per_row"],
+        "backward_ms": 1000 * seconds / best["rows"],
+        "tried": tried,
+        "device": device.type,
+        "threads": torch.get_num_threads(),
+    }

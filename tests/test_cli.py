@@ -218,9 +218,9 @@ def test_channels_last_keeps_the_maps_and_bf16_stays_close(tmp_path):
     base += ["--set", "occlusion.stride=56", "--set", "occlusion.window=56"]
     outs = {}
     for name, extra in {
-        "fp32": [],
+        "fp32": ["--layout", "nchw"],
         "nhwc": ["--channels-last"],
-        "bf16": ["--precision", "bf16"],
+        "bf16": ["--precision", "bf16", "--layout", "nchw"],
     }.items():
         outs[name] = tmp_path / name
         assert main(["run", "--out", str(outs[name]), *base, *extra]) == 0
@@ -237,3 +237,5 @@ def test_channels_last_keeps_the_maps_and_bf16_stays_close(tmp_path):
             assert pearson(raw("bf16", image, key), ours) > floor, (image, key)
     run = json.loads((outs["bf16"] / "data" / "run.json").read_text())
     assert run["settings"]["precision"] == "bf16"
+    nhwc = json.loads((outs["nhwc"] / "data" / "run.json").read_text())
+    assert nhwc["settings"]["layout"] == nhwc["probe"]["layout"] == "nhwc"

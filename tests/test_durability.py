@@ -16,6 +16,8 @@ from reportgen.cli import main
 # cheap techniques of every kind: a gradient CAM at two layers, a pixel gradient, a
 # perturbation, a seeded random baseline, and the feature-map view
 RUN = [
+    "--layout",  # fixed: the start-up probe could pick another layout in another process
+    "nchw",
     "--limit",
     "4",
     "--batch-size",

@@ -1,0 +1,99 @@
+"""The run's time accounting: phases that add up, the batcher that fills passes, and a real
+run whose phase table covers its wall time and is on the performance page."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from reportgen import timing
+from reportgen.batcher import Batcher
+from reportgen.timing import Phases, merge_phases, phase_rows
+
+from .test_site import site  # noqa: F401  (the module's small site, built once)
+
+
+class Clock:
+    """A fake ``perf_counter`` that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_nested_phases_charge_their_own_time(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(timing.time, "perf_counter", clock)
+    phases = Phases()
+    with phases("outer"):
+        clock.now += 2
+        with phases("inner"):
+            clock.now += 3
+        clock.now += 1
+        with phases("inner"):
+            clock.now += 4
+    assert phases.table["outer"]["seconds"] == 3  # 2 + 1: not the inner 7
+    assert phases.table["inner"]["seconds"] == 7
+    assert phases.table["inner"]["calls"] == 2
+    assert sum(r["seconds"] for r in phases.table.values()) == clock.now  # they add up
+
+
+def test_snapshot_charges_open_phases_and_keeps_them_open(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(timing.time, "perf_counter", clock)
+    phases = Phases()
+    with phases("render"):
+        clock.now += 5
+        assert phases.snapshot()["render"]["seconds"] == 5
+        clock.now += 2
+    assert phases.table["render"]["seconds"] == 7
+
+
+def test_floor_and_efficiency_from_rows():
+    table = {"a": {"seconds": 4.0, "rows": 100, "grad_rows": 10, "calls": 1}}
+    probe = {"forward_ms": 20.0, "backward_ms": 60.0}
+    (row,) = phase_rows(table, probe, wall=8.0)
+    assert row["floor_seconds"] == pytest.approx(90 * 0.02 + 10 * 0.06)
+    assert row["efficiency"] == pytest.approx(2.4 / 4.0)
+    assert row["share"] == 0.5
+    both = merge_phases([table, table])
+    assert both["a"]["rows"] == 200 and both["a"]["seconds"] == 8.0
+
+
+def test_batcher_runs_full_passes_and_answers_in_order():
+    passes = []
+
+    def fn(batch: np.ndarray) -> np.ndarray:
+        passes.append(len(batch))
+        return batch * 10
+
+    got = {}
+    batcher = Batcher(fn, rows=4)
+    batcher.add(np.arange(3), lambda out: got.setdefault("a", out))
+    batcher.add(np.arange(3, 9), lambda out: got.setdefault("b", out))
+    assert "a" in got and "b" not in got  # a's rows ran in the first full pass
+    batcher.add(np.arange(0), lambda out: got.setdefault("empty", out))
+    batcher.flush()
+    assert passes == [4, 4, 1]
+    assert got["a"].tolist() == [0, 10, 20]
+    assert got["b"].tolist() == [30, 40, 50, 60, 70, 80]
+    assert len(got["empty"]) == 0
+
+
+def test_a_run_accounts_for_its_wall_time(site):  # noqa: F811
+    totals = json.loads((site / "data" / "phases.json").read_text())
+    table = pd.read_csv(site / "data" / "phases.csv")
+    assert totals["coverage"] >= 0.95
+    assert table.seconds.sum() == pytest.approx(totals["covered_seconds"])
+    for phase in ("import libraries", "load model", "probe", "render", "write files"):
+        assert phase in set(table.phase), phase
+    assert any(p.startswith("metric: ") for p in table.phase)
+    assert table.rows.sum() > 0 and 0 < totals["efficiency"] <= 1.5
+    run = json.loads((site / "data" / "run.json").read_text())
+    assert run["probe"]["layout"] in ("nchw", "nhwc") and run["probe"]["rows"] >= 1
+    assert run["quality"] == "fast" and "--quality paper" in run["other_quality"]["command"]
+    perf = (site / "perf.html").read_text()
+    assert 'id="phases"' in perf and "render" in perf
