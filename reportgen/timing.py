@@ -257,7 +257,7 @@ def probe(
         with torch.inference_mode():
             model(x[: min(sizes)])  # warm-up: allocator, kernel choice
             for rows in sizes:
-                seconds = _best_seconds(lambda r=rows: model(x[:r]), 2, device)
+                seconds = _best_seconds(lambda r=rows, x=x: model(x[:r]), 2, device)
                 tried.append({"layout": layout, "rows": rows, "ms_per_row": 1000 * seconds / rows})
     best = min(tried, key=lambda t: t["ms_per_row"])
     model.to(memory_format=LAYOUTS[best["layout"]])

@@ -19,9 +19,10 @@ from torch import nn
 
 import reportgen
 from reportgen import techniques
-from reportgen.capture import Capture, LayerNotFound
+from reportgen.capture import Capture, LayerNotFound, preserved_state
 from reportgen.techniques.perturbation import (
     RiseMasks,
+    ablation_weights,
     ablationcam,
     minmax,
     occlusion,
@@ -31,7 +32,7 @@ from reportgen.techniques.perturbation import (
     scorecam,
 )
 
-from .conftest import TinyGapNet, assert_correlated, pearson
+from .conftest import TinyGapNet, assert_correlated, pearson, runner_up
 
 METHODS = ["occlusion", "rise", "scorecam", "ablationcam"]
 SMALL = {  # settings that fit the 16 px inputs of the tiny model
@@ -270,9 +271,12 @@ def test_scorecam_by_hand_and_constant_channels_run_once(const_net, batch):
     assert counter.rows == 3 + 3 * 3 + 1 < 3 + 3 * 6
 
 
-def test_ablationcam_closed_form_and_zero_channels_skipped(const_net, batch):
+@pytest.mark.parametrize("classifier", ["fc", None])
+def test_ablationcam_closed_form_and_zero_channels_skipped(const_net, batch, classifier):
     """Mean pool + linear after the layer: y_c − y_c^k = W[c, k] · mean(A_k), so
-    w_k = W[c, k] · mean(A_k) / y_c; the two all-zero channels need no pass."""
+    w_k = W[c, k] · mean(A_k) / y_c. Told the classifier, Ablation-CAM uses that and runs
+    the clean pass only; otherwise it runs one row per channel that zeroing changes (the
+    two all-zero channels need none), after a check of the replay on 2N rows."""
     targets = [1, 1, 3]
     with torch.no_grad():
         acts = const_net.set(const_net.conv(batch))
@@ -281,12 +285,15 @@ def test_ablationcam_closed_form_and_zero_channels_skipped(const_net, batch):
         expected = torch.relu(torch.einsum("nk,nkhw->nhw", w, acts))
     counter = RowCounter(const_net)
     try:
-        maps = ablationcam(const_net, batch, targets, layer="set", batch_size=4)
+        maps = ablationcam(
+            const_net, batch, targets, layer="set", classifier=classifier, batch_size=4
+        )
     finally:
         counter.handle.remove()
     assert torch.allclose(maps, expected, atol=1e-5)
     assert maps.abs().sum() > 0
-    assert counter.rows == 3 + 3 * 4  # clean pass + 4 channels that zeroing changes
+    # clean pass (+ replay check on 2N rows + 4 channels that zeroing changes per image)
+    assert counter.rows == (3 if classifier else 3 + 2 * 3 + 3 * 4)
 
 
 # --- every method: batches, side effects ---------------------------------------------------
@@ -313,6 +320,7 @@ def test_model_left_exactly_as_found(batch):
     assert model.training and all(m.training for m in model.modules())
     assert not model.fc.weight.requires_grad and model.fc.bias.requires_grad
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert all("forward" not in vars(m) for m in model.modules())  # Ablation-CAM's replay
     for method in ["scorecam", "ablationcam"]:
         with pytest.raises(LayerNotFound):
             techniques.get(method).run(model, batch, 0, layer="featurs")
@@ -478,6 +486,203 @@ def test_ablationcam_matches_pytorch_grad_cam(case):
         )
         label = f"ablationcam {name} vs pytorch-grad-cam{'' if relu_layer else ' (zeroing)'}"
         assert_correlated(label, ours, theirs)
+
+
+# --- Ablation-CAM: only the network after the layer runs ------------------------------------
+
+
+def whole_network_ablation(
+    model: nn.Module, x: torch.Tensor, targets: list[int], layer: str, rows: int = 64
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Ablation-CAM as it was computed before the shortcuts: for each channel that is not
+    all zero, the whole network with that channel of the layer's output zeroed (a forward
+    hook swaps the output). Returns the weights ``[N, K]``, the maps and the rows run."""
+    module = dict(model.named_modules())[layer]
+    with torch.no_grad(), Capture(model, [layer], for_grad=True) as cap:
+        logits = model(x)  # Capture hands a clone downstream: in-place ops cannot reach ours
+    acts = cap.outputs[layer]
+    n, k = acts.shape[:2]
+    clean = logits[torch.arange(n), targets]
+    ablated = clean[:, None].repeat(1, k)
+    live = acts.flatten(2).ne(0).any(dim=2)
+    swap: dict[str, torch.Tensor] = {}
+    handle = module.register_forward_hook(lambda *_: swap["out"])
+    try:
+        with torch.no_grad():
+            for i in range(n):
+                for chunk in live[i].nonzero()[:, 0].split(rows):
+                    swap["out"] = acts[i].repeat(len(chunk), 1, 1, 1)
+                    swap["out"][torch.arange(len(chunk)), chunk] = 0
+                    scores = model(x[i].repeat(len(chunk), 1, 1, 1))[:, targets[i]]
+                    ablated[i, chunk] = scores
+    finally:
+        handle.remove()
+    weights = (clean[:, None] - ablated) / clean[:, None]
+    return weights, torch.relu(torch.einsum("nk,nkhw->nhw", weights, acts)), int(live.sum())
+
+
+def shortcut_ablation(
+    model: nn.Module, x: torch.Tensor, targets: list[int], layer: str, classifier: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Our weights (as ``ablationcam`` computes them) and our maps."""
+    with preserved_state(model), torch.inference_mode():
+        weights, _ = ablation_weights(
+            model, x, torch.tensor(targets), layer, classifier, batch_size=8
+        )
+    maps = ablationcam(model, x, targets, layer=layer, classifier=classifier)
+    return weights.clone(), maps
+
+
+def assert_same_ablation(ours: tuple, reference: tuple) -> None:
+    for a, b in zip(ours, reference[:2], strict=True):
+        assert a.shape == b.shape
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), (a - b).abs().max()
+    assert reference[1].abs().amax(dim=(1, 2)).min() > 0, "a flat map proves nothing"
+
+
+@pytest.fixture(scope="module")
+def photos(lite0) -> tuple[nn.Module, torch.Tensor, list[int]]:
+    """The default model, two embedded photos at 48 px (bn2 and blocks.5 are 2 x 2) and their
+    runner-up classes. Small, as the whole-network reference runs a pass per live channel
+    (over 400 per photo at bn2). Chelsea and rocket, runner-up: at this size their blocks.5
+    maps are not all zero after the ReLU (the top-1 classes' are), so maps are tested too."""
+    from reportgen import data
+
+    model, spec = lite0
+    records = {r.id: r for r in data.read_manifest()[1]}
+    rgb = [data.load_rgb(records[name]) for name in ("chelsea", "rocket")]
+    pixels = np.stack([data.model_input(image, (48, 48)) for image in rgb])
+    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float()
+    x = (x - torch.tensor(spec.mean)[:, None, None]) / torch.tensor(spec.std)[:, None, None]
+    return model.eval(), x, runner_up(model, x)
+
+
+@pytest.fixture(scope="module")
+def resnet32() -> tuple[nn.Module, torch.Tensor, list[int]]:
+    """A randomly initialised torchvision ResNet-18, two 32 px noise images (layer3 2 x 2,
+    layer4 1 x 1) and runner-up targets."""
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    torch.manual_seed(1)
+    x = torch.rand(2, 3, 32, 32)
+    return model, x, runner_up(model, x)
+
+
+# (model fixture, layer, classifier, a module that runs in the clean pass only, or None
+# where nothing but the clean pass runs: the closed form)
+SHORTCUTS = [
+    ("photos", "bn2", "classifier", None),  # BatchNormAct2d -> global_pool -> classifier
+    ("photos", "blocks.5", "classifier", "blocks.4.0"),
+    ("resnet32", "layer4", "fc", None),  # avgpool -> flatten -> fc
+    ("resnet32", "layer3", "fc", "layer2.0"),  # BasicBlocks after: skips inside layer4
+]
+
+
+@pytest.mark.parametrize("where, layer, classifier, prefix", SHORTCUTS)
+def test_ablationcam_same_as_whole_network(request, where, layer, classifier, prefix):
+    """The closed form (pooling + linear head) and the replayed tail give the weights and
+    maps of one whole-network pass per channel; neither runs the network before the layer
+    again."""
+    model, x, targets = request.getfixturevalue(where)
+    reference = whole_network_ablation(model, x, targets, layer)
+    watched = dict(model.named_modules())[prefix or ""]
+    counter = RowCounter(watched)
+    try:
+        ours = shortcut_ablation(model, x, targets, layer, classifier)
+    finally:
+        counter.handle.remove()
+    assert_same_ablation(ours, reference)
+    assert counter.rows == 2 * len(x)  # the clean pass of each of the two calls, only
+
+
+class KeepsOutput(nn.Module):
+    """A conv that also keeps its output on itself, for its parent to read later."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.last: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.last = self.conv(x)
+        return self.last
+
+
+class StatefulNet(nn.Module):
+    """stem -> body (the layer) -> + the stem's kept output -> pool -> fc. Skipping the
+    stem leaves a stale ``stem.last`` behind: no replay works, the whole network runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = KeepsOutput()
+        self.body = nn.Conv2d(6, 6, 3, padding=1)
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.body(self.stem(x))
+        return self.fc((a + self.stem.last).mean(dim=(2, 3)))
+
+
+class DerivedSkip(nn.Module):
+    """stem -> relu (a function) -> body (the layer) -> times that skip -> pool -> fc. At
+    the layer only relu(stem(x)) is referenced, not the stem's output, yet the skip needs
+    it: the trimmed replay fails its check, the replay of every stored output works."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1))
+        self.body = nn.Conv2d(6, 6, 3, padding=1)
+        self.fc = nn.Linear(6, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = torch.relu(self.stem(x))
+        return self.fc((self.body(skip) * skip).mean(dim=(2, 3)))
+
+
+class Residual(nn.Module):
+    """torchvision's BasicBlocks at a toy width. Inside the second block the layer
+    ``blocks.1.bn1`` is bypassed by the block's skip (``out += identity``, where
+    ``identity = downsample(x)`` runs after the layer, on the block's input)."""
+
+    def __init__(self):
+        super().__init__()
+        from torchvision.models.resnet import BasicBlock
+
+        down = nn.Sequential(nn.Conv2d(8, 16, 1, stride=2), nn.BatchNorm2d(16))
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.blocks = nn.Sequential(BasicBlock(8, 8), BasicBlock(8, 16, 2, downsample=down))
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.blocks(self.stem(x)).mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize(
+    "net, layer, inner, replayed",
+    [
+        (Residual, "blocks.1.bn1", "blocks.0.conv1", True),
+        (DerivedSkip, "body", "stem.0", True),
+        (StatefulNet, "body", "stem.conv", False),
+    ],
+)
+def test_ablationcam_tail_with_skips_and_fallback(batch, net, layer, inner, replayed):
+    """No head here is pooling + linear (the closed form's check refuses each). A skip
+    around the layer is replayed; a replay that does not reproduce the clean logits is
+    dropped for a fuller one, down to the whole network. The results stay those of the
+    whole network; ``inner`` (inside the prefix) runs again only in the whole network."""
+    torch.manual_seed(0)
+    model = net().eval()
+    targets = [0, 3, 1]
+    reference = whole_network_ablation(model, batch, targets, layer)
+    counter = RowCounter(dict(model.named_modules())[inner])
+    try:
+        ours = shortcut_ablation(model, batch, targets, layer, "fc")
+    finally:
+        counter.handle.remove()
+    assert_same_ablation(ours, reference)
+    ablation_rows = reference[2]
+    assert counter.rows == 2 * (3 if replayed else 3 + ablation_rows)
+    assert all("forward" not in vars(m) for m in model.modules())
 
 
 @pytest.mark.parametrize("fill", [0.0, 0.5])

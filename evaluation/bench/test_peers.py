@@ -118,6 +118,25 @@ def test_perturbation_cam(measure, lite0, inputs, method, peer, who):
     measure(f"{method} at {PERTURB_LAYER}", who, fn)
 
 
+@pytest.mark.parametrize("who", ["ours", "pytorch-grad-cam"])
+def test_ablationcam_at_head(measure, benchmark, lite0, inputs, who):
+    """Ablation-CAM at bn2, which feeds pooling + the classifier: ours reads every channel's
+    drop off the classifier's weights after one clean pass (checked against its logits);
+    pytorch-grad-cam runs the whole network once per channel (1280 per image: minutes on
+    a 2-core CPU, so its side runs only when benchmarks are timed)."""
+    model, spec = lite0
+    x, t = inputs
+    if who == "ours":
+        run = techniques.get("ablationcam").run
+        options = {"layer": LAYER, "classifier": spec.classifier, "batch_size": ROWS}
+        fn = lambda: run(model, x, t, **options)  # noqa: E731
+    else:
+        if benchmark.disabled:
+            pytest.skip("1280 whole-network passes per image: timed with --benchmark-enable")
+        fn = lambda: peer_cam(model, "AblationCAM", LAYER, x, t, batch_size=ROWS)  # noqa: E731
+    measure(f"ablationcam at {LAYER}", who, fn)
+
+
 CAPTUM = {  # ours -> (captum class, its attribute() keywords)
     "saliency": ("Saliency", {"abs": True}),
     "integrated_gradients": ("IntegratedGradients", {"n_steps": 50, "internal_batch_size": ROWS}),
