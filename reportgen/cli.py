@@ -110,9 +110,7 @@ def parser() -> argparse.ArgumentParser:
         "a probe at start-up, recorded in run.json), nchw or nhwc (channels_last); maps "
         "equal to float noise",
     )
-    run.add_argument(
-        "--channels-last", action="store_true", help="the same as --layout nhwc"
-    )
+    run.add_argument("--channels-last", action="store_true", help="the same as --layout nhwc")
     run.add_argument(
         "--resume",
         action="store_true",

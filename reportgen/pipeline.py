@@ -408,9 +408,14 @@ class Run:
             },
             "methods": [t.name for t in self.methods],
             "techniques": {
-                t.name: {**t.describe(), "used": {**t.settings(self.config.quality),
-                                                  **self.config.options.get(t.name, {})},
-                         "layers": self.layers_of(t)}
+                t.name: {
+                    **t.describe(),
+                    "used": {
+                        **t.settings(self.config.quality),
+                        **self.config.options.get(t.name, {}),
+                    },
+                    "layers": self.layers_of(t),
+                }
                 for t in self.methods
             },
             "quality": self.config.quality,
@@ -505,9 +510,7 @@ class Run:
             if not loaded:
                 self.store.write_part(batch, "images", {"ok": 0, "images": rows, "predictions": []})
                 return
-            inputs = np.stack(
-                [data.model_input(rgb, self.spec.input_size) for _, rgb, _ in loaded]
-            )
+            inputs = np.stack([data.model_input(rgb, self.spec.input_size) for _, rgb, _ in loaded])
             x = torch.from_numpy(inputs).to(self.device).permute(0, 3, 1, 2)
             x = ((x - self.mean) / self.std).contiguous(memory_format=self.layout)
         probs, predictions = self.predict(loaded, x)

@@ -271,6 +271,34 @@ def test_scorecam_by_hand_and_constant_channels_run_once(const_net, batch):
     assert counter.rows == 3 + 3 * 3 + 1 < 3 + 3 * 6
 
 
+def test_scorecam_top_channels_by_hand(tiny, batch):
+    """``channels=K`` (the fast preset): the softmax over the K channels of largest spatial
+    variance only, the others weighted 0; K = all channels is the paper's Score-CAM."""
+    targets, keep = [2, 0, 1], 3
+    with torch.no_grad():
+        acts = tiny.features(batch)
+        expected = []
+        for i, t in enumerate(targets):
+            top = acts[i].flatten(1).var(dim=1).topk(keep).indices
+            logits = torch.full((acts.shape[1],), -torch.inf)
+            for k in top.tolist():
+                a = acts[i, k]
+                norm = (a - a.min()) / (a.max() - a.min())
+                mask = F.interpolate(norm[None, None], size=(16, 16), mode="bilinear")
+                logits[k] = tiny(batch[i : i + 1] * mask)[0, t]
+            w = logits.softmax(0)
+            expected.append(torch.relu((w[:, None, None] * acts[i]).sum(0)))
+    counter = RowCounter(tiny)
+    try:
+        maps = scorecam(tiny, batch, targets, layer="features", channels=keep)
+    finally:
+        counter.handle.remove()
+    assert torch.allclose(maps, torch.stack(expected), atol=1e-5)
+    assert counter.rows == 3 + 3 * keep  # the clean pass, then K masked copies an image
+    every = scorecam(tiny, batch, targets, layer="features", channels=acts.shape[1])
+    assert torch.equal(every, scorecam(tiny, batch, targets, layer="features"))
+
+
 @pytest.mark.parametrize("classifier", ["fc", None])
 def test_ablationcam_closed_form_and_zero_channels_skipped(const_net, batch, classifier):
     """Mean pool + linear after the layer: y_c − y_c^k = W[c, k] · mean(A_k), so

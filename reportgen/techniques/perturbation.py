@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..capture import Capture, preserved_state, resolve_layer
 from . import Technique, register
@@ -61,6 +62,7 @@ def forward_only(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]
 # 8 (Occlusion, RISE, Score-CAM, Ablation-CAM alike). On a GPU the rows fill half the free
 # memory, up to GPU_MAX_ROWS (beyond a few hundred rows a pass gains nothing).
 CPU_ROWS = 8
+PROGRESS_ROWS = 256  # perturbed rows from which a call shows an inner progress bar
 GPU_MAX_ROWS = 512
 MEMORY_SHARE = 0.5  # of the free GPU memory; the rest is the caller's and the allocator's
 
@@ -126,7 +128,9 @@ def perturbed_scores(
     for those rows; the chunking bounds memory, whatever the number of variants.
     """
     out = torch.empty(len(items), device=classes.device)
-    for start in range(0, len(items), batch_size):
+    starts = range(0, len(items), batch_size)
+    # long units (RISE's masks, Score-CAM's channels) show their own progress and ETA
+    for start in tqdm(starts, desc="passes", leave=False, disable=len(items) < PROGRESS_ROWS):
         i, v = items[start : start + batch_size], variants[start : start + batch_size]
         out[start : start + len(i)] = pick(model(build(i, v)), classes[i], probabilities)
     return out
@@ -341,9 +345,14 @@ def scorecam(
     classifier: str | None = None,
     batch_size: int | None = None,
     align_corners: bool = False,
+    channels: int | None = None,
     **_,
 ) -> torch.Tensor:
     """Wang et al. 2020: ``relu(Σ_k softmax_k(y_c(x ⊙ s(U(A_k)))) A_k)`` at the layer's size.
+
+    ``channels=K`` weighs only each image's K channels of largest spatial variance (the
+    others get weight 0: left out of the softmax), as "Faster Score-CAM" does; ``None``
+    (the paper) weighs every channel.
 
     A channel that is constant over the map normalises to an all-zero mask, so its masked
     input is all zeros, the same for every such channel of every image: it runs once.
@@ -354,6 +363,12 @@ def scorecam(
     n, k = acts.shape[:2]
     masks = minmax(acts)
     live = masks.flatten(2).amax(dim=2) > 0  # [N, K]: channels that are not constant
+    if channels is not None and channels < k:
+        spread = acts.flatten(2).float().var(dim=2).masked_fill(~live, -1.0)
+        kept = torch.zeros_like(live).scatter_(1, spread.topk(channels, dim=1).indices, True)
+        live, dropped = live & kept, ~kept  # dropped channels leave the softmax
+    else:
+        dropped = torch.zeros_like(live)
 
     def build(i: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         if align_corners:
@@ -362,14 +377,15 @@ def scorecam(
             mask = upsample(masks[i, v], x.shape[-2:])
         return x[i] * mask[:, None].to(x.dtype)
 
-    items, channels = live.nonzero(as_tuple=True)
+    items, units = live.nonzero(as_tuple=True)
     logits = torch.empty(n, k, device=x.device)
-    logits[items, channels] = perturbed_scores(
-        model, items, channels, build, targets, batch_size=batch_size, probabilities=False
+    logits[items, units] = perturbed_scores(
+        model, items, units, build, targets, batch_size=batch_size, probabilities=False
     )
-    if not live.all():
+    if not (live | dropped).all():
         blank = model(torch.zeros_like(x[:1])).expand(n, -1)
         logits = torch.where(live, logits, pick(blank, targets, probabilities=False)[:, None])
+    logits = logits.masked_fill(dropped, -math.inf)
     return torch.relu(weighted_sum(logits.softmax(dim=1), acts))
 
 
@@ -688,6 +704,12 @@ register(
         "constant ones: at most 1280 at Lite0's bn2 (526 on the cat photo, whose other 754 "
         "channels are all zero), 192 at blocks.5",
         run=scorecam,
+        presets={"fast": {"channels": 64}},
+        why="Fast preset: each image's 64 channels of largest spatial variance (Faster "
+        "Score-CAM's choice). At Lite0's bn2, on 6 default photos (528 to 901 live "
+        "channels each), the maps correlate with every channel's at mean r = 0.987 (min "
+        "0.954, the misclassified astronaut); 128 channels: 0.993 (min 0.970); 256: 0.999. "
+        "Passes per image drop from 500-950 to 65.",
         needs_gradient=False,
         notes="Weights as in the paper's Algorithm 1, pytorch-grad-cam and torchcam: a "
         "softmax over channels of the target logits (the paper subtracts a baseline's "
