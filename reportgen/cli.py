@@ -80,7 +80,7 @@ def parser() -> argparse.ArgumentParser:
         type=positive_int,
         default=d.curve_steps,
         help="steps of the insertion/deletion curves (default: the --quality preset's, "
-        "fast 16, paper 100: 1 %% of the pixels a step)",
+        "fast 12, paper 100: 1 %% of the pixels a step)",
     )
     run.add_argument(
         "--classes",
