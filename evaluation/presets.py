@@ -10,7 +10,7 @@ Pearson r, Spearman rank correlation and mean absolute difference over the pairs
 
 ``python -m evaluation.presets [--images N] [--out FILE]`` measures the grid below on
 the default photos with the default model (EfficientNet-Lite0), prints a table and writes
-a JSON (``evaluation/bench/results/presets-cpu-2core.json`` by default).
+a JSON (``evaluation/bench/presets/cpu-2core.json`` by default).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from evaluation import metrics as M
 
 Probabilities = Callable[[np.ndarray], np.ndarray]
 
-OUT = Path(__file__).parent / "bench" / "results" / "presets-cpu-2core.json"
+OUT = Path(__file__).parent / "bench" / "presets" / "cpu-2core.json"
 FLOOR = 0.95  # mean r (maps) or Spearman (AUCs) a fast setting must reach
 MODES = ("insertion", "deletion")
 
@@ -287,15 +287,61 @@ def _log(text: str) -> None:
     print(text, flush=True)
 
 
-def measure_setting(inp: Inputs, setting: Setting, images: int, floor_images: int) -> dict:
-    """Paper map once per image (cached), each candidate against it; the noise floor."""
+Progress = Callable[[dict], None]
+
+
+def measure_setting(
+    inp: Inputs,
+    setting: Setting,
+    images: int,
+    floor_images: int,
+    progress: Progress | None = None,
+) -> dict:
+    """Paper map once per image (cached), each candidate against it; the noise floor.
+    ``progress`` gets the result so far after each image (to save it)."""
     extra = {"mean": inp.spec.mean, "std": inp.spec.std, "batch_size": 8}  # as the pipeline
     fixed = dict(setting.fixed or {})
     paper_settings = {**fixed, setting.key: setting.paper}
     rs: dict[int, list[float]] = {c: [] for c in setting.candidates}
     secs: dict[int, list[float]] = {c: [] for c in setting.candidates}
-    paper_secs, floor_rs = [], []
+    paper_secs: list[float] = []
+    floor_rs: list[float] = []
     seeds = FLOOR_SEEDS.get(setting.method)
+
+    def summary(done: int) -> dict:
+        result = {
+            "method": setting.method,
+            "setting": setting.key,
+            "paper": setting.paper,
+            "fixed": fixed,
+            "images": inp.ids[:done],
+            "paper_seconds_per_image": float(np.mean(paper_secs)),
+            "candidates": [
+                {
+                    "value": value,
+                    "mean_r": float(np.mean(rs[value])),
+                    "min_r": float(np.min(rs[value])),
+                    "r": [round(r, 5) for r in rs[value]],
+                    "seconds_per_image": float(np.mean(secs[value])),
+                }
+                for value in setting.candidates
+            ],
+        }
+        if floor_rs:
+            result["noise_floor"] = {
+                "what": f"{setting.key}={setting.paper}, seed {seeds[0]} vs seed {seeds[1]}",
+                "images": inp.ids[: len(floor_rs)],
+                "mean_r": float(np.mean(floor_rs)),
+                "min_r": float(np.min(floor_rs)),
+                "r": [round(r, 5) for r in floor_rs],
+            }
+        result["chosen"] = next(
+            (c["value"] for c in result["candidates"] if c["mean_r"] >= FLOOR), None
+        )
+        if done < images:
+            result["partial"] = f"{done} of {images} photos done"
+        return result
+
     for i in range(images):
         x, t = inp.x[i : i + 1], inp.targets[i : i + 1]
         paper, seconds = timed_maps(inp.model, x, t, setting.method, paper_settings, **extra)
@@ -314,84 +360,77 @@ def measure_setting(inp: Inputs, setting: Setting, images: int, floor_images: in
             floor_rs.append(pearson(again[0], paper[0]))
             line.append(f"seed {seeds[1]}: r={floor_rs[-1]:.3f}")
         _log(f"  {setting.method} {inp.ids[i]}: " + ", ".join(line))
-    result = {
-        "method": setting.method,
-        "setting": setting.key,
-        "paper": setting.paper,
-        "fixed": fixed,
-        "images": inp.ids[:images],
-        "paper_seconds_per_image": float(np.mean(paper_secs)),
-        "candidates": [
-            {
-                "value": value,
-                "mean_r": float(np.mean(rs[value])),
-                "min_r": float(np.min(rs[value])),
-                "r": [round(r, 5) for r in rs[value]],
-                "seconds_per_image": float(np.mean(secs[value])),
-            }
-            for value in setting.candidates
-        ],
-    }
-    if floor_rs:
-        result["noise_floor"] = {
-            "what": f"{setting.key}={setting.paper}, seed {seeds[0]} vs seed {seeds[1]}",
-            "images": inp.ids[:floor_images],
-            "mean_r": float(np.mean(floor_rs)),
-            "min_r": float(np.min(floor_rs)),
-            "r": [round(r, 5) for r in floor_rs],
+        if progress and i + 1 < images:
+            progress(summary(i + 1))
+    return summary(images)
+
+
+def measure_curves(inp: Inputs, images: int, progress: Progress | None = None) -> dict:
+    """AUCs of a few cheap maps per image at each candidate step count against 100 steps,
+    image by image (``progress`` gets the result so far after each image)."""
+    all_steps = (CURVE_PAPER_STEPS, *CURVE_CANDIDATES)
+    aucs: dict[int, dict[str, list[float]]] = {n: {m: [] for m in MODES} for n in all_steps}
+    secs: dict[int, list[float]] = {n: [] for n in all_steps}
+    names: list[str] = []
+
+    def summary(done: int) -> dict:
+        paper = {mode: np.asarray(aucs[CURVE_PAPER_STEPS][mode]) for mode in MODES}
+        candidates = []
+        for steps in CURVE_CANDIDATES:
+            entry: dict = {"value": steps, "seconds_per_image": float(np.mean(secs[steps]))}
+            entry.update({mode: auc_stats(aucs[steps][mode], paper[mode]) for mode in MODES})
+            entry["spearman_min"] = min(entry[mode]["spearman"] for mode in MODES)
+            entry["pearson_min"] = min(entry[mode]["pearson"] for mode in MODES)
+            candidates.append(entry)
+        result = {
+            "setting": "curve_steps",
+            "paper": CURVE_PAPER_STEPS,
+            "maps": names,
+            "images": inp.ids[:done],
+            "pairs": done * len(CURVE_MAPS),
+            "paper_seconds_per_image": float(np.mean(secs[CURVE_PAPER_STEPS])),
+            "seconds_note": f"insertion + deletion of all {len(CURVE_MAPS)} maps of an image",
+            "candidates": candidates,
+            "chosen": next(
+                (c["value"] for c in candidates if c["spearman_min"] >= FLOOR), None
+            ),
+            "aucs": {
+                str(n): {m: [round(v, 6) for v in aucs[n][m]] for m in MODES} for n in all_steps
+            },
         }
-    result["chosen"] = next(
-        (c["value"] for c in result["candidates"] if c["mean_r"] >= FLOOR), None
-    )
-    return result
+        if done < images:
+            result["partial"] = f"{done} of {images} photos done"
+        return result
 
-
-def measure_curves(inp: Inputs, images: int) -> dict:
-    """AUCs of a few cheap maps per image at each candidate step count against 100 steps."""
-    maps: list[dict[str, np.ndarray]] = []
     for i in range(images):
         x, t = inp.x[i : i + 1], inp.targets[i : i + 1]
         named = {}
         for method, layer in CURVE_MAPS:
             m = compute_maps(inp.model, x, t, method, None, **({"layer": layer} if layer else {}))
             named[f"{method}@{layer}" if layer else method] = m[0].numpy()
-        maps.append(named)
-    pixels, targets = inp.pixels[:images], inp.targets[:images].tolist()
-
-    def timed(steps: int) -> tuple[dict[str, np.ndarray], float]:
-        start = time.perf_counter()
-        aucs = curve_aucs(inp.probabilities, pixels, maps, targets, steps)
-        return aucs, (time.perf_counter() - start) / images
-
-    paper, paper_seconds = timed(CURVE_PAPER_STEPS)
-    _log(f"  curves: {CURVE_PAPER_STEPS} steps {paper_seconds:.1f}s/image")
-    candidates = []
-    for steps in CURVE_CANDIDATES:
-        fast, seconds = timed(steps)
-        entry = {"value": steps, "seconds_per_image": seconds}
-        entry.update({mode: auc_stats(fast[mode], paper[mode]) for mode in MODES})
-        entry["spearman_min"] = min(entry[mode]["spearman"] for mode in MODES)
-        entry["pearson_min"] = min(entry[mode]["pearson"] for mode in MODES)
-        candidates.append(entry)
+        names = list(named)
+        line = []
+        for steps in all_steps:
+            start = time.perf_counter()
+            got = curve_aucs(inp.probabilities, inp.pixels[i : i + 1], [named], [int(t)], steps)
+            secs[steps].append(time.perf_counter() - start)
+            for mode in MODES:
+                aucs[steps][mode].extend(got[mode].tolist())
+            line.append(f"{steps} steps {secs[steps][-1]:.1f}s")
+        _log(f"  curves {inp.ids[i]}: " + ", ".join(line))
+        if progress and i + 1 < images:
+            progress(summary(i + 1))
+    result = summary(images)
+    for c in result["candidates"]:
         _log(
-            f"  curves: {steps} steps {seconds:.1f}s/image, "
+            f"  curves: {c['value']} steps, "
             + ", ".join(
-                f"{mode} r={entry[mode]['pearson']:.3f} rho={entry[mode]['spearman']:.3f} "
-                f"|d|={entry[mode]['mean_abs_diff']:.4f}"
+                f"{mode} r={c[mode]['pearson']:.3f} rho={c[mode]['spearman']:.3f} "
+                f"|d|={c[mode]['mean_abs_diff']:.4f}"
                 for mode in MODES
             )
         )
-    return {
-        "setting": "curve_steps",
-        "paper": CURVE_PAPER_STEPS,
-        "maps": list(maps[0]),
-        "images": inp.ids[:images],
-        "pairs": images * len(CURVE_MAPS),
-        "paper_seconds_per_image": paper_seconds,
-        "seconds_note": f"insertion + deletion of all {len(CURVE_MAPS)} maps of an image",
-        "candidates": candidates,
-        "chosen": next((c["value"] for c in candidates if c["spearman_min"] >= FLOOR), None),
-    }
+    return result
 
 
 def table(results: dict) -> str:
@@ -486,13 +525,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1) + "\n")
 
+    def partial(part: str) -> Progress:
+        def keep(res: dict) -> None:
+            if part == "curves":
+                results["curves"] = res
+            else:
+                results["maps"][part] = res
+            save()
+
+        return keep
+
     by_name = {setting.method: setting for setting in GRID}
     order = [*(name for name in names if name != "rise"), "curves", "rise"]  # cheap first
     for part in (p for p in order if p in parts):
         if part == "curves":
             images = min(n, args.curve_images or n)
             _log(f"curves on {images} photos")
-            results["curves"] = measure_curves(inp, images)
+            results["curves"] = measure_curves(inp, images, partial("curves"))
             if images < n:
                 results["curves"]["note"] = f"on the first {images} of the {n} photos (CPU time)"
             save()
@@ -500,7 +549,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         images = min(n, args.rise_images or n) if part == "rise" else n
         floor_images = min(images, args.floor_images or images) if part == "rise" else images
         _log(f"{part} on {images} photos")
-        res = measure_setting(inp, by_name[part], images, floor_images)
+        res = measure_setting(inp, by_name[part], images, floor_images, partial(part))
         if images < n:
             res["note"] = f"measured on the first {images} of the {n} photos (CPU time)"
         if floor_images < images:

@@ -299,7 +299,7 @@ register(
         why="Fast preset: 16 samples. On the 12 default photos their maps correlate with "
         "the 50-sample maps at mean r = 0.945 (min 0.90), as closely as two 50-sample maps "
         "drawn with different seeds do (mean r = 0.942): within SmoothGrad's own noise "
-        "(evaluation/bench/results/presets-cpu-2core.json).",
+        "(evaluation/bench/presets/cpu-2core.json).",
         notes="The average is over saliency maps (absolute gradient, max over channels), "
         "the paper's 'absolute value' variant; captum's NoiseTunnel with Saliency "
         "averages |∂S/∂x| per channel before any reduction. The noise is seeded (seed=0) "
@@ -323,7 +323,7 @@ register(
         presets={"fast": {"steps": 16}},
         why="Fast preset: 16 steps. On the 12 default photos their maps correlate with the "
         "50-step maps at mean r = 0.986 (min 0.977); 8 steps gave 0.955 (min 0.92) "
-        "(evaluation/bench/results/presets-cpu-2core.json).",
+        "(evaluation/bench/presets/cpu-2core.json).",
         notes="The baseline x′ is the black image, (0 − mean)/std in the model's normalised "
         "input space (reports pass the model's mean and std); called without them, it is "
         "zero in the input space (the mean colour). baseline= sets any other. Same as captum's "
