@@ -433,6 +433,181 @@ def measure_curves(inp: Inputs, images: int, progress: Progress | None = None) -
     return result
 
 
+# --- bfloat16 forward passes ---------------------------------------------------------------
+
+#: The forward-only techniques at their fast settings, and the metrics' maps: what the fast
+#: preset runs in bfloat16 where the probe finds it faster.
+PRECISION_MAPS: tuple[tuple[str, dict], ...] = (
+    ("rise", {"masks": 1000, "seed": 0}),
+    ("scorecam", {"channels": 64, "layer": "bn2"}),
+    ("occlusion", {}),
+)
+
+
+def _bf16(fn: Callable[[], object]) -> object:
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return fn()
+
+
+def measure_precision(inp: Inputs, images: int) -> dict:
+    """bfloat16 (autocast) against float32 for what the fast preset runs in bfloat16: the
+    forward-only techniques' maps (Pearson r per image, same seed) and the metric scores
+    of the ``CURVE_MAPS`` maps (insertion / deletion AUCs at the fast preset's 12 steps;
+    Average Drop per map, in points). Also the speed of each precision (the probe)."""
+    from reportgen.pipeline import make_probabilities
+    from reportgen.timing import probe
+
+    x, t = inp.x[:images], inp.targets[:images]
+    maps: dict[str, dict] = {}
+    for method, settings in PRECISION_MAPS:
+        kwargs = {"batch_size": 8, "mean": inp.spec.mean, "std": inp.spec.std}
+        start = time.perf_counter()
+        full = compute_maps(inp.model, x, t, method, settings, **kwargs)
+        middle = time.perf_counter()
+        half = _bf16(lambda m=method, s=settings: compute_maps(inp.model, x, t, m, s, **kwargs))
+        rs = [pearson(a, b) for a, b in zip(full, half, strict=True)]
+        maps[method] = {
+            "settings": settings,
+            "r_per_image": [round(r, 4) for r in rs],
+            "mean_r": float(np.mean(rs)),
+            "min_r": float(np.min(rs)),
+            "seconds": {"fp32": middle - start, "bf16": time.perf_counter() - middle},
+        }
+        _log(f"  {method}: bf16 vs fp32 mean r {np.mean(rs):.4f}, min {np.min(rs):.4f}")
+    mean = torch.tensor(inp.spec.mean).view(1, 3, 1, 1)
+    std = torch.tensor(inp.spec.std).view(1, 3, 1, 1)
+    cpu = torch.device("cpu")
+    by = {
+        "fp32": inp.probabilities,
+        "bf16": make_probabilities(inp.model, mean, std, cpu, 8, dtype=torch.bfloat16),
+    }
+    named = []
+    for i in range(images):
+        one = {}
+        for method, layer in CURVE_MAPS:
+            m = compute_maps(inp.model, x[i : i + 1], t[i : i + 1], method, None,
+                             **({"layer": layer} if layer else {}))
+            one[f"{method}@{layer}" if layer else method] = m[0].numpy()
+        named.append(one)
+    targets = [int(v) for v in t]
+    aucs = {p: curve_aucs(fn, inp.pixels[:images], named, targets, 12) for p, fn in by.items()}
+    drops = {}
+    for p, fn in by.items():
+        reference = fn(inp.pixels[:images])[np.arange(images), targets]
+        drops[p] = np.asarray([
+            M.drop_per_image(
+                reference[i : i + 1],
+                fn(M.explanation_images(inp.pixels[i : i + 1], m[None]))[:, targets[i]],
+            )[0]
+            for i, one in enumerate(named)
+            for m in one.values()
+        ])
+    scores = {mode: auc_stats(aucs["bf16"][mode], aucs["fp32"][mode]) for mode in MODES}
+    scores["average_drop"] = auc_stats(drops["bf16"], drops["fp32"])
+    for name, st in scores.items():
+        _log(f"  {name}: rho {st['spearman']:.4f}, mean |d| {st['mean_abs_diff']:.4f}")
+    speed = probe(inp.model, tuple(inp.spec.input_size), cpu)
+    inp.model.to(memory_format=torch.contiguous_format)
+    return {
+        "what": "bfloat16 autocast against float32, same images, settings and seeds",
+        "images": inp.ids[:images],
+        "maps": maps,
+        "scores": scores,
+        "score_maps": [f"{m}@{lay}" if lay else m for m, lay in CURVE_MAPS],
+        "probe": speed,
+        "speedup": speed["forward_ms"] / speed["forward_bf16_ms"],
+    }
+
+
+# --- synthesis step counts ----------------------------------------------------------------
+
+#: Candidate step counts of the synthesis techniques against their paper settings
+#: (``reportgen.techniques.synthesis.PAPER_STEPS``).
+SYNTHESIS_CANDIDATES = {"filter_vis": (32, 48, 64, 96), "inversion": (32, 50, 100),
+                        "class_model": (48, 64, 128)}
+SYNTHESIS_FLOOR = 0.8  # median share of the paper setting's gain a fast setting must reach
+
+
+def _gain_share(start: torch.Tensor, final: torch.Tensor, paper: torch.Tensor,
+                lower_is_better: bool = False) -> list[float]:
+    """Per item, the share of the paper setting's improvement over the start that
+    ``final`` reaches (1: as far as the paper setting, 0: no better than the start)."""
+    sign = -1.0 if lower_is_better else 1.0
+    gain, full = sign * (final - start), sign * (paper - start)
+    return [float(g / f) if f > 0 else float("nan") for g, f in zip(gain, full, strict=True)]
+
+
+def measure_synthesis(inp: Inputs, images: int = 2) -> dict:
+    """How far each synthesis technique gets in fewer steps: the share of the paper
+    setting's gain in its objective (channel mean for filter_vis, one channel per feature
+    layer; relative feature error for inversion at the run's depths, on ``images``
+    photos; class logit for class_model, the photos' predicted classes), median and
+    minimum over the items, same seed."""
+    from reportgen import learned, techniques
+    from reportgen.techniques.synthesis import PAPER_STEPS
+
+    spec, model = inp.spec, inp.model
+    common = {"mean": spec.mean, "std": spec.std, "seed": 0}
+    jobs = {
+        "filter_vis": ({"units": [(layer, 0) for layer in spec.feature_layers]}, False),
+        "class_model": ({"classes": sorted({int(c) for c in inp.targets[:images]})}, False),
+    }
+    out: dict[str, dict] = {}
+    for name, (kwargs, lower) in jobs.items():
+        out[name] = _synthesis_candidates(name, model, None, {**common, **kwargs}, lower)
+    x = inp.x[:images]
+    shares: dict[int, list[float]] = {}
+    seconds: dict[int, float] = {}
+    paper = techniques.get("inversion").settings("paper")
+    for layer in learned.inversion_layers(list(spec.feature_layers)):
+        res = _synthesis_candidates("inversion", model, x, {**common, "layer": layer}, True)
+        for c in res["candidates"]:
+            shares.setdefault(c["value"], []).extend(c["share"])
+            seconds[c["value"]] = seconds.get(c["value"], 0.0) + c["seconds"]
+    out["inversion"] = _summarise("inversion", shares, seconds, paper)
+    for name, res in out.items():
+        res["paper"] = PAPER_STEPS[name]
+        _log(f"  {name}: " + ", ".join(
+            f"{c['value']} steps median {c['median']:.3f} min {c['min']:.3f}"
+            for c in res["candidates"]))
+    return out
+
+
+def _synthesis_candidates(name: str, model, x, kwargs: dict, lower: bool) -> dict:
+    from reportgen import techniques
+
+    technique = techniques.get(name)
+    paper = technique.settings("paper")
+    run = lambda settings: technique.run(model, x, **{**kwargs, **settings})  # noqa: E731
+    reference = run(paper)
+    shares, seconds = {}, {}
+    for steps in SYNTHESIS_CANDIDATES[name]:
+        start = time.perf_counter()
+        got = run({**technique.settings("fast"), "steps": steps})
+        seconds[steps] = time.perf_counter() - start
+        shares[steps] = _gain_share(got.start, got.final, reference.final, lower)
+        if name == "class_model":  # the paper's size differs: gain from its own start
+            full = reference.final - reference.start
+            shares[steps] = [float(g / f) for g, f in zip(got.final - got.start, full,
+                                                           strict=True)]
+    return _summarise(name, shares, seconds, paper)
+
+
+def _summarise(name: str, shares: dict, seconds: dict, paper: dict) -> dict:
+    candidates = [
+        {"value": steps, "share": [round(v, 4) for v in vals],
+         "median": float(np.nanmedian(vals)), "min": float(np.nanmin(vals)),
+         "seconds": seconds[steps]}
+        for steps, vals in shares.items()
+    ]
+    return {
+        "setting": "steps",
+        "paper_settings": paper,
+        "candidates": candidates,
+        "chosen": next((c["value"] for c in candidates if c["median"] >= SYNTHESIS_FLOOR), None),
+    }
+
+
 def table(results: dict) -> str:
     """The short table: setting, candidate, mean r, min r, seconds per image."""
     rows = [f"{'setting':<30} {'value':>6} {'mean r':>7} {'min r':>7} {'s/image':>8}"]
@@ -485,12 +660,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default="all",
-        help=f"comma-separated parts: curves, {', '.join(names)}; others are kept from --out",
+        help=f"comma-separated parts: curves, precision, synthesis, {', '.join(names)}; others "
+        "are kept "
+        "from --out",
     )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
-    parts = ["curves", *names] if args.only == "all" else args.only.split(",")
-    unknown = set(parts) - {"curves", *names}
+    extra = ["curves", "precision", "synthesis"]
+    parts = [*extra, *names] if args.only == "all" else args.only.split(",")
+    unknown = set(parts) - {*extra, *names}
     if unknown:
         parser.error(f"--only: unknown part(s) {', '.join(sorted(unknown))}")
 
@@ -536,8 +714,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return keep
 
     by_name = {setting.method: setting for setting in GRID}
-    order = [*(name for name in names if name != "rise"), "curves", "rise"]  # cheap first
-    for part in (p for p in order if p in parts):
+    order = [*(name for name in names if name != "rise"), "curves", "rise", "precision"]
+    for part in (p for p in [*order, "synthesis"] if p in parts):  # cheap first
+        if part == "synthesis":
+            _log("synthesis step counts against the paper's")
+            results["synthesis"] = measure_synthesis(inp)
+            save()
+            continue
+        if part == "precision":
+            images = min(n, args.rise_images or n)
+            _log(f"bfloat16 against float32 on {images} photos")
+            results["precision"] = measure_precision(inp, images)
+            save()
+            continue
         if part == "curves":
             images = min(n, args.curve_images or n)
             _log(f"curves on {images} photos")

@@ -77,7 +77,13 @@ DEFAULT_METRICS = ("faithfulness", "insertion_deletion", "localisation", "sanity
 # "paper" moves 1 % of the pixels a step (100 steps). "fast": 12 steps, measured on the 12
 # default photos x 5 maps: the AUCs rank the maps as the 100-step ones do (Spearman 0.998
 # insertion, 0.975 deletion; 8 steps: 0.904 for deletion), mean |AUC difference| 0.007-0.009.
-METRIC_PRESETS = {"fast": {"curve_steps": 12}, "paper": {"curve_steps": 100}}
+# Forward passes that need no gradient (the metrics' and the perturbation techniques' marked
+# bf16) run in "forward" precision: fast: bfloat16 where the device computes it natively
+# (2.6x faster than float32 on a 2-core AVX-512 BF16 CPU; agreement: docs/performance.md).
+METRIC_PRESETS = {
+    "fast": {"curve_steps": 12, "forward": "bf16"},
+    "paper": {"curve_steps": 100, "forward": "fp32"},
+}
 CURVE_STEPS_WHY = (
     "12 steps in the fast preset: on the 12 default photos the AUCs rank maps as 100 steps "
     "do (Spearman 0.998 insertion, 0.975 deletion)"
@@ -147,12 +153,19 @@ def make_probabilities(
     device,
     batch_size: int,
     layout: torch.memory_format = torch.contiguous_format,
+    dtype: torch.dtype | None = None,
 ) -> Callable[[np.ndarray], np.ndarray]:
-    """``[N, H, W, 3]`` pixel-space images -> softmax probabilities, batched, no grad."""
+    """``[N, H, W, 3]`` pixel-space images -> softmax probabilities, batched, no grad;
+    under autocast to ``dtype`` if one is given."""
+    cast = (
+        (lambda: torch.autocast(torch.device(device).type, dtype=dtype))
+        if dtype
+        else contextlib.nullcontext
+    )
 
     def probabilities(images: np.ndarray) -> np.ndarray:
         out = []
-        with torch.inference_mode():
+        with torch.inference_mode(), cast():
             for i in range(0, len(images), batch_size):
                 x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size]))
                 x = (x.to(device, torch.float32).permute(0, 3, 1, 2) - mean) / std
@@ -233,6 +246,16 @@ def probed(model, spec, device: torch.device, layouts: tuple[str, ...]) -> dict:
     if key not in PROBES:
         PROBES[key] = probe(model, tuple(spec.input_size), device, layouts)
     return PROBES[key]
+
+
+def forward_dtype(quality: str, probe: dict) -> torch.dtype | None:
+    """bfloat16 for the forward-only passes where the preset allows it and the device
+    computes in bfloat16 natively (``timing.native_bf16``, recorded by the probe: a fixed
+    property, so runs on one machine agree; the probe's timed speed-up is reported, not
+    used); None (float32) otherwise."""
+    if METRIC_PRESETS[quality]["forward"] != "bf16" or not probe.get("bf16_native"):
+        return None
+    return torch.bfloat16
 
 
 def batch_name(index: int) -> str:
@@ -325,6 +348,7 @@ class Run:
         self.metric_groups = parse_metrics(config.metrics)
         self.curve_steps = config.curve_steps or METRIC_PRESETS[config.quality]["curve_steps"]
         self.curve_ends: dict[str, list[tuple[float, float]]] = {}  # set per batch
+        self.reference = np.zeros(0)  # each photo's probability of its target, per batch
         self.masks: dict[str, np.ndarray] = {}  # exact object masks of the batch in hand
         with self.phases("list data"):
             self.dataset, records = data.dataset(config.data, self.spec.class_names)
@@ -332,7 +356,7 @@ class Run:
         self.store = Store(config.out, self.phases)
         self.mean = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1)
-        self.timer = Timer(self.device, PassCounter(self.model), self.phases)
+        self.timer = Timer(self.device, PassCounter(self.model, tuple(self.spec.input_size)), self.phases)
         self.phases.counter = self.timer.counter
         with self.phases("probe"):
             layouts = ("nchw", "nhwc") if config.layout == "auto" else (config.layout,)
@@ -350,8 +374,9 @@ class Run:
         self.layout = LAYOUTS[layout]
         self.model.to(memory_format=self.layout)
         self.rows = self.probe["rows"]
+        self.forward_dtype = forward_dtype(self.config.quality, self.probe)
         self.probabilities = make_probabilities(
-            self.model, self.mean, self.std, self.device, self.rows, self.layout
+            self.model, self.mean, self.std, self.device, self.rows, self.layout, self.forward_dtype
         )
 
     def profiled(self, unit: str):
@@ -362,12 +387,16 @@ class Run:
         self.profiles.add(unit)
         return profile_to(self.store.data / "profile" / f"{unit}.csv", unit, self.device)
 
-    def autocast(self):
+    def autocast(self, technique: techniques.Technique | None = None):
         """``--precision``: the techniques' passes under ``torch.autocast`` (predictions,
-        metrics and synthesis stay fp32); off by default."""
-        if self.config.precision == "fp32":
+        metrics and synthesis stay fp32); off by default. Otherwise a technique marked
+        ``bf16`` runs in the preset's forward precision (``forward_dtype``)."""
+        if self.config.precision != "fp32":
+            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[self.config.precision]
+        elif technique is not None and technique.bf16 and self.forward_dtype:
+            dtype = self.forward_dtype
+        else:
             return contextlib.nullcontext()
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[self.config.precision]
         return torch.autocast(self.device.type, dtype=dtype)
 
     def options(self, technique: techniques.Technique) -> dict[str, object]:
@@ -427,6 +456,7 @@ class Run:
             "quality": self.config.quality,
             "curve_steps": self.curve_steps,
             "curve_steps_why": CURVE_STEPS_WHY if self.config.quality == "fast" else "",
+            "forward_precision": "bf16" if self.forward_dtype else "fp32",
             "probe": self.probe,
             "other_quality": {  # the command for the other preset, for the index and about
                 "name": (other := "paper" if self.config.quality == "fast" else "fast"),
@@ -475,13 +505,16 @@ class Run:
             per_map += 2 * (self.curve_steps - 1)
         rows = per_map * len(scored) * len(self.records)
         p = self.probe
+        half = f", {p['forward_bf16_ms']:.1f} in bf16" if "forward_bf16_ms" in p else ""
+        forward = p["forward_bf16_ms"] if self.forward_dtype else p["forward_ms"]
+        precision = "bf16" if self.forward_dtype else "fp32"
         return (
             f"reportgen: {len(self.records)} images x {len(self.methods)} techniques "
             f"({len(units)} technique-layer units, {len(scored)} scored), metrics "
             f"{', '.join(self.metric_groups)}; {self.config.quality} preset. Probe: "
-            f"{p['layout']}, {p['rows']} rows a pass, {p['forward_ms']:.1f} ms a row forward, "
-            f"{p['backward_ms']:.1f} ms forward + backward. Metric passes: {rows} rows, "
-            f"about {rows * p['forward_ms'] / 1000:.0f} s"
+            f"{p['layout']}, {p['rows']} rows a pass, {p['forward_ms']:.1f} ms a row forward"
+            f"{half}, {p['backward_ms']:.1f} ms forward + backward. Metric passes: {rows} rows "
+            f"in {precision}, about {rows * forward / 1000:.0f} s"
         )
 
     def mine(self) -> list[tuple[int, list[data.ImageRecord]]]:
@@ -522,8 +555,8 @@ class Run:
             x = ((x - self.mean) / self.std).contiguous(memory_format=self.layout)
         probs, predictions = self.predict(loaded, x)
         targets = self.targets(loaded, probs)
-        with self.phases("metric: insertion_deletion"):
-            self.end_points(inputs, probs, targets)
+        with self.phases("metric: references"):
+            self.references(inputs, targets)
         if "images" in todo:
             part = {"ok": len(loaded), "images": rows, "predictions": predictions}
             self.store.write_part(batch, "images", {**part, "timing": self.timer.last})
@@ -677,7 +710,7 @@ class Run:
             with (
                 self.profiled(f"{technique.name}@{layer}"),
                 self.timer(technique.name, layer, len(loaded)),
-                self.autocast(),
+                self.autocast(technique),
             ):
                 maps = technique.run(
                     self.model,
@@ -720,7 +753,7 @@ class Run:
         maps = torch.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0)
         up = upsample(maps, spec.input_size).numpy()
         rows = np.arange(len(loaded))
-        full = probs[torch.arange(len(loaded)), targets].numpy()
+        full = self.reference
         classes = targets.numpy()
         values: list[dict[str, float]] = [{"target": int(c)} for c in classes]
         with self.phases("draw maps and overlays"):
@@ -813,23 +846,27 @@ class Run:
             v["relevance_mass"] = 100.0 * M.relevance_mass(saliency, mask)
             v["relevance_rank"] = 100.0 * M.relevance_rank(saliency, mask)
 
-    def end_points(self, inputs: np.ndarray, probs: torch.Tensor, targets: torch.Tensor) -> None:
-        """The insertion / deletion curves' first and last points for the batch, the same
-        for every map: deletion runs from the photo to black, insertion from the blurred
-        photo to the photo. Two passes' worth (one black image, one blur per image) instead
-        of four rows per map."""
-        if "insertion_deletion" not in self.metric_groups:
+    def references(self, inputs: np.ndarray, targets: torch.Tensor) -> None:
+        """What every map's scores of the batch compare against, in the metrics' own passes
+        (``probabilities``, so in their precision): ``reference``, each photo's probability
+        of its target (Average Drop, Increase in Confidence); ``curve_ends``, the insertion /
+        deletion curves' first and last points, the same for every map: deletion runs from
+        the photo to black, insertion from the blurred photo to the photo. One pass's worth
+        (the photos, one black image, one blur per image) instead of rows per map."""
+        groups = self.metric_groups
+        if not {"faithfulness", "insertion_deletion"} & set(groups):
             return
-        n = len(inputs)
-        black = M.substrate_image(inputs[0], None, "deletion")
-        blurred = [M.substrate_image(image, None, "insertion") for image in inputs]
-        out = self.probabilities(np.stack([black, *blurred]))
-        picked = out[:, targets.numpy()]  # [1 + n, n]: each row's probability of each target
-        photo = probs[torch.arange(n), targets].numpy()
-        self.curve_ends = {
-            "deletion": [(photo[k], picked[0, k]) for k in range(n)],
-            "insertion": [(picked[1 + k, k], photo[k]) for k in range(n)],
-        }
+        n, curves = len(inputs), "insertion_deletion" in groups
+        extra = [M.substrate_image(inputs[0], None, "deletion")] if curves else []
+        extra += [M.substrate_image(image, None, "insertion") for image in inputs] if curves else []
+        out = self.probabilities(np.concatenate([inputs, np.stack(extra)]) if extra else inputs)
+        picked = out[:, targets.numpy()]  # [rows, n]: each row's probability of each target
+        photo = self.reference = picked[np.arange(n), np.arange(n)].astype(np.float64)
+        if curves:
+            self.curve_ends = {
+                "deletion": [(photo[k], picked[n, k]) for k in range(n)],
+                "insertion": [(picked[n + 1 + k, k], photo[k]) for k in range(n)],
+            }
 
     def store_feature_maps(self, views, loaded) -> list[dict]:
         """One channel grid per image and layer; returns the layer statistics rows."""

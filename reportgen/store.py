@@ -31,6 +31,7 @@ COLUMNS = {  # fixed columns, so an empty table still reads back with its header
         "calls",
         "rows",
         "grad_rows",
+        "half_rows",
         "floor_seconds",
         "efficiency",
     ],

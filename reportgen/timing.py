@@ -14,19 +14,79 @@ from torch import nn
 
 
 class PassCounter:
-    """Counts the rows that go through the model's forward (images and perturbed copies),
-    and how many of them were recorded for a backward pass."""
+    """Counts the model's work in full-pass rows: the multiply-adds of every convolution and
+    linear layer that runs, divided by those of one row at the model's input size (counted
+    on construction). A pass at 128 px of a 224 px model counts about a third of a row, a
+    pass stopped at a layer or replayed from a stored layer counts only the part that ran,
+    so the floor built on these counts holds for every phase. ``grad_rows``: the part run
+    with autograd recording (a backward follows); ``half_rows``: the part run in bfloat16
+    (autocast), which the floor prices at the probe's bfloat16 speed.
 
-    def __init__(self, model: nn.Module):
-        self.rows = 0
-        self.grad_rows = 0
-        self.handle = model.register_forward_pre_hook(self._count)
+    The hooks are closures, not bound methods, so copies of the model (``copy.deepcopy``:
+    the sanity check's randomised networks) keep counting into this counter. A module whose
+    ``forward`` is replaced on the instance (a replay returning stored outputs) computes
+    nothing and is not counted."""
 
-    def _count(self, _module, args) -> None:
-        if args and isinstance(args[0], torch.Tensor):
-            self.rows += args[0].shape[0]
+    def __init__(self, model: nn.Module, input_size: tuple[int, int] | None = None):
+        self.macs = 0.0
+        self.grad_macs = 0.0
+        self.half_macs = 0.0
+        self.per_row = 0.0
+        self.handles = [
+            m.register_forward_hook(self._hook())
+            for m in model.modules()
+            if isinstance(m, nn.Conv2d | nn.Linear)
+        ]
+        if input_size is not None:
+            self.calibrate(model, input_size)
+
+    def _hook(self):
+        def count(module: nn.Module, _inputs, out) -> None:
+            if "forward" in module.__dict__ or not isinstance(out, torch.Tensor):
+                return
+            if isinstance(module, nn.Conv2d):
+                kh, kw = module.kernel_size
+                macs = out.numel() * (module.in_channels // module.groups) * kh * kw
+            else:
+                macs = out.numel() * module.in_features
+            self.macs += macs
             if torch.is_grad_enabled():
-                self.grad_rows += args[0].shape[0]
+                self.grad_macs += macs
+            elif out.dtype == torch.bfloat16:
+                self.half_macs += macs
+
+        return count
+
+    def calibrate(self, model: nn.Module, input_size: tuple[int, int]) -> None:
+        """One row's multiply-adds at the input size, from a one-row pass (not counted)."""
+        device = next(model.parameters()).device
+        before = (self.macs, self.grad_macs, self.half_macs)
+        with torch.inference_mode():
+            model(torch.zeros(1, 3, *input_size, device=device))
+        self.per_row = self.macs - before[0]
+        self.macs, self.grad_macs, self.half_macs = before
+
+    @property
+    def rows(self) -> float:
+        return self.macs / self.per_row if self.per_row else 0.0
+
+    @property
+    def grad_rows(self) -> float:
+        return self.grad_macs / self.per_row if self.per_row else 0.0
+
+    @property
+    def half_rows(self) -> float:
+        return self.half_macs / self.per_row if self.per_row else 0.0
+
+    def counts(self) -> tuple[float, float, float]:
+        return self.rows, self.grad_rows, self.half_rows
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+COUNTS = ("rows", "grad_rows", "half_rows")  # what a phase's row in the table counts
 
 
 class Phases:
@@ -34,27 +94,28 @@ class Phases:
     charged its own time, not its parent's, so the phases add up to the run and a table of
     them accounts for every second that any phase covers.
 
-    ``rows`` / ``grad_rows`` are the model rows run in the phase (``PassCounter``), from
-    which the run's floor is computed (``floor_seconds``)."""
+    ``rows`` / ``grad_rows`` / ``half_rows`` are the model rows run in the phase
+    (``PassCounter``), from which the run's floor is computed (``floor_seconds``)."""
 
     def __init__(self, counter: PassCounter | None = None):
         self.counter = counter
         self.table: dict[str, dict[str, float]] = {}
-        self.stack: list[list] = []  # [name, since, rows then, grad rows then]
+        self.stack: list[list] = []  # [name, since, *counts then]
         self.part = ""  # the parts name this process's table is stored under
 
-    def _snapshot(self) -> tuple[int, int]:
-        return (self.counter.rows, self.counter.grad_rows) if self.counter else (0, 0)
+    def _snapshot(self) -> tuple[float, ...]:
+        return self.counter.counts() if self.counter else (0.0,) * len(COUNTS)
+
+    def _row(self, name: str) -> dict[str, float]:
+        return self.table.setdefault(name, {"seconds": 0.0, **dict.fromkeys(COUNTS, 0.0), "calls": 0})
 
     def _charge(self, entry: list, now: float) -> None:
-        rows, grads = self._snapshot()
-        row = self.table.setdefault(
-            entry[0], {"seconds": 0.0, "rows": 0, "grad_rows": 0, "calls": 0}
-        )
+        counts = self._snapshot()
+        row = self._row(entry[0])
         row["seconds"] += now - entry[1]
-        row["rows"] += rows - entry[2]
-        row["grad_rows"] += grads - entry[3]
-        entry[1:] = [now, rows, grads]
+        for key, value, then in zip(COUNTS, counts, entry[2:], strict=True):
+            row[key] += value - then
+        entry[1:] = [now, *counts]
 
     @contextmanager
     def __call__(self, name: str):
@@ -78,12 +139,12 @@ class Phases:
             self._charge(entry, now)
         return {name: dict(row) for name, row in self.table.items()}
 
-    def add(self, name: str, seconds: float, rows: int = 0, grad_rows: int = 0) -> None:
+    def add(self, name: str, seconds: float, **counts: float) -> None:
         """Charge time measured elsewhere (e.g. imports before the run existed)."""
-        row = self.table.setdefault(name, {"seconds": 0.0, "rows": 0, "grad_rows": 0, "calls": 0})
+        row = self._row(name)
         row["seconds"] += seconds
-        row["rows"] += rows
-        row["grad_rows"] += grad_rows
+        for key, value in counts.items():
+            row[key] += value
         row["calls"] += 1
 
 
@@ -100,22 +161,24 @@ def merge_phases(tables: list[dict[str, dict[str, float]]]) -> dict[str, dict[st
 
 def phase_rows(table: dict[str, dict[str, float]], probe: dict | None, wall: float) -> list[dict]:
     """The phase table: each phase's time, share of the run's wall time, model rows, its
-    floor (those rows at the probe's best per-row times) and efficiency (floor / time).
-    Largest first."""
-    forward = (probe or {}).get("forward_ms", 0.0) / 1000
-    backward = (probe or {}).get("backward_ms", 0.0) / 1000
+    floor (those rows at the probe's best per-row times: forward, bfloat16 forward, forward
+    + backward) and efficiency (floor / time). Largest first."""
+    probe = probe or {}
+    forward = probe.get("forward_ms", 0.0) / 1000
+    half = probe.get("forward_bf16_ms", probe.get("forward_ms", 0.0)) / 1000
+    backward = probe.get("backward_ms", 0.0) / 1000
     rows = []
     for name, row in table.items():
-        plain = row["rows"] - row["grad_rows"]
-        floor = plain * forward + row["grad_rows"] * backward
+        half_rows = row.get("half_rows", 0.0)
+        plain = row["rows"] - row["grad_rows"] - half_rows
+        floor = plain * forward + half_rows * half + row["grad_rows"] * backward
         rows.append(
             {
                 "phase": name,
                 "seconds": row["seconds"],
                 "share": row["seconds"] / wall if wall else float("nan"),
                 "calls": int(row["calls"]),
-                "rows": int(row["rows"]),
-                "grad_rows": int(row["grad_rows"]),
+                **{key: round(row.get(key, 0.0), 1) for key in COUNTS},
                 "floor_seconds": floor,
                 "efficiency": floor / row["seconds"] if row["seconds"] > 0 else float("nan"),
             }
@@ -218,7 +281,7 @@ def timing_rows(calls: list[dict], model: str, device: str, threads: int) -> lis
     return rows
 
 
-PROBE_ROWS = {"cpu": (8, 16), "cuda": (16, 64, 256)}  # rows per pass the probe tries
+PROBE_ROWS = {"cpu": (8, 16, 32), "cuda": (16, 64, 256)}  # rows per pass the probe tries
 LAYOUTS = {"nchw": torch.contiguous_format, "nhwc": torch.channels_last}
 
 
@@ -235,6 +298,17 @@ def _best_seconds(fn, repeats: int, device: torch.device) -> float:
     return best
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device computes in bfloat16 natively (a CUDA GPU that supports it; a CPU
+    with AVX-512 BF16 or AMX): where autocast to bfloat16 speeds passes up instead of
+    emulating them. A property of the machine, so every run on it decides alike."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return device.type == "cpu" and any(getattr(cpu, c, lambda: False)() for c in checks)
+
+
 def probe(
     model: nn.Module,
     input_size: tuple[int, int],
@@ -243,8 +317,9 @@ def probe(
     sizes: tuple[int, ...] | None = None,
 ) -> dict:
     """The model's best per-row inference time on this device: each memory layout at each
-    batch size of ``PROBE_ROWS`` (one warm-up pass per layout, best of two timed passes),
-    then forward + backward to the input at the best one. The best (layout, rows) is what
+    batch size of ``PROBE_ROWS`` (a warm-up pass at each, as a new shape picks its kernels
+    on its first call, then the best of two timed passes),
+    then at the best one forward in bfloat16 (autocast) and forward + backward to the input. The best (layout, rows) is what
     every batched phase of the run uses; the per-row times give the run's floor.
 
     The model is left in the best layout. Takes a few seconds on a 2-core CPU."""
@@ -255,25 +330,32 @@ def probe(
         x = torch.zeros(max(sizes), 3, *input_size, device=device)
         x = x.contiguous(memory_format=LAYOUTS[layout])
         with torch.inference_mode():
-            model(x[: min(sizes)])  # warm-up: allocator, kernel choice
             for rows in sizes:
+                model(x[:rows])  # warm-up: allocator, kernel choice for this shape
                 seconds = _best_seconds(lambda r=rows, x=x: model(x[:r]), 2, device)
                 tried.append({"layout": layout, "rows": rows, "ms_per_row": 1000 * seconds / rows})
     best = min(tried, key=lambda t: t["ms_per_row"])
     model.to(memory_format=LAYOUTS[best["layout"]])
     x = torch.zeros(best["rows"], 3, *input_size, device=device)
-    x = x.contiguous(memory_format=LAYOUTS[best["layout"]]).requires_grad_(True)
+    x = x.contiguous(memory_format=LAYOUTS[best["layout"]])
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16):
+        model(x)  # warm-up: bfloat16 kernels
+        half = _best_seconds(lambda: model(x), 2, device)
+    x.requires_grad_(True)
 
     def backward() -> None:
         model(x).sum().backward(inputs=[x])
 
     with torch.enable_grad():
+        backward()  # warm-up: autograd's first backward
         seconds = _best_seconds(backward, 2, device)
     return {
         "layout": best["layout"],
         "rows": best["rows"],
         "forward_ms": best["ms_per_row"],
         "backward_ms": 1000 * seconds / best["rows"],
+        "forward_bf16_ms": 1000 * half / best["rows"],
+        "bf16_native": native_bf16(device),
         "tried": tried,
         "device": device.type,
         "threads": torch.get_num_threads(),

@@ -40,6 +40,9 @@ class Technique:
     cost: str  # passes per image
     run: Callable
     needs_gradient: bool = True
+    # Its passes may run in bfloat16 under the fast preset (where the probe finds it
+    # faster): forward-only techniques whose maps were measured against float32's
+    bf16: bool = False
     notes: str = ""  # how we differ from a reference library, if we do
     # --quality presets: settings that differ from ``run``'s defaults under each preset
     # (e.g. {"fast": {"masks": 1000}}); "layers": N keeps the first N CAM layers. The one
@@ -87,6 +90,7 @@ class Technique:
             "cost": self.cost,
             "notes": self.notes,
             "scored": self.scored,
+            "bf16": self.bf16,
         }
 
     @property

@@ -657,6 +657,7 @@ register(
         cost="1 + P_H·P_W forward passes per image: 170 at 224 px (13 × 13 windows)",
         run=occlusion,
         needs_gradient=False,
+        bf16=True,
         notes="The patch is the value 0 in the model's input space, i.e. the data set's mean "
         "colour for mean/std-normalised inputs (grey for EfficientNet-Lite0's 0.5/0.5); "
         "pass fill= for another value. Window and stride are in pixels and are not scaled "
@@ -688,6 +689,7 @@ register(
         "4000-mask maps differ from seed to seed. Publish RISE figures from "
         "--quality paper.",
         needs_gradient=False,
+        bf16=True,
         notes="Masks multiply the model's (normalised) input, so a hidden pixel becomes 0 "
         "there, the data set's mean colour, as in the authors' code. Masks come from a "
         "seeded generator (seed=0) and are shared by every image, so maps are reproducible. "
@@ -718,6 +720,7 @@ register(
         "0.954, the misclassified astronaut); 128 channels: 0.993 (min 0.970); 256: 0.999. "
         "Passes per image drop from 500-950 to 65.",
         needs_gradient=False,
+        bf16=True,
         notes="Weights as in the paper's Algorithm 1, pytorch-grad-cam and torchcam: a "
         "softmax over channels of the target logits (the paper subtracts a baseline's "
         "logit first, which a softmax cancels). The authors' released code instead weights "
