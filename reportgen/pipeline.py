@@ -46,6 +46,7 @@ from .techniques.cam import REGISTRY_CAM, cam_maps, upsample
 from .timing import (
     LAYOUTS,
     PassCounter,
+    native_bf16,
     Phases,
     Timer,
     merge_phases,
@@ -239,12 +240,14 @@ def class_boxes(record: data.ImageRecord, target: int) -> list:
 PROBES: dict[tuple, dict] = {}  # one probe per model, device and threads in a process
 
 
-def probed(model, spec, device: torch.device, layouts: tuple[str, ...]) -> dict:
-    """The start-up probe (``timing.probe``), once per process for the same model, device,
-    thread count and layouts (tests run many small runs in one process)."""
-    key = (spec.name, tuple(spec.input_size), str(device), torch.get_num_threads(), layouts)
+def probed(model, spec, device: torch.device, layouts: tuple[str, ...], quality: str) -> dict:
+    """The start-up probe (``timing.probe``) in the precision of the preset's batched
+    passes on this device, once per process for the same model, device, thread count,
+    layouts and precision (tests run many small runs in one process)."""
+    half = METRIC_PRESETS[quality]["forward"] == "bf16" and native_bf16(device)
+    key = (spec.name, tuple(spec.input_size), str(device), torch.get_num_threads(), layouts, half)
     if key not in PROBES:
-        PROBES[key] = probe(model, tuple(spec.input_size), device, layouts)
+        PROBES[key] = probe(model, tuple(spec.input_size), device, layouts, half=half)
     return PROBES[key]
 
 
@@ -360,7 +363,7 @@ class Run:
         self.phases.counter = self.timer.counter
         with self.phases("probe"):
             layouts = ("nchw", "nhwc") if config.layout == "auto" else (config.layout,)
-            self.probe = probed(self.model, self.spec, self.device, layouts)
+            self.probe = probed(self.model, self.spec, self.device, layouts, config.quality)
         self.use_layout(self.probe["layout"])
         self.palette = figures.heat_palette()
         self.profiles: set[str] = set()
@@ -1180,9 +1183,14 @@ def phase_summary(out: str) -> str:
 
 
 def run(config: RunConfig, progress: bool = True) -> Summary:
-    """Compute every selected technique and metric over the data set, store the tables."""
-    work(config, progress).after()
-    return finish(config.out)
+    """Compute every selected technique and metric over the data set, store the tables and
+    the phase table (``reportgen run`` also renders the site)."""
+    started = time.perf_counter()
+    phases = Phases()
+    work(config, progress, phases=phases).after()
+    summary = finish(config.out, phases)
+    write_phases(config.out, phases, time.perf_counter() - started)
+    return summary
 
 
 def versions() -> dict[str, str]:

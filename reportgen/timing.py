@@ -7,7 +7,7 @@ import resource
 import sys
 import time
 from collections import defaultdict
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 from torch import nn
@@ -315,21 +315,28 @@ def probe(
     device: torch.device,
     layouts: tuple[str, ...] = ("nchw", "nhwc"),
     sizes: tuple[int, ...] | None = None,
+    half: bool = False,
 ) -> dict:
     """The model's best per-row inference time on this device: each memory layout at each
     batch size of ``PROBE_ROWS`` (a warm-up pass at each, as a new shape picks its kernels
-    on its first call, then the best of two timed passes),
-    then at the best one forward in bfloat16 (autocast) and forward + backward to the input. The best (layout, rows) is what
-    every batched phase of the run uses; the per-row times give the run's floor.
+    on its first call, then the best of two timed passes), in the precision the run's
+    batched passes will use (bfloat16 autocast with ``half``, else float32). The best
+    (layout, rows) is what every batched phase of the run uses. At it, the other
+    precision's forward and a forward + backward to the input are timed too: the per-row
+    times the run's floor is built on.
 
     The model is left in the best layout. Takes a few seconds on a 2-core CPU."""
     sizes = sizes or PROBE_ROWS.get(device.type, PROBE_ROWS["cpu"])
+
+    def cast(bf16: bool):
+        return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
     tried = []
     for layout in layouts:
         model.to(memory_format=LAYOUTS[layout])  # outside inference mode: parameters stay usable
         x = torch.zeros(max(sizes), 3, *input_size, device=device)
         x = x.contiguous(memory_format=LAYOUTS[layout])
-        with torch.inference_mode():
+        with torch.inference_mode(), cast(half):
             for rows in sizes:
                 model(x[:rows])  # warm-up: allocator, kernel choice for this shape
                 seconds = _best_seconds(lambda r=rows, x=x: model(x[:r]), 2, device)
@@ -338,9 +345,9 @@ def probe(
     model.to(memory_format=LAYOUTS[best["layout"]])
     x = torch.zeros(best["rows"], 3, *input_size, device=device)
     x = x.contiguous(memory_format=LAYOUTS[best["layout"]])
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16):
-        model(x)  # warm-up: bfloat16 kernels
-        half = _best_seconds(lambda: model(x), 2, device)
+    with torch.inference_mode(), cast(not half):
+        model(x)  # warm-up: the other precision's kernels
+        other = 1000 * _best_seconds(lambda: model(x), 2, device) / best["rows"]
     x.requires_grad_(True)
 
     def backward() -> None:
@@ -352,9 +359,10 @@ def probe(
     return {
         "layout": best["layout"],
         "rows": best["rows"],
-        "forward_ms": best["ms_per_row"],
+        "forward_ms": other if half else best["ms_per_row"],
+        "batched": "bf16" if half else "fp32",
         "backward_ms": 1000 * seconds / best["rows"],
-        "forward_bf16_ms": 1000 * half / best["rows"],
+        "forward_bf16_ms": best["ms_per_row"] if half else other,
         "bf16_native": native_bf16(device),
         "tried": tried,
         "device": device.type,

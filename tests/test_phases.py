@@ -63,6 +63,49 @@ def test_floor_and_efficiency_from_rows():
     assert both["a"]["rows"] == 200 and both["a"]["seconds"] == 8.0
 
 
+def test_floor_prices_bfloat16_rows_at_their_own_speed():
+    table = {"a": {"seconds": 2.0, "rows": 100, "grad_rows": 0, "half_rows": 60, "calls": 1}}
+    probe = {"forward_ms": 20.0, "forward_bf16_ms": 5.0, "backward_ms": 60.0}
+    (row,) = phase_rows(table, probe, wall=2.0)
+    assert row["floor_seconds"] == pytest.approx(40 * 0.02 + 60 * 0.005)
+
+
+def test_pass_counter_counts_the_work_that_ran():
+    """Rows are full passes at the input size, from the multiply-adds that ran: half the
+    side is a quarter row, a pass stopped at a layer counts what ran, a module whose
+    forward is replaced (a replay) counts nothing, and deep copies count into the same
+    counter."""
+    import copy
+
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 1)).eval()
+    counter = timing.PassCounter(model, (16, 16))
+    per_row = 16 * 16 * 4 * (3 * 9) + 16 * 16 * 4 * 4  # the two convolutions' multiply-adds
+    assert counter.per_row == per_row and counter.rows == 0  # the calibration is not counted
+    with torch.no_grad():
+        model(torch.zeros(2, 3, 16, 16))
+        assert counter.rows == pytest.approx(2)
+        model(torch.zeros(1, 3, 8, 8))
+        assert counter.rows == pytest.approx(2.25)
+        model[0](torch.zeros(1, 3, 16, 16))  # stopped after the first layer
+        assert counter.rows == pytest.approx(2.25 + 27 / 31)
+        model[0].forward = lambda x: torch.zeros(x.shape[0], 4, 16, 16)  # a replayed layer
+        model(torch.zeros(1, 3, 16, 16))
+        assert counter.rows == pytest.approx(2.25 + 27 / 31 + 4 / 31)
+        del model[0].forward
+        copy.deepcopy(model)(torch.zeros(1, 3, 16, 16))
+        assert counter.rows == pytest.approx(3.25 + 1)
+    assert counter.grad_rows == 0 and counter.half_rows == 0
+    model(torch.zeros(1, 3, 16, 16))  # grad mode: recorded for a backward
+    assert counter.grad_rows == pytest.approx(1)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(torch.zeros(1, 3, 16, 16))
+    assert counter.half_rows == pytest.approx(1)
+
+
 def test_batcher_runs_full_passes_and_answers_in_order():
     passes = []
 
@@ -97,3 +140,14 @@ def test_a_run_accounts_for_its_wall_time(site):  # noqa: F811
     assert run["quality"] == "fast" and "--quality paper" in run["other_quality"]["command"]
     perf = (site / "perf.html").read_text()
     assert 'id="phases"' in perf and "render" in perf
+
+
+def test_bfloat16_forward_passes_only_in_the_fast_preset_on_native_hardware():
+    import torch
+
+    from reportgen.pipeline import forward_dtype
+
+    assert forward_dtype("fast", {"bf16_native": True}) is torch.bfloat16
+    assert forward_dtype("fast", {"bf16_native": False}) is None
+    assert forward_dtype("paper", {"bf16_native": True}) is None
+    assert forward_dtype("fast", {}) is None  # a probe from before the field: float32

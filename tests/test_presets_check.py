@@ -87,3 +87,24 @@ def test_curve_agreement_is_exact_at_equal_steps_and_uses_the_pipeline_step():
     )
     assert coarse["deletion"]["mean_abs_diff"] > 0  # 3 steps is a different curve
     assert -1.0 <= coarse["deletion"]["pearson"] <= 1.0
+
+
+def test_committed_measurements_back_the_fast_presets():
+    """The measurement on the default photos (``evaluation/bench/presets``) is what the
+    registrations use: the synthesis step counts it chose, and bfloat16 only for the
+    techniques whose maps it compared, with maps and scores that agree with float32's."""
+    import json
+
+    from reportgen import techniques
+
+    results = json.loads(presets.OUT.read_text())
+    for name in ("filter_vis", "inversion"):
+        measured = results["synthesis"][name]
+        assert measured["chosen"] == techniques.get(name).preset("fast")["steps"], name
+    assert results["synthesis"]["class_model"]["chosen"] is None  # not shortened: see why
+    assert "steps" not in techniques.get("class_model").preset("fast")
+    precision = results["precision"]
+    bf16 = {t.name for t in techniques.REGISTRY.values() if t.bf16}
+    assert set(precision["maps"]) == bf16
+    assert min(m["min_r"] for m in precision["maps"].values()) >= 0.98
+    assert min(s["spearman"] for s in precision["scores"].values()) >= 0.95

@@ -1,5 +1,6 @@
-"""A whole run: images per second, and its efficiency (the time the forward and backward
-passes it needs would take at the plain speed of the model, divided by the time it took).
+"""A whole run: images per second, its efficiency (its floor, the model rows it ran at the
+start-up probe's per-row times, divided by its wall time: docs/performance.md) and the
+probe's results on this device.
 
 At full size (``reportgen bench``): every technique and metric at their defaults on
 BATCH embedded photos; the smoke size uses the tests' cheap settings.
@@ -25,24 +26,7 @@ CHEAP = {
 }
 
 
-def seconds_per_row(model: torch.nn.Module, x: torch.Tensor, backward: bool) -> float:
-    """Median time of one row through the model: inference only, or forward + backward
-    to the input (what a gradient technique needs at least)."""
-    times = []
-    for _ in range(5):
-        began = time.perf_counter()
-        if backward:
-            inp = x.detach().clone().requires_grad_(True)
-            model(inp).max(1).values.sum().backward(inputs=[inp])
-        else:
-            with torch.inference_mode():
-                model(x)
-        times.append(time.perf_counter() - began)
-    return sorted(times)[len(times) // 2] / x.shape[0]
-
-
 def test_full_run(benchmark, lite0, inputs, tmp_path_factory):
-    model, _ = lite0
     x, _ = inputs
     out = tmp_path_factory.mktemp("bench-run")
     config = RunConfig(
@@ -58,10 +42,7 @@ def test_full_run(benchmark, lite0, inputs, tmp_path_factory):
     benchmark.pedantic(lambda: pipeline.run(config, progress=False), rounds=1, iterations=1)
     wall = time.perf_counter() - began
     run = json.loads((out / "data" / "run.json").read_text())
-    forward = seconds_per_row(model, x, backward=False)
-    gradient = seconds_per_row(model, x, backward=True)
-    plain = run["forward_rows"] - run["gradient_rows"]
-    needed = plain * forward + run["gradient_rows"] * gradient
+    phases = json.loads((out / "data" / "phases.json").read_text())
     benchmark.group = "full run"
     benchmark.extra_info.update(
         {
@@ -70,13 +51,17 @@ def test_full_run(benchmark, lite0, inputs, tmp_path_factory):
             "images_per_second": BATCH / wall,
             "forward_rows": run["forward_rows"],
             "gradient_rows": run["gradient_rows"],
-            "needed_seconds": needed,
+            "needed_seconds": phases["floor_seconds"],  # the run's floor (docs/performance.md)
             "wall_seconds": wall,
-            "efficiency": needed / wall,
+            "efficiency": phases["efficiency"],
+            "coverage": phases["coverage"],
+            "probe": run["probe"],  # this device's per-row times by layout, rows, precision
+            "forward_precision": run["forward_precision"],
             "batch": BATCH,
-            "device": x.device.type,
+            "device": str(config.device),
             "threads": torch.get_num_threads(),
             "size": SIZE,
         }
     )
     assert run["images"] == BATCH and run["forward_rows"] > BATCH
+    assert phases["coverage"] > 0.9 and 0 < phases["efficiency"]
