@@ -391,9 +391,7 @@ def measure_curves(inp: Inputs, images: int, progress: Progress | None = None) -
             "paper_seconds_per_image": float(np.mean(secs[CURVE_PAPER_STEPS])),
             "seconds_note": f"insertion + deletion of all {len(CURVE_MAPS)} maps of an image",
             "candidates": candidates,
-            "chosen": next(
-                (c["value"] for c in candidates if c["spearman_min"] >= FLOOR), None
-            ),
+            "chosen": next((c["value"] for c in candidates if c["spearman_min"] >= FLOOR), None),
             "aucs": {
                 str(n): {m: [round(v, 6) for v in aucs[n][m]] for m in MODES} for n in all_steps
             },
@@ -464,7 +462,9 @@ def measure_precision(inp: Inputs, images: int) -> dict:
         start = time.perf_counter()
         full = compute_maps(inp.model, x, t, method, settings, **kwargs)
         middle = time.perf_counter()
-        half = _bf16(lambda m=method, s=settings: compute_maps(inp.model, x, t, m, s, **kwargs))
+        half = _bf16(
+            lambda m=method, s=settings, k=kwargs: compute_maps(inp.model, x, t, m, s, **k)
+        )
         rs = [pearson(a, b) for a, b in zip(full, half, strict=True)]
         maps[method] = {
             "settings": settings,
@@ -485,8 +485,14 @@ def measure_precision(inp: Inputs, images: int) -> dict:
     for i in range(images):
         one = {}
         for method, layer in CURVE_MAPS:
-            m = compute_maps(inp.model, x[i : i + 1], t[i : i + 1], method, None,
-                             **({"layer": layer} if layer else {}))
+            m = compute_maps(
+                inp.model,
+                x[i : i + 1],
+                t[i : i + 1],
+                method,
+                None,
+                **({"layer": layer} if layer else {}),
+            )
             one[f"{method}@{layer}" if layer else method] = m[0].numpy()
         named.append(one)
     targets = [int(v) for v in t]
@@ -494,14 +500,16 @@ def measure_precision(inp: Inputs, images: int) -> dict:
     drops = {}
     for p, fn in by.items():
         reference = fn(inp.pixels[:images])[np.arange(images), targets]
-        drops[p] = np.asarray([
-            M.drop_per_image(
-                reference[i : i + 1],
-                fn(M.explanation_images(inp.pixels[i : i + 1], m[None]))[:, targets[i]],
-            )[0]
-            for i, one in enumerate(named)
-            for m in one.values()
-        ])
+        drops[p] = np.asarray(
+            [
+                M.drop_per_image(
+                    reference[i : i + 1],
+                    fn(M.explanation_images(inp.pixels[i : i + 1], m[None]))[:, targets[i]],
+                )[0]
+                for i, one in enumerate(named)
+                for m in one.values()
+            ]
+        )
     scores = {mode: auc_stats(aucs["bf16"][mode], aucs["fp32"][mode]) for mode in MODES}
     scores["average_drop"] = auc_stats(drops["bf16"], drops["fp32"])
     for name, st in scores.items():
@@ -523,13 +531,17 @@ def measure_precision(inp: Inputs, images: int) -> dict:
 
 #: Candidate step counts of the synthesis techniques against their paper settings
 #: (``reportgen.techniques.synthesis.PAPER_STEPS``).
-SYNTHESIS_CANDIDATES = {"filter_vis": (32, 48, 64, 96), "inversion": (32, 50, 100),
-                        "class_model": (48, 64, 128)}
+SYNTHESIS_CANDIDATES = {
+    "filter_vis": (32, 48, 64, 96),
+    "inversion": (32, 50, 100),
+    "class_model": (48, 64, 128),
+}
 SYNTHESIS_FLOOR = 0.8  # median share of the paper setting's gain a fast setting must reach
 
 
-def _gain_share(start: torch.Tensor, final: torch.Tensor, paper: torch.Tensor,
-                lower_is_better: bool = False) -> list[float]:
+def _gain_share(
+    start: torch.Tensor, final: torch.Tensor, paper: torch.Tensor, lower_is_better: bool = False
+) -> list[float]:
     """Per item, the share of the paper setting's improvement over the start that
     ``final`` reaches (1: as far as the paper setting, 0: no better than the start)."""
     sign = -1.0 if lower_is_better else 1.0
@@ -567,9 +579,13 @@ def measure_synthesis(inp: Inputs, images: int = 2) -> dict:
     out["inversion"] = _summarise("inversion", shares, seconds, paper)
     for name, res in out.items():
         res["paper"] = PAPER_STEPS[name]
-        _log(f"  {name}: " + ", ".join(
-            f"{c['value']} steps median {c['median']:.3f} min {c['min']:.3f}"
-            for c in res["candidates"]))
+        _log(
+            f"  {name}: "
+            + ", ".join(
+                f"{c['value']} steps median {c['median']:.3f} min {c['min']:.3f}"
+                for c in res["candidates"]
+            )
+        )
     return out
 
 
@@ -588,16 +604,19 @@ def _synthesis_candidates(name: str, model, x, kwargs: dict, lower: bool) -> dic
         shares[steps] = _gain_share(got.start, got.final, reference.final, lower)
         if name == "class_model":  # the paper's size differs: gain from its own start
             full = reference.final - reference.start
-            shares[steps] = [float(g / f) for g, f in zip(got.final - got.start, full,
-                                                           strict=True)]
+            shares[steps] = [float(g / f) for g, f in zip(got.final - got.start, full, strict=True)]
     return _summarise(name, shares, seconds, paper)
 
 
 def _summarise(name: str, shares: dict, seconds: dict, paper: dict) -> dict:
     candidates = [
-        {"value": steps, "share": [round(v, 4) for v in vals],
-         "median": float(np.nanmedian(vals)), "min": float(np.nanmin(vals)),
-         "seconds": seconds[steps]}
+        {
+            "value": steps,
+            "share": [round(v, 4) for v in vals],
+            "median": float(np.nanmedian(vals)),
+            "min": float(np.nanmin(vals)),
+            "seconds": seconds[steps],
+        }
         for steps, vals in shares.items()
     ]
     return {

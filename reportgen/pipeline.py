@@ -46,10 +46,10 @@ from .techniques.cam import REGISTRY_CAM, cam_maps, upsample
 from .timing import (
     LAYOUTS,
     PassCounter,
-    native_bf16,
     Phases,
     Timer,
     merge_phases,
+    native_bf16,
     peak_rss_mb,
     phase_rows,
     probe,
@@ -359,7 +359,9 @@ class Run:
         self.store = Store(config.out, self.phases)
         self.mean = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(self.spec.std, device=self.device).view(1, 3, 1, 1)
-        self.timer = Timer(self.device, PassCounter(self.model, tuple(self.spec.input_size)), self.phases)
+        self.timer = Timer(
+            self.device, PassCounter(self.model, tuple(self.spec.input_size)), self.phases
+        )
         self.phases.counter = self.timer.counter
         with self.phases("probe"):
             layouts = ("nchw", "nhwc") if config.layout == "auto" else (config.layout,)

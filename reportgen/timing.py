@@ -107,7 +107,9 @@ class Phases:
         return self.counter.counts() if self.counter else (0.0,) * len(COUNTS)
 
     def _row(self, name: str) -> dict[str, float]:
-        return self.table.setdefault(name, {"seconds": 0.0, **dict.fromkeys(COUNTS, 0.0), "calls": 0})
+        return self.table.setdefault(
+            name, {"seconds": 0.0, **dict.fromkeys(COUNTS, 0.0), "calls": 0}
+        )
 
     def _charge(self, entry: list, now: float) -> None:
         counts = self._snapshot()
