@@ -660,7 +660,7 @@ register(
         why="Fast preset: 64 steps. With one channel of each of the 9 feature layers of "
         "EfficientNet-Lite0, 64 steps reach a median 81 % of the rise in the channel's mean "
         "that 512 steps reach (96 steps: 84 %, 48: 61 %; python -m evaluation.presets --only "
-        "synthesis). The images are recognisably the same; the paper's are sharper.",
+        "synthesis). Use --quality paper for images you publish.",
         notes="Lucid's transforms are folded into one affine resampling per image, each "
         "image with its own random draw.",
     )
