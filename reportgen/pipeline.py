@@ -352,6 +352,7 @@ class Run:
         self.curve_steps = config.curve_steps or METRIC_PRESETS[config.quality]["curve_steps"]
         self.curve_ends: dict[str, list[tuple[float, float]]] = {}  # set per batch
         self.reference = np.zeros(0)  # each photo's probability of its target, per batch
+        self.blurred: list[np.ndarray] = []  # each photo's blur (insertion's start), per batch
         self.masks: dict[str, np.ndarray] = {}  # exact object masks of the batch in hand
         with self.phases("list data"):
             self.dataset, records = data.dataset(config.data, self.spec.class_names)
@@ -807,7 +808,10 @@ class Run:
                 for k in rows:
                     step = -(-up[k].size // self.curve_steps)
                     for mode in ("insertion", "deletion"):
-                        plan = M.curve_plan(inputs[k], up[k], mode=mode, step=step)
+                        substrate = self.blurred[k] if mode == "insertion" else 0.0
+                        plan = M.curve_plan(
+                            inputs[k], up[k], mode=mode, step=step, substrate=substrate
+                        )
                         batcher.add(
                             plan.images(1, len(plan.changed) - 1),
                             lambda out, k=k, mode=mode, plan=plan: add_curve(
@@ -857,13 +861,17 @@ class Run:
         of its target (Average Drop, Increase in Confidence); ``curve_ends``, the insertion /
         deletion curves' first and last points, the same for every map: deletion runs from
         the photo to black, insertion from the blurred photo to the photo. One pass's worth
-        (the photos, one black image, one blur per image) instead of rows per map."""
+        (the photos, one black image, one blur per image) instead of rows per map; the blurs
+        (``blurred``) are kept for the maps' insertion curves, so each is computed once."""
         groups = self.metric_groups
         if not {"faithfulness", "insertion_deletion"} & set(groups):
             return
         n, curves = len(inputs), "insertion_deletion" in groups
-        extra = [M.substrate_image(inputs[0], None, "deletion")] if curves else []
-        extra += [M.substrate_image(image, None, "insertion") for image in inputs] if curves else []
+        black = M.substrate_image(inputs[0], None, "deletion")
+        self.blurred = (
+            [M.substrate_image(image, None, "insertion") for image in inputs] if curves else []
+        )
+        extra = [black, *self.blurred] if curves else []
         out = self.probabilities(np.concatenate([inputs, np.stack(extra)]) if extra else inputs)
         picked = out[:, targets.numpy()]  # [rows, n]: each row's probability of each target
         photo = self.reference = picked[np.arange(n), np.arange(n)].astype(np.float64)
