@@ -311,6 +311,42 @@ def native_bf16(device: torch.device) -> bool:
     return device.type == "cpu" and any(getattr(cpu, c, lambda: False)() for c in checks)
 
 
+def per_row_times(
+    model: nn.Module, input_size: tuple[int, int], device: torch.device, layout: str, rows: int
+) -> dict[str, float]:
+    """At one shape: ms a row forward in float32 and in bfloat16 (autocast), and forward +
+    backward to the input, each after a warm-up pass, best of two. The probe's figures at
+    its chosen shape, and again at the end of a run (``finish`` takes the better)."""
+    x = torch.zeros(rows, 3, *input_size, device=device).contiguous(memory_format=LAYOUTS[layout])
+    times = {}
+    for key, cast in (
+        ("forward_ms", nullcontext),
+        ("forward_bf16_ms", lambda: torch.autocast(device.type, dtype=torch.bfloat16)),
+    ):
+        with torch.inference_mode(), cast():
+            model(x)  # warm-up: this precision's kernels
+            times[key] = 1000 * _best_seconds(lambda: model(x), 2, device) / rows
+    x.requires_grad_(True)
+
+    def backward() -> None:
+        model(x).sum().backward(inputs=[x])
+
+    with torch.enable_grad():
+        backward()  # warm-up: autograd's first backward
+        times["backward_ms"] = 1000 * _best_seconds(backward, 2, device) / rows
+    return times
+
+
+def best_times(*probes: dict | None) -> dict:
+    """The first probe with each per-row time the lowest any of them measured: a probe
+    taken while the machine was busy must not inflate the floor."""
+    found = [p for p in probes if p]
+    if not found:
+        return {}
+    keys = ("forward_ms", "forward_bf16_ms", "backward_ms")
+    return {**found[0], **{k: min(p[k] for p in found if k in p) for k in keys if k in found[0]}}
+
+
 def probe(
     model: nn.Module,
     input_size: tuple[int, int],
@@ -345,26 +381,11 @@ def probe(
                 tried.append({"layout": layout, "rows": rows, "ms_per_row": 1000 * seconds / rows})
     best = min(tried, key=lambda t: t["ms_per_row"])
     model.to(memory_format=LAYOUTS[best["layout"]])
-    x = torch.zeros(best["rows"], 3, *input_size, device=device)
-    x = x.contiguous(memory_format=LAYOUTS[best["layout"]])
-    with torch.inference_mode(), cast(not half):
-        model(x)  # warm-up: the other precision's kernels
-        other = 1000 * _best_seconds(lambda: model(x), 2, device) / best["rows"]
-    x.requires_grad_(True)
-
-    def backward() -> None:
-        model(x).sum().backward(inputs=[x])
-
-    with torch.enable_grad():
-        backward()  # warm-up: autograd's first backward
-        seconds = _best_seconds(backward, 2, device)
     return {
         "layout": best["layout"],
         "rows": best["rows"],
-        "forward_ms": other if half else best["ms_per_row"],
         "batched": "bf16" if half else "fp32",
-        "backward_ms": 1000 * seconds / best["rows"],
-        "forward_bf16_ms": best["ms_per_row"] if half else other,
+        **per_row_times(model, input_size, device, best["layout"], best["rows"]),
         "bf16_native": native_bf16(device),
         "tried": tried,
         "device": device.type,

@@ -151,3 +151,20 @@ def test_bfloat16_forward_passes_only_in_the_fast_preset_on_native_hardware():
     assert forward_dtype("fast", {"bf16_native": False}) is None
     assert forward_dtype("paper", {"bf16_native": True}) is None
     assert forward_dtype("fast", {}) is None  # a probe from before the field: float32
+
+
+def test_floor_takes_the_better_of_the_start_and_end_probes():
+    start = {"layout": "nhwc", "rows": 8, "forward_ms": 18.0, "forward_bf16_ms": 4.0}
+    start["backward_ms"] = 60.0
+    end = {"forward_ms": 9.0, "forward_bf16_ms": 5.0, "backward_ms": 30.0}
+    best = timing.best_times(start, end)
+    assert best["forward_ms"] == 9.0 and best["forward_bf16_ms"] == 4.0
+    assert best["backward_ms"] == 30.0 and best["layout"] == "nhwc" and best["rows"] == 8
+    assert timing.best_times(start, None) == start and timing.best_times(None) == {}
+
+
+def test_a_run_times_the_probe_again_at_its_end(site):  # noqa: F811
+    totals = json.loads((site / "data" / "phases.json").read_text())
+    end = totals["probe_end"]
+    assert end["forward_ms"] > 0 and end["backward_ms"] > 0
+    assert totals["probe"]["forward_ms"] <= end["forward_ms"]
