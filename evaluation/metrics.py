@@ -1,4 +1,4 @@
-"""Faithfulness and localisation metrics, exactly as shared/METRICS.md defines them.
+"""Faithfulness and localisation metrics, exactly as their papers define them (README: Metrics).
 
 Pure functions over NumPy arrays. The only model access is a callable
 ``probabilities(images) -> [N, classes]`` handed in by the caller; images are

@@ -1,4 +1,4 @@
-"""Published figures of the metrics we compute, as shared/METRICS.md quotes them, so the
+"""Published figures of the metrics we compute, as their papers and libraries published them, so the
 site can set ours beside them. Every row names its model, data and source: the figures
 are only comparable in kind (other models, other images), never in value."""
 

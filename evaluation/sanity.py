@@ -5,7 +5,7 @@ maps are recomputed after each step, and each map is compared with the trained m
 map of the same method and image. A method whose maps stay the same while the model is
 destroyed (an edge detector, guided backpropagation) is not explaining the model.
 
-Choices (shared/METRICS.md, "Sanity"):
+Choices (Adebayo et al. 2018; README: Metrics, "sanity"):
 
 * Blocks: the modules that own parameters, in execution order, grouped into the
   elements of the model's sequence containers (``layer4.1``, ``blocks.5.3``); a stage
