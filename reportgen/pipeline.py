@@ -582,7 +582,7 @@ class Run:
                         {"problem": problem}
                         if problem
                         else self.scored(
-                            technique.name, layer, maps, timing, loaded, inputs, probs, targets
+                            technique.name, layer, maps, timing, loaded, inputs, targets
                         )
                     )
                 else:
@@ -735,16 +735,14 @@ class Run:
             return {"problem": str(err)}
         except RuntimeError as err:
             return {"problem": f"{technique.name} at {layer}: {err}"}
-        return self.scored(
-            technique.name, layer, maps, self.timer.last, loaded, inputs, probs, targets
-        )
+        return self.scored(technique.name, layer, maps, self.timer.last, loaded, inputs, targets)
 
     def scored(self, method: str, layer: str, maps, timing: dict, *batch) -> dict:
         """The part of a unit whose maps are computed: saved, scored, timed."""
         rows, scale, curves = self.score(method, layer, maps, *batch)
         return {"metrics": rows, "scale": scale, "timing": timing, "curves": curves}
 
-    def score(self, method: str, layer: str, maps, loaded, inputs, probs, targets):
+    def score(self, method: str, layer: str, maps, loaded, inputs, targets):
         """Save raw maps and overlays, and compute the selected metrics of one method's maps.
 
         Every image the metrics put to the model (explanation images, the inner points of
@@ -810,7 +808,7 @@ class Run:
                 for k in rows:
                     step = -(-up[k].size // self.curve_steps)
                     for mode in ("insertion", "deletion"):
-                        substrate = self.blurred[k] if mode == "insertion" else 0.0
+                        substrate = self.blurred[k] if mode == "insertion" else None
                         plan = M.curve_plan(
                             inputs[k], up[k], mode=mode, step=step, substrate=substrate
                         )
