@@ -369,6 +369,7 @@ class Run:
         with self.phases("probe"):
             layouts = ("nchw", "nhwc") if config.layout == "auto" else (config.layout,)
             self.probe = probed(self.model, self.spec, self.device, layouts, config.quality)
+        self.timer.counter.weigh(self.probe.get("time_shares"))
         self.use_layout(self.probe["layout"])
         self.palette = figures.heat_palette()
         self.profiles: set[str] = set()

@@ -22,6 +22,12 @@ class PassCounter:
     with autograd recording (a backward follows); ``half_rows``: the part run in bfloat16
     (autocast), which the floor prices at the probe's bfloat16 speed.
 
+    Multiply-adds are not time: early layers (large maps, depthwise filters) are bound by
+    memory and take a larger share of a pass's time than of its multiply-adds. ``weigh``
+    gives each layer its measured share of a full pass's time (``time_shares``, taken by
+    the probe), so a pass stopped at an early layer counts the time the device needs for
+    that part, not its arithmetic.
+
     The hooks are closures, not bound methods, so copies of the model (``copy.deepcopy``:
     the sanity check's randomised networks) keep counting into this counter. A module whose
     ``forward`` is replaced on the instance (a replay returning stored outputs) computes
@@ -32,15 +38,18 @@ class PassCounter:
         self.grad_macs = 0.0
         self.half_macs = 0.0
         self.per_row = 0.0
+        # per counted module, in model.modules() order: [factor, multiply-adds of its last call]
+        self.cells: list[list[float]] = []
         self.handles = [
-            m.register_forward_hook(self._hook())
-            for m in model.modules()
-            if isinstance(m, nn.Conv2d | nn.Linear)
+            m.register_forward_hook(self._hook()) for m in model.modules() if _counted(m)
         ]
         if input_size is not None:
             self.calibrate(model, input_size)
 
     def _hook(self):
+        cell = [1.0, 0.0]
+        self.cells.append(cell)
+
         def count(module: nn.Module, _inputs, out) -> None:
             if "forward" in module.__dict__ or not isinstance(out, torch.Tensor):
                 return
@@ -49,6 +58,8 @@ class PassCounter:
                 macs = out.numel() * (module.in_channels // module.groups) * kh * kw
             else:
                 macs = out.numel() * module.in_features
+            cell[1] = macs
+            macs *= cell[0]
             self.macs += macs
             if torch.is_grad_enabled():
                 self.grad_macs += macs
@@ -61,10 +72,25 @@ class PassCounter:
         """One row's multiply-adds at the input size, from a one-row pass (not counted)."""
         device = next(model.parameters()).device
         before = (self.macs, self.grad_macs, self.half_macs)
+        factors = [cell[0] for cell in self.cells]
+        for cell in self.cells:
+            cell[:] = [1.0, 0.0]
         with torch.inference_mode():
             model(torch.zeros(1, 3, *input_size, device=device))
         self.per_row = self.macs - before[0]
+        self.row_macs = [cell[1] for cell in self.cells]
+        for cell, factor in zip(self.cells, factors, strict=True):
+            cell[0] = factor
         self.macs, self.grad_macs, self.half_macs = before
+
+    def weigh(self, shares: list[float] | None) -> None:
+        """Count each layer's multiply-adds at its share of a full pass's time (``shares``:
+        one per counted module, in ``model.modules()`` order, summing to 1), so a full row
+        still counts 1 and part of a pass counts the time that part takes."""
+        if not shares or len(shares) != len(self.cells) or not self.per_row:
+            return
+        for cell, share, macs in zip(self.cells, shares, self.row_macs, strict=True):
+            cell[0] = share * self.per_row / macs if macs else 0.0
 
     @property
     def rows(self) -> float:
@@ -84,6 +110,47 @@ class PassCounter:
     def remove(self) -> None:
         for handle in self.handles:
             handle.remove()
+
+
+def _counted(module: nn.Module) -> bool:
+    return isinstance(module, nn.Conv2d | nn.Linear)
+
+
+def time_shares(model: nn.Module, x: torch.Tensor, repeats: int = 3) -> list[float]:
+    """Each convolution's and linear layer's share of a forward pass's time on ``x``, in
+    ``model.modules()`` order (what ``PassCounter.weigh`` takes): the time from the layer's
+    start to the next one's (its normalisation and activation included), the last to the
+    end of the pass; the least of ``repeats`` passes, after a warm-up pass."""
+    modules = [m for m in model.modules() if _counted(m)]
+    index = {id(m): i for i, m in enumerate(modules)}
+    cuda = x.device.type == "cuda"
+    marks: list[tuple[int, float]] = []
+
+    def mark(module: nn.Module, _args) -> None:
+        if cuda:
+            torch.cuda.synchronize(x.device)
+        marks.append((index[id(module)], time.perf_counter()))
+
+    handles = [m.register_forward_pre_hook(mark) for m in modules]
+    best = [float("inf")] * len(modules)
+    try:
+        with torch.inference_mode():
+            for repeat in range(repeats + 1):
+                marks.clear()
+                model(x)
+                if cuda:
+                    torch.cuda.synchronize(x.device)
+                end = time.perf_counter()
+                spent = [0.0] * len(modules)
+                for (i, since), (_, until) in zip(marks, [*marks[1:], (-1, end)], strict=True):
+                    spent[i] += until - since
+                if repeat:  # the first pass is the warm-up
+                    best = [min(b, s) for b, s in zip(best, spent, strict=True)]
+    finally:
+        for h in handles:
+            h.remove()
+    total = sum(best)
+    return [b / total for b in best] if total > 0 else []
 
 
 COUNTS = ("rows", "grad_rows", "half_rows")  # what a phase's row in the table counts
@@ -361,7 +428,8 @@ def probe(
     batched passes will use (bfloat16 autocast with ``half``, else float32). The best
     (layout, rows) is what every batched phase of the run uses. At it, the other
     precision's forward and a forward + backward to the input are timed too: the per-row
-    times the run's floor is built on.
+    times the run's floor is built on; and each layer's share of a pass's time there
+    (``time_shares``, for ``PassCounter.weigh``).
 
     The model is left in the best layout. Takes a few seconds on a 2-core CPU."""
     sizes = sizes or PROBE_ROWS.get(device.type, PROBE_ROWS["cpu"])
@@ -381,6 +449,9 @@ def probe(
                 tried.append({"layout": layout, "rows": rows, "ms_per_row": 1000 * seconds / rows})
     best = min(tried, key=lambda t: t["ms_per_row"])
     model.to(memory_format=LAYOUTS[best["layout"]])
+    x = torch.zeros(best["rows"], 3, *input_size, device=device)
+    with cast(half):
+        shares = time_shares(model, x.contiguous(memory_format=LAYOUTS[best["layout"]]))
     return {
         "layout": best["layout"],
         "rows": best["rows"],
@@ -388,6 +459,7 @@ def probe(
         **per_row_times(model, input_size, device, best["layout"], best["rows"]),
         "bf16_native": native_bf16(device),
         "tried": tried,
+        "time_shares": shares,
         "device": device.type,
         "threads": torch.get_num_threads(),
     }

@@ -106,6 +106,32 @@ def test_pass_counter_counts_the_work_that_ran():
     assert counter.half_rows == pytest.approx(1)
 
 
+def test_weighed_counter_counts_each_layers_share_of_the_time():
+    """Weighed by time shares, a full pass still counts one row, a smaller input scales
+    each layer by its multiply-adds, and a pass stopped after the first layer counts that
+    layer's share of the time, not of the arithmetic (27/31 of it here)."""
+    import torch
+    from torch import nn
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 1)).eval()
+    counter = timing.PassCounter(model, (16, 16))
+    shares = timing.time_shares(model, torch.zeros(2, 3, 16, 16))
+    assert len(shares) == 2 and sum(shares) == pytest.approx(1) and min(shares) > 0
+    assert counter.rows == pytest.approx(4 * 2)  # the profile's passes count as work too
+    counter.weigh([0.4, 0.6])
+    with torch.no_grad():
+        model(torch.zeros(3, 3, 16, 16))
+        assert counter.rows == pytest.approx(8 + 3)
+        model(torch.zeros(1, 3, 8, 8))
+        assert counter.rows == pytest.approx(11.25)
+        model[0](torch.zeros(1, 3, 16, 16))
+        assert counter.rows == pytest.approx(11.25 + 0.4)
+    counter.weigh([1.0])  # a profile of another model: ignored
+    with torch.no_grad():
+        model[0](torch.zeros(1, 3, 16, 16))
+    assert counter.rows == pytest.approx(11.25 + 0.8)
+
+
 def test_batcher_runs_full_passes_and_answers_in_order():
     passes = []
 

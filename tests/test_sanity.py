@@ -11,6 +11,7 @@ from evaluation.sanity import (
     cascading_randomisation,
     randomisation_steps,
     randomised,
+    similarities,
     spearman,
     ssim,
     summary,
@@ -131,6 +132,30 @@ def test_gradcam_falls_apart_when_the_weights_are_destroyed(small_resnet):
     assert by_block["none"] == (1.0, pytest.approx(1.0))
     assert by_block["fc"][0] < 0.5 and by_block["layer4.0"][0] < 0.5
     assert by_block["conv1+bn1"][0] < 0.5 and by_block["conv1+bn1"][1] < 0.5
+
+
+@pytest.mark.parametrize("shape", [(56, 56), (7, 7), (5, 9), (4, 4), (3, 9)])
+def test_batched_similarities_match_scipy_and_skimage(shape):
+    """All pairs at once give what scipy's spearmanr (average ranks) and skimage's SSIM
+    (uniform window, data_range 1) give pair by pair, ties and signs included."""
+    from scipy import stats
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(1)
+    now = np.round(rng.normal(size=(6, *shape)), 1)  # rounding: many exact ties
+    then = np.round(rng.normal(size=(6, *shape)), 1)
+    then[1] = -now[1]  # same magnitudes
+    then[2] = now[2] + 0.3 * rng.normal(size=shape)
+    now[3] = np.maximum(now[3], 0)  # a rectified map: a large tie at zero
+    rho, ss = similarities(now, then)
+    for i in range(len(now)):
+        a, b = np.abs(now[i]), np.abs(then[i])
+        expected = 1.0 if np.array_equal(a, b) else stats.spearmanr(a.ravel(), b.ravel())[0]
+        assert rho[i] == pytest.approx(expected, abs=1e-12)
+        unit = [(m - m.min()) / (m.max() - m.min()) for m in (a, b)]
+        window = min(7, min(shape) if min(shape) % 2 else min(shape) - 1)
+        reference = structural_similarity(*unit, data_range=1.0, win_size=window)
+        assert ss[i] == pytest.approx(reference, abs=1e-12)
 
 
 def test_constant_and_small_maps_give_finite_values():
