@@ -451,20 +451,22 @@ def measure_precision(inp: Inputs, images: int) -> dict:
     """bfloat16 (autocast) against float32 for what the fast preset runs in bfloat16: the
     forward-only techniques' maps (Pearson r per image, same seed) and the metric scores
     of the ``CURVE_MAPS`` maps (insertion / deletion AUCs at the fast preset's 12 steps;
-    Average Drop per map, in points). Also the speed of each precision (the probe)."""
+    Average Drop per map, in points). The bfloat16 side runs on the copy with batch norms
+    folded, as a run's forward-only passes do. Also the speed of each precision (the
+    probe)."""
+    from reportgen.models import folded_copy
     from reportgen.pipeline import make_probabilities
     from reportgen.timing import probe
 
     x, t = inp.x[:images], inp.targets[:images]
+    fast, _ = folded_copy(inp.model, tuple(inp.spec.input_size))  # what a run's bf16 passes use
     maps: dict[str, dict] = {}
     for method, settings in PRECISION_MAPS:
         kwargs = {"batch_size": 8, "mean": inp.spec.mean, "std": inp.spec.std}
         start = time.perf_counter()
         full = compute_maps(inp.model, x, t, method, settings, **kwargs)
         middle = time.perf_counter()
-        half = _bf16(
-            lambda m=method, s=settings, k=kwargs: compute_maps(inp.model, x, t, m, s, **k)
-        )
+        half = _bf16(lambda m=method, s=settings, k=kwargs: compute_maps(fast, x, t, m, s, **k))
         rs = [pearson(a, b) for a, b in zip(full, half, strict=True)]
         maps[method] = {
             "settings": settings,
@@ -479,7 +481,7 @@ def measure_precision(inp: Inputs, images: int) -> dict:
     cpu = torch.device("cpu")
     by = {
         "fp32": inp.probabilities,
-        "bf16": make_probabilities(inp.model, mean, std, cpu, 8, dtype=torch.bfloat16),
+        "bf16": make_probabilities(fast, mean, std, cpu, 8, dtype=torch.bfloat16),
     }
     named = []
     for i in range(images):
@@ -514,7 +516,7 @@ def measure_precision(inp: Inputs, images: int) -> dict:
     scores["average_drop"] = auc_stats(drops["bf16"], drops["fp32"])
     for name, st in scores.items():
         _log(f"  {name}: rho {st['spearman']:.4f}, mean |d| {st['mean_abs_diff']:.4f}")
-    speed = probe(inp.model, tuple(inp.spec.input_size), cpu)
+    speed = probe(inp.model, tuple(inp.spec.input_size), cpu, forward_model=fast)
     inp.model.to(memory_format=torch.contiguous_format)
     return {
         "what": "bfloat16 autocast against float32, same images, settings and seeds",

@@ -281,3 +281,73 @@ def list_layers(model: nn.Module, spec: ModelSpec) -> list[LayerOutput]:
     """Every module's output shape for one input of the spec's size."""
     layers, _ = record_outputs(model, torch.zeros(1, 3, *spec.input_size))
     return layers
+
+
+def folded_copy(model: nn.Module, input_size: tuple[int, int]) -> tuple[nn.Module, int]:
+    """A copy of ``model`` for forward-only passes, with every batch norm that directly
+    follows a convolution folded into that convolution's weights and bias, and the count
+    folded. Exact up to float rounding (checked here on a random input; when the copy's
+    logits differ, ``model`` itself comes back with 0), and on a CPU about twice as fast
+    in bfloat16, where a batch norm converts each map to float32 and back. Layer names
+    stay: a folded norm becomes ``nn.Identity`` (timm's ``BatchNormAct2d``: its dropout and
+    activation), so hooks by name see the same outputs.
+
+    A pair is folded only when the norm's input is the very tensor the convolution
+    returned, the norm runs once and keeps running statistics; the final check catches a
+    convolution output that is also used elsewhere."""
+    import copy
+
+    work = copy.deepcopy(model).eval()
+    last: dict[int, tuple[nn.Module, torch.Tensor]] = {}  # id(output) -> (conv, output)
+    pairs: dict[nn.Module, nn.Module | None] = {}  # norm -> its convolution (None: not foldable)
+
+    def after_conv(conv: nn.Module, _args, out) -> None:
+        last[id(out)] = (conv, out)
+
+    def before_norm(norm: nn.Module, args) -> None:
+        found = last.get(id(args[0]))
+        pairs[norm] = found[0] if found and norm not in pairs else None
+
+    handles = [
+        m.register_forward_hook(after_conv) for m in work.modules() if isinstance(m, nn.Conv2d)
+    ] + [m.register_forward_pre_hook(before_norm) for m in work.modules() if _foldable(m)]
+    x = torch.randn(2, 3, *input_size, generator=torch.Generator().manual_seed(0))
+    x = x.to(next(model.parameters()).device)
+    try:
+        with torch.inference_mode():
+            expected = model(x)
+            work(x)
+    finally:
+        for h in handles:
+            h.remove()
+    convs = [c for c in pairs.values() if c is not None]
+    found = {n: c for n, c in pairs.items() if c is not None and convs.count(c) == 1}
+    if not found:
+        return model, 0
+    names = {m: name for name, m in work.named_modules(remove_duplicate=False)}
+    with torch.no_grad():
+        for norm, conv in found.items():
+            scale = torch.rsqrt(norm.running_var + norm.eps)
+            if norm.weight is not None:
+                scale = scale * norm.weight
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(norm.running_mean)
+            shift = norm.bias if norm.bias is not None else torch.zeros_like(bias)
+            conv.weight.mul_(scale.view(-1, *[1] * (conv.weight.dim() - 1)))
+            conv.bias = nn.Parameter((bias - norm.running_mean) * scale + shift)
+            parent, _, attr = names[norm].rpartition(".")
+            keep = [m for m in (getattr(norm, "drop", None), getattr(norm, "act", None)) if m]
+            replacement = nn.Sequential(*keep) if keep else nn.Identity()
+            setattr(work.get_submodule(parent), attr, replacement)
+        got = work(x)
+    if not torch.allclose(got, expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max())):
+        return model, 0
+    return work, len(found)
+
+
+def _foldable(module: nn.Module) -> bool:
+    """A 2-D batch norm in eval mode with running statistics, whose forward is torch's
+    own or timm's norm + dropout + activation (nothing else it could hide)."""
+    if not isinstance(module, nn.BatchNorm2d) or module.running_mean is None:
+        return False
+    forward = type(module).forward
+    return forward is nn.BatchNorm2d.forward or type(module).__name__ == "BatchNormAct2d"

@@ -32,7 +32,7 @@ from . import __version__, data, figures, learned, techniques
 from .batcher import Batcher
 from .capture import resolve_layer
 from .config import RunConfig
-from .models import get_spec, list_layers, load_model
+from .models import folded_copy, get_spec, list_layers, load_model
 from .store import (
     PIXEL_LAYER,
     Store,
@@ -242,14 +242,19 @@ def class_boxes(record: data.ImageRecord, target: int) -> list:
 PROBES: dict[tuple, dict] = {}  # one probe per model, device and threads in a process
 
 
-def probed(model, spec, device: torch.device, layouts: tuple[str, ...], quality: str) -> dict:
+def probed(
+    model, forward_model, spec, device: torch.device, layouts: tuple[str, ...], quality: str
+) -> dict:
     """The start-up probe (``timing.probe``) in the precision of the preset's batched
     passes on this device, once per process for the same model, device, thread count,
-    layouts and precision (tests run many small runs in one process)."""
+    layouts and precision (tests run many small runs in one process). Forward passes are
+    timed on ``forward_model`` (the folded copy the run's forward-only passes use)."""
     half = METRIC_PRESETS[quality]["forward"] == "bf16" and native_bf16(device)
     key = (spec.name, tuple(spec.input_size), str(device), torch.get_num_threads(), layouts, half)
     if key not in PROBES:
-        PROBES[key] = probe(model, tuple(spec.input_size), device, layouts, half=half)
+        PROBES[key] = probe(
+            model, tuple(spec.input_size), device, layouts, half=half, forward_model=forward_model
+        )
     return PROBES[key]
 
 
@@ -366,9 +371,13 @@ class Run:
             self.device, PassCounter(self.model, tuple(self.spec.input_size)), self.phases
         )
         self.phases.counter = self.timer.counter
+        with self.phases("load model"):  # after the counter: the copy's passes count too
+            self.forward_model, self.folded = folded_copy(self.model, tuple(self.spec.input_size))
         with self.phases("probe"):
             layouts = ("nchw", "nhwc") if config.layout == "auto" else (config.layout,)
-            self.probe = probed(self.model, self.spec, self.device, layouts, config.quality)
+            self.probe = probed(
+                self.model, self.forward_model, self.spec, self.device, layouts, config.quality
+            )
         self.timer.counter.weigh(self.probe.get("time_shares"))
         self.use_layout(self.probe["layout"])
         self.palette = figures.heat_palette()
@@ -382,10 +391,17 @@ class Run:
         (techniques, metrics) then runs in it, ``rows`` at a time."""
         self.layout = LAYOUTS[layout]
         self.model.to(memory_format=self.layout)
+        self.forward_model.to(memory_format=self.layout)
         self.rows = self.probe["rows"]
         self.forward_dtype = forward_dtype(self.config.quality, self.probe)
         self.probabilities = make_probabilities(
-            self.model, self.mean, self.std, self.device, self.rows, self.layout, self.forward_dtype
+            self.forward_model,
+            self.mean,
+            self.std,
+            self.device,
+            self.rows,
+            self.layout,
+            self.forward_dtype,
         )
 
     def profiled(self, unit: str):
@@ -466,6 +482,7 @@ class Run:
             "curve_steps": self.curve_steps,
             "curve_steps_why": CURVE_STEPS_WHY if self.config.quality == "fast" else "",
             "forward_precision": "bf16" if self.forward_dtype else "fp32",
+            "folded_norms": self.folded,  # batch norms folded for forward-only passes
             "probe": self.probe,
             "other_quality": {  # the command for the other preset, for the index and about
                 "name": (other := "paper" if self.config.quality == "fast" else "fast"),
@@ -722,7 +739,8 @@ class Run:
                 self.autocast(technique),
             ):
                 maps = technique.run(
-                    self.model,
+                    # forward-only techniques: the copy with batch norms folded
+                    self.forward_model if technique.bf16 else self.model,
                     x,
                     targets,
                     # rows per forward pass: on a GPU, what fits its free memory
@@ -982,7 +1000,12 @@ class Run:
         with self.phases("probe"):  # the start-up probe's shape again: the floor takes the best
             p = self.store.read_part(MODEL, "run")["probe"]  # what the floor is built on
             again = per_row_times(
-                self.model, tuple(self.spec.input_size), self.device, p["layout"], p["rows"]
+                self.model,
+                tuple(self.spec.input_size),
+                self.device,
+                p["layout"],
+                p["rows"],
+                self.forward_model,
             )
         self.store.write_part(MODEL, "probe-end", again)
         self.store.write_part(MODEL, "after", {"after_seconds": time.perf_counter() - started})

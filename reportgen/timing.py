@@ -379,20 +379,27 @@ def native_bf16(device: torch.device) -> bool:
 
 
 def per_row_times(
-    model: nn.Module, input_size: tuple[int, int], device: torch.device, layout: str, rows: int
+    model: nn.Module,
+    input_size: tuple[int, int],
+    device: torch.device,
+    layout: str,
+    rows: int,
+    forward_model: nn.Module | None = None,
 ) -> dict[str, float]:
-    """At one shape: ms a row forward in float32 and in bfloat16 (autocast), and forward +
-    backward to the input, each after a warm-up pass, best of two. The probe's figures at
-    its chosen shape, and again at the end of a run (``finish`` takes the better)."""
+    """At one shape: ms a row forward in float32 and in bfloat16 (autocast), on
+    ``forward_model`` when given (what forward-only passes run on), and forward + backward
+    to the input on ``model``, each after a warm-up pass, best of two. The probe's figures
+    at its chosen shape, and again at the end of a run (``finish`` takes the better)."""
     x = torch.zeros(rows, 3, *input_size, device=device).contiguous(memory_format=LAYOUTS[layout])
+    ahead = forward_model if forward_model is not None else model
     times = {}
     for key, cast in (
         ("forward_ms", nullcontext),
         ("forward_bf16_ms", lambda: torch.autocast(device.type, dtype=torch.bfloat16)),
     ):
         with torch.inference_mode(), cast():
-            model(x)  # warm-up: this precision's kernels
-            times[key] = 1000 * _best_seconds(lambda: model(x), 2, device) / rows
+            ahead(x)  # warm-up: this precision's kernels
+            times[key] = 1000 * _best_seconds(lambda: ahead(x), 2, device) / rows
     x.requires_grad_(True)
 
     def backward() -> None:
@@ -421,6 +428,7 @@ def probe(
     layouts: tuple[str, ...] = ("nchw", "nhwc"),
     sizes: tuple[int, ...] | None = None,
     half: bool = False,
+    forward_model: nn.Module | None = None,
 ) -> dict:
     """The model's best per-row inference time on this device: each memory layout at each
     batch size of ``PROBE_ROWS`` (a warm-up pass at each, as a new shape picks its kernels
@@ -431,24 +439,28 @@ def probe(
     times the run's floor is built on; and each layer's share of a pass's time there
     (``time_shares``, for ``PassCounter.weigh``).
 
-    The model is left in the best layout. Takes a few seconds on a 2-core CPU."""
+    Forward passes are timed on ``forward_model`` when given (the copy with batch norms
+    folded that the run's forward-only passes use), backward ones on ``model``. Both are
+    left in the best layout. Takes a few seconds on a 2-core CPU."""
     sizes = sizes or PROBE_ROWS.get(device.type, PROBE_ROWS["cpu"])
 
     def cast(bf16: bool):
         return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
+    ahead = forward_model if forward_model is not None else model
     tried = []
     for layout in layouts:
-        model.to(memory_format=LAYOUTS[layout])  # outside inference mode: parameters stay usable
+        ahead.to(memory_format=LAYOUTS[layout])  # outside inference mode: parameters stay usable
         x = torch.zeros(max(sizes), 3, *input_size, device=device)
         x = x.contiguous(memory_format=LAYOUTS[layout])
         with torch.inference_mode(), cast(half):
             for rows in sizes:
-                model(x[:rows])  # warm-up: allocator, kernel choice for this shape
-                seconds = _best_seconds(lambda r=rows, x=x: model(x[:r]), 2, device)
+                ahead(x[:rows])  # warm-up: allocator, kernel choice for this shape
+                seconds = _best_seconds(lambda r=rows, x=x: ahead(x[:r]), 2, device)
                 tried.append({"layout": layout, "rows": rows, "ms_per_row": 1000 * seconds / rows})
     best = min(tried, key=lambda t: t["ms_per_row"])
-    model.to(memory_format=LAYOUTS[best["layout"]])
+    for m in {id(model): model, id(ahead): ahead}.values():
+        m.to(memory_format=LAYOUTS[best["layout"]])
     x = torch.zeros(best["rows"], 3, *input_size, device=device)
     with cast(half):
         shares = time_shares(model, x.contiguous(memory_format=LAYOUTS[best["layout"]]))
@@ -456,7 +468,7 @@ def probe(
         "layout": best["layout"],
         "rows": best["rows"],
         "batched": "bf16" if half else "fp32",
-        **per_row_times(model, input_size, device, best["layout"], best["rows"]),
+        **per_row_times(model, input_size, device, best["layout"], best["rows"], forward_model),
         "bf16_native": native_bf16(device),
         "tried": tried,
         "time_shares": shares,

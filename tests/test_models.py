@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torchvision
+from torch import nn
 
 from reportgen import data
 from reportgen.capture import record_outputs
@@ -80,3 +81,65 @@ def test_user_factory_and_weights(tmp_path):
         apply_weights(model, path)
     with pytest.raises(ModelError, match="does not exist"):
         apply_weights(model, tmp_path / "missing.pt")
+
+
+def _random_stats(model: nn.Module) -> nn.Module:
+    torch.manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.normal_()
+            m.bias.data.normal_()
+    return model.eval()
+
+
+def test_folded_copy_folds_norms_into_the_convolutions_before_them():
+    """Conv -> norm pairs (torch's and timm's norm + activation) are folded: same logits,
+    same outputs at every named layer, the norms gone; the model itself is untouched."""
+    from timm.layers import BatchNormAct2d
+
+    from reportgen.capture import activations
+    from reportgen.models import folded_copy
+
+    model = _random_stats(
+        nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False),
+            BatchNormAct2d(8, act_layer=nn.ReLU6),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(8, 5),
+        )
+    )
+    copy, folded = folded_copy(model, (16, 16))
+    assert folded == 2 and copy is not model
+    assert isinstance(copy[1], nn.Identity) and isinstance(copy[4], nn.Sequential)
+    assert isinstance(model[1], nn.BatchNorm2d)  # the original keeps its norms
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(copy(x), model(x), rtol=1e-4, atol=1e-4)
+        for layer in ("1", "4"):
+            got, expected = (activations(m, x, [layer])[layer] for m in (copy, model))
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+class _Residual(nn.Module):
+    """The convolution's output is used twice: folding its norm would change the sum."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return (self.bn(y) + y).mean((2, 3))
+
+
+def test_folded_copy_keeps_the_model_when_a_fold_would_change_it():
+    from reportgen.models import folded_copy
+
+    model = _random_stats(_Residual())
+    assert folded_copy(model, (8, 8)) == (model, 0)
