@@ -341,7 +341,8 @@ def timing_rows(calls: list[dict], model: str, device: str, threads: int) -> lis
                 "fused": max(c.get("fused", 1) for c in timed),
                 "total_seconds": seconds,
                 "ms_per_image": 1000 * seconds / max(images, 1),
-                "passes_per_image": sum(passes) / sum(c["images"] for c in group)
+                # rounded: time-weighted rows carry float noise (5.0000000000007)
+                "passes_per_image": round(sum(passes) / sum(c["images"] for c in group), 6)
                 if passes
                 else None,
                 "peak_mb": max(peaks) if peaks else None,
