@@ -391,8 +391,8 @@ def mask_iou(
     saliency: np.ndarray, mask: np.ndarray, threshold: float = LOCALISATION_FRACTION
 ) -> float:
     """Mask IoU: ``|B ∩ M| / |B ∪ M|`` of the binarised map B with an exact
-    ground-truth mask M (METRICS.md's addition to the CAM / Grad-CAM protocol for
-    synthetic data with pixel-exact masks).
+    ground-truth mask M (reportgen's addition to the CAM / Grad-CAM protocol for
+    synthetic data with pixel-exact masks; README: Metrics).
 
     The map is binarised as in box localisation (:func:`binarise`: above
     ``threshold`` of its maximum, default 0.15), so both localisation numbers see
@@ -538,9 +538,9 @@ def insertion_deletion(
 
     Pixels are ordered by saliency, most salient first (:func:`salience_order`).
     Deletion starts from the image and replaces ``step`` pixels per step, in that
-    order, by the substrate (default ``"zero"``: 0 in pixel space, METRICS.md's
-    "zero"; RISE's own zero is in normalised space, i.e. the dataset mean colour:
-    pass that as ``substrate`` to match it). Insertion starts from the substrate
+    order, by the substrate (default ``"zero"``: 0 in pixel space, black; RISE's own
+    zero is in normalised space, i.e. the dataset mean colour: pass that as
+    ``substrate`` to match it). Insertion starts from the substrate
     (default ``"blur"``, :func:`rise_blur`, 11 × 11, σ = 5) and puts the original
     pixels back in the same order. ``substrate`` may also be a number or an array
     broadcastable to the image. The curve holds the target's probability at the

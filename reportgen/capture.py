@@ -266,16 +266,17 @@ class _RuleFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, y: torch.Tensor, fn, rule: str) -> torch.Tensor:
-        ctx.save_for_backward(x)
+        if rule != "deconvnet":  # deconvnet ignores the input: nothing to keep
+            ctx.save_for_backward(x)
         ctx.fn, ctx.rule = fn, rule
         return y.clone()  # a fresh tensor, so later in-place ops downstream stay legal
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        (x,) = ctx.saved_tensors
         positive = torch.relu(grad_out)
         if ctx.rule == "deconvnet":
             return positive, None, None, None
+        (x,) = ctx.saved_tensors
         with torch.enable_grad():
             leaf = x.detach().requires_grad_(True)
             # clone: an in-place activation must not write into a leaf that requires grad
@@ -288,7 +289,8 @@ def backward_rule(model: nn.Module, rule: str) -> Iterator[nn.Module]:
     """Make every activation module of ``model`` apply ``rule`` in backward, for the block.
 
     Nothing of the model is replaced: a forward pre-hook keeps each activation's
-    input (and hands an in-place activation a clone, so the input survives), and a
+    input (and hands an in-place activation a clone, so the input and its place in the
+    graph survive), and a
     forward hook swaps the output for the same values routed through
     ``_RuleFunction``. A module called several times (ResNet's shared ``relu``)
     gets the rule at every call. Hooks are removed on exit, even on error.

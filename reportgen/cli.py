@@ -16,6 +16,8 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from evaluation import catalogue
+
 from .config import SYNTHETIC_MODEL, RunConfig
 
 EXIT_NOTHING_DONE = 1
@@ -72,8 +74,10 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--metrics",
         default=d.metrics,
-        help="metric groups: faithfulness, insertion_deletion, localisation, sanity, road; "
-        "default = all but road (ROAD solves a sparse system per image: slow on CPU)",
+        help="metric groups, comma-separated, or default (all but road: ROAD solves a sparse "
+        "system per image, slow on CPU) or all. "
+        # argparse formats help with %: a literal one is doubled
+        + "; ".join(f"{g}: {catalogue.group_help(g)}" for g in catalogue.GROUPS).replace("%", "%%"),
     )
     run.add_argument(
         "--curve-steps",

@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from evaluation import catalogue
 from evaluation import metrics as M
 
 from . import __version__, data, figures, learned, techniques
@@ -64,25 +65,16 @@ TOP_CHANNELS = 8  # channel pages per feature layer: the channels firing most on
 TOP_IMAGES = 6  # images per channel page: where that channel fires most
 CHANNEL_SIDE = 160  # long side of the channel overlays, px
 MODEL = "model"  # the parts folder of run-wide work (settings, filters, shard markers)
-METRIC_GROUPS = {  # --metrics names -> what each adds to metrics.csv per image
-    "faithfulness": "average_drop, increase_in_confidence (Grad-CAM++), and their Score-CAM "
-    "variant (top 50 % of the map kept): average_drop_top50, increase_top50",
-    "insertion_deletion": "insertion_auc, deletion_auc (RISE), curves in run.json",
-    "localisation": "loc_0/0.25/0.5 (Grad-CAM++ eq. 26), pointing_game (hit 100/0, 15 px), "
-    "energy_pointing_game (% of the map inside the boxes), box_iou and box_loc (IoU >= 0.5)",
-    "road": "road_morf, road_lerf (ROAD, noisy linear imputation; mean probability)",
-    "sanity": "cascading randomisation (Adebayo et al. 2018) of the gradient CAMs and cheap "
-    "gradient methods on the first images: Spearman and SSIM to the trained model's maps "
-    "per step, in sanity.csv",
-}
-DEFAULT_METRICS = ("faithfulness", "insertion_deletion", "localisation", "sanity")
+# --metrics names -> what each adds to metrics.csv per image (evaluation/catalogue.py)
+METRIC_GROUPS = {group: catalogue.group_help(group) for group in catalogue.GROUPS}
+DEFAULT_METRICS = catalogue.DEFAULT_GROUPS
 # --quality presets of the metrics (the techniques' are in their registrations). Curve steps:
 # "paper" moves 1 % of the pixels a step (100 steps). "fast": 12 steps, measured on the 12
 # default photos x 5 maps: the AUCs rank the maps as the 100-step ones do (Spearman 0.998
 # insertion, 0.975 deletion; 8 steps: 0.904 for deletion), mean |AUC difference| 0.007-0.009.
 # Forward passes that need no gradient (the metrics' and the perturbation techniques' marked
 # bf16) run in "forward" precision: fast: bfloat16 where the device computes it natively
-# (2.6x faster than float32 on a 2-core AVX-512 BF16 CPU; agreement: docs/performance.md).
+# (RISE 2.2x faster than float32 on a 2-core AVX-512 BF16 CPU; agreement: docs/performance.md).
 METRIC_PRESETS = {
     "fast": {"curve_steps": 12, "forward": "bf16"},
     "paper": {"curve_steps": 100, "forward": "fp32"},
@@ -850,6 +842,11 @@ class Run:
             with self.phases("metric: localisation"):
                 for k, (record, rgb, _) in enumerate(loaded):
                     self.localise(values[k], record, rgb, up[k], int(classes[k]))
+        by_map = [m for m in catalogue.CATALOGUE if m.needs == "map" and m.group in groups]
+        if by_map:
+            with self.phases("metric: of the map alone"):
+                for k in rows:
+                    values[k].update({m.id: float(m.score(up[k])) for m in by_map})
         table = []
         for (record, _, _), v in zip(loaded, values, strict=True):
             base = {"image": record.id, "model": spec.name, "layer": layer, "method": method}
@@ -870,9 +867,9 @@ class Run:
             v.update(localisation(saliency, own, rgb.shape[:2]))
         mask = self.masks.get(record.id)
         if mask is not None:
-            v["mask_iou"] = 100.0 * M.mask_iou(saliency, mask)
-            v["relevance_mass"] = 100.0 * M.relevance_mass(saliency, mask)
-            v["relevance_rank"] = 100.0 * M.relevance_rank(saliency, mask)
+            for metric in catalogue.CATALOGUE:
+                if metric.needs == "mask" and metric.group in self.metric_groups:
+                    v[metric.id] = metric.score(saliency, mask)
 
     def references(self, inputs: np.ndarray, targets: torch.Tensor) -> None:
         """What every map's scores of the batch compare against, in the metrics' own passes

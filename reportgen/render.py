@@ -15,6 +15,7 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from PIL import Image
 
+from evaluation import catalogue
 from evaluation.metrics import bootstrap_ci, group_mean, pairwise
 from evaluation.published import PUBLISHED, PUBLISHED_WIN
 
@@ -29,53 +30,7 @@ from .store import (
     raw_path,
 )
 
-# Metric columns of the leaderboard: (metric id, heading, better, paper); a column shows
-# only when the run computed that metric.
-METRICS = [
-    ("average_drop", "Average Drop %", "lower", "Chattopadhay et al. 2018, sec. 4.1"),
-    (
-        "increase_in_confidence",
-        "Increase in Confidence %",
-        "higher",
-        "Chattopadhay et al. 2018, sec. 4.1",
-    ),
-    ("average_drop_top50", "AD % (top 50 %)", "lower", "Wang et al. 2020 (Score-CAM), sec. 5.2"),
-    ("increase_top50", "IC % (top 50 %)", "higher", "Wang et al. 2020 (Score-CAM), sec. 5.2"),
-    ("insertion_auc", "Insertion AUC", "higher", "Petsiuk et al. 2018 (RISE), sec. 4.1"),
-    ("deletion_auc", "Deletion AUC", "lower", "Petsiuk et al. 2018 (RISE), sec. 4.1"),
-    ("road_morf", "ROAD MoRF", "lower", "Rong et al. 2022 (ROAD)"),
-    ("road_lerf", "ROAD LeRF", "higher", "Rong et al. 2022 (ROAD)"),
-    ("loc_0", "Loc(0)", "higher", "Chattopadhay et al. 2018, eq. 26"),
-    ("loc_0.25", "Loc(0.25)", "higher", "Chattopadhay et al. 2018, eq. 26"),
-    ("loc_0.5", "Loc(0.5)", "higher", "Chattopadhay et al. 2018, eq. 26"),
-    (
-        "pointing_game",
-        "Pointing game %",
-        "higher",
-        "Zhang et al. 2016 (excitation backprop), 15 px; mean of per-class accuracies",
-    ),
-    ("energy_pointing_game", "Energy PG %", "higher", "Wang et al. 2020 (Score-CAM), sec. 5.1"),
-    ("box_loc", "Box loc %", "higher", "Selvaraju et al. 2017 (Grad-CAM): 15 % of max, IoU ≥ 0.5"),
-    ("mask_iou", "Mask IoU %", "higher", "CAM / Grad-CAM protocol with exact masks: 15 % of max"),
-    ("relevance_mass", "Relevance mass %", "higher", "Arras et al. 2022 (CLEVR-XAI), exact masks"),
-    ("relevance_rank", "Relevance rank %", "higher", "Arras et al. 2022 (CLEVR-XAI), exact masks"),
-]
-# Localisation shown apart for images with one and with several instances of the explained
-# class (Grad-CAM++'s claim: it covers multiple instances better than Grad-CAM)
-SPLIT_METRICS = ["pointing_game", "energy_pointing_game", "box_loc", "loc_0.5", "mask_iou"]
 SIGNIFICANCE = 0.05  # Holm-corrected Wilcoxon p below this: a real difference
-# Per-image scores under each map in the comparison grid, in this order
-CELL_METRICS = [
-    "average_drop",
-    "prob_full",
-    "prob_masked",
-    "loc_0",
-    "loc_0.25",
-    "loc_0.5",
-    "insertion_auc",
-    "deletion_auc",
-    "pointing_game",
-]
 THUMB_SIZE = 192  # long side of gallery thumbnails, px
 RAW_DATA = ("data/maps", "data/parts")  # kept for notebooks and --resume, not published
 # Size budget of the published site (README: Output layout): a fixed share for what every
@@ -114,7 +69,8 @@ def pairwise_tables(metrics: pd.DataFrame) -> dict[str, Pairwise]:
     pairs) Wilcoxon signed-rank p-value. Images a row has no value for are left out of its
     pairs."""
     tables = {}
-    for metric, _, better, _ in METRICS:
+    for m in catalogue.ranked():
+        metric, better = m.id, m.better
         values = metrics[metrics.metric == metric].pivot_table(
             index="image", columns=["method", "layer"], values="value"
         )
@@ -146,12 +102,13 @@ def leaderboard(
     entries = []
     for (method, layer), group in metrics.groupby(["method", "layer"], sort=False):
         stats = {}
-        for metric, *_ in METRICS:
+        for m in catalogue.ranked():
+            metric = m.id
             rows = group[group.metric == metric]
             values = rows.value.to_numpy(dtype=float)
             if not values.size:
                 continue
-            if metric == "pointing_game" and classes is not None:  # mean of per-class means
+            if m.per_class and classes is not None:  # mean of per-class means
                 groups = rows.image.map(classes).fillna(rows.image).tolist()
                 stats[metric] = (group_mean(values, groups), *bootstrap_ci(values, groups=groups))
             else:
@@ -160,7 +117,8 @@ def leaderboard(
         win = float(wins.loc[key].drop(key).mean()) if key in wins.index else float("nan")
         entries.append(Entry(method, layer, int(group.image.nunique()), stats, win))
     entries.sort(key=lambda e: e.stats.get("average_drop", (np.inf,))[0])
-    for metric, _, better, _ in METRICS:
+    for m in catalogue.ranked():
+        metric, better = m.id, m.better
         scored = [e for e in entries if metric in e.stats]
         if len(scored) < 2:
             continue
@@ -202,7 +160,7 @@ def instance_split(metrics: pd.DataFrame, entries: list[Entry]) -> dict:
         "single": set(instances.index[instances < 2]),
         "multi": set(instances.index[instances >= 2]),
     }
-    present = [m for m in SPLIT_METRICS if m in set(metrics.metric)]
+    present = [m.id for m in catalogue.ranked() if m.split and m.id in set(metrics.metric)]
     rows = []
     for e in entries:
         mine = metrics[(metrics.method == e.method) & (metrics.layer == e.layer)]
@@ -215,7 +173,11 @@ def instance_split(metrics: pd.DataFrame, entries: list[Entry]) -> dict:
                     stats[metric, group] = (float(v.mean()), *bootstrap_ci(v))
         rows.append({"method": e.method, "layer": e.layer, "stats": stats})
     counts = {group: len(ids) for group, ids in groups.items()}
-    return {"counts": counts, "metrics": [m for m in METRICS if m[0] in present], "rows": rows}
+    return {
+        "counts": counts,
+        "metrics": [m for m in catalogue.ranked() if m.id in present],
+        "rows": rows,
+    }
 
 
 def number(value, digits: int = 2) -> str:
@@ -248,6 +210,7 @@ def environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["num"] = number
+    env.globals["catalogue"] = catalogue.CATALOGUE  # the scores an image page lists, in order
     env.filters["sig"] = significant
     env.globals["overlay"] = lambda image, method, layer, shared=False: (
         "img/" + overlay_path(image, method, layer, shared)
@@ -445,7 +408,7 @@ def published_rows(entries: list[Entry], cam_layer: str) -> list[dict]:
         if e.layer in (cam_layer, "input")
         for metric, stat in e.stats.items()
     }
-    heading = {m[0]: m[1] for m in METRICS}
+    heading = {m.id: m.heading for m in catalogue.ranked()}
     return [
         {
             "metric": heading.get(p.metric, p.metric),
@@ -724,6 +687,7 @@ def compare_data(
     family = {
         k: methods.get(e.method, {}).get("family") for k, e in zip(keys, entries, strict=True)
     }
+    cells = [m for m in catalogue.CATALOGUE if m.cell]  # the scores under each map
     return {
         "paths": {
             "own": thumb(own),
@@ -741,10 +705,12 @@ def compare_data(
         },
         "scales": {k: compact(scales.get(k)) for k in keys},
         "shapes": {image: shape[image] for image in ids},
-        "metrics": CELL_METRICS,
+        "metrics": [
+            {"id": m.id, "short": m.short, "digits": m.digits, "percent": m.percent} for m in cells
+        ],
         "scores": {
             image: {
-                k: [compact(scores[image, k].get(m)) for m in CELL_METRICS]
+                k: [compact(scores[image, k].get(m.id)) for m in cells]
                 for k in keys
                 if (image, k) in scores
             }
@@ -805,7 +771,7 @@ def render(out: str | Path, before_perf: Callable[[], None] | None = None) -> tu
         "run": run,
         "methods": methods,
         "feature_layers": feature_layers,
-        "metric_defs": [m for m in METRICS if m[0] in present],
+        "metric_defs": [m for m in catalogue.ranked() if m.id in present],
         "significance": SIGNIFICANCE,
         "sanity_methods": list(dict.fromkeys(sanity.method)),
         "sanity_images": sanity.image.nunique(),

@@ -1,4 +1,4 @@
-"""Per-technique time, forward passes and peak memory, measured the way PERF.md says:
+"""Per-technique time, forward passes and peak memory, measured as docs/performance.md says:
 CUDA events on a GPU, a synchronised clock on CPU, the first call left out as a warm-up."""
 
 from __future__ import annotations

@@ -310,7 +310,8 @@ def test_compare_follows_its_selection_and_the_address(served, browser):
     assert not any("Baseline" in c for c in columns)
     assert "#m=" in browser.current_url and "&i=" in browser.current_url
     cells = browser.find_elements(By.CSS_SELECTOR, "#compare-grid td")
-    assert len(cells) == 16 and all("Drop" in c.text and "Y → O" in c.text for c in cells)
+    labels = ("Drop", "Y (full image)", "O (explanation)", "Loc(0.5)")  # the catalogue's cells
+    assert len(cells) == 16 and all(all(lab in c.text for lab in labels) for c in cells)
     assert all(s.endswith(".webp") for s in map_sources(browser))
     click(browser, browser.find_element(By.CSS_SELECTOR, "input[name=i][value=coffee]"))
     columns, rows = grid(browser)

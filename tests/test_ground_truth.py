@@ -76,7 +76,10 @@ def test_site_shows_mask_scores_and_the_instance_split(synthetic_run):
     for text in ("Mask IoU %", "Relevance mass %", "Relevance rank %", 'id="instances-table"'):
         assert text in index
     page = next((synthetic_run / "images").glob("synthetic-*-x2.html")).read_text()
-    assert "Mask IoU / mass / rank" in page and "Instances" in page
+    assert all(
+        f"{label}</dt>" in page
+        for label in ("Mask IoU", "Relevance mass", "Relevance rank", "Instances")
+    )
 
 
 def test_composites_score_each_map_against_its_class_boxes():

@@ -1,4 +1,4 @@
-"""Each metric against values computed by hand from METRICS.md's definitions."""
+"""Each metric against values computed by hand from the definitions in README's Metrics section."""
 
 import numpy as np
 import pytest

@@ -40,8 +40,10 @@ class Technique:
     cost: str  # passes per image
     run: Callable
     needs_gradient: bool = True
-    # Its passes may run in bfloat16 under the fast preset (where the probe finds it
-    # faster): forward-only techniques whose maps were measured against float32's
+    # Forward-only (no gradient, no hook needing the original modules): its passes run on
+    # the copy of the model with batch norms folded (models.folded_copy), and in bfloat16
+    # under the fast preset on a device that computes it natively; its maps were measured
+    # against float32's (evaluation/presets.py)
     bf16: bool = False
     notes: str = ""  # how we differ from a reference library, if we do
     # --quality presets: settings that differ from ``run``'s defaults under each preset

@@ -1,5 +1,5 @@
 """Baseline "explainers" that look at no model: every leaderboard shows whether the real
-methods beat them (METRICS.md; XAI-TRIS 2023 found popular methods often do not)."""
+methods beat them (README: Metrics; XAI-TRIS 2023 found popular methods often do not)."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ for name, title, run, summary in [
             name=name,
             title=title,
             family="baseline",
-            paper="Baselines as in METRICS.md (random, centre, edge); cf. Clark et al., XAI-TRIS, "
+            paper="Control baselines (random, centre, edge); cf. Clark et al., XAI-TRIS, "
             "2023 and Zhang et al., Top-down Neural Attention by Excitation Backprop, 2016 "
             "(centre baseline)",
             url="https://arxiv.org/abs/2306.12816",

@@ -121,19 +121,13 @@
         .replace("{method}", key.slice(0, at)).replace("{layer}", key.slice(at + 1));
     }
     function number(value, digits) { return value === null ? "–" : value.toFixed(digits); }
-    function score(values, name) { return values[data.metrics.indexOf(name)]; }
     function scores(values) {
-      var list = element("dl", {class: "scores"}, [
-        element("dt", {}, ["Drop"]), element("dd", {}, [number(score(values, "average_drop"), 1) + " %"]),
-        element("dt", {}, ["Y → O"]),
-        element("dd", {}, [number(score(values, "prob_full"), 3) + " → " + number(score(values, "prob_masked"), 3)])
-      ]);
-      if (score(values, "loc_0.25") !== null) {
-        list.appendChild(element("dt", {}, ["Loc 0 / .25 / .5"]));
-        list.appendChild(element("dd", {}, [["loc_0", "loc_0.25", "loc_0.5"].map(function (m) {
-          return number(score(values, m), 2);
-        }).join(" / ")]));
-      }
+      var list = element("dl", {class: "scores"}, []);
+      data.metrics.forEach(function (m, i) {
+        if (values[i] === null || values[i] === undefined) return;
+        list.appendChild(element("dt", {}, [m.short]));
+        list.appendChild(element("dd", {}, [number(values[i], m.digits) + (m.percent ? " %" : "")]));
+      });
       return list;
     }
     function cell(image, key) {
