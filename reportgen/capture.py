@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -252,7 +252,8 @@ def activation_types() -> tuple[type[nn.Module], ...]:
 
 
 class _RuleFunction(torch.autograd.Function):
-    """Forward: the activation's own output. Backward: the rule instead of ``f'(x) * g``.
+    """Forward: the activation module itself (in place if it works in place). Backward: the
+    rule instead of ``f'(x) * g``.
 
     * guided: ``f'(x) * relu(g)``: the ordinary local derivative, but only the
       positive part of the signal from above (for ReLU ``relu(g) * (x > 0)``, for
@@ -265,78 +266,94 @@ class _RuleFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, y: torch.Tensor, fn, rule: str) -> torch.Tensor:
-        if rule != "deconvnet":  # deconvnet ignores the input: nothing to keep
-            ctx.save_for_backward(x)
-        ctx.fn, ctx.rule = fn, rule
-        return y.clone()  # a fresh tensor, so later in-place ops downstream stay legal
+    def forward(ctx, x: torch.Tensor, module: nn.Module, rule: str) -> torch.Tensor:
+        ctx.fn, ctx.rule = module.forward, rule
+        if rule == "guided":  # f'(x) needs the input as it was: an in-place module overwrites it
+            ctx.save_for_backward(x.clone() if getattr(module, "inplace", False) else x)
+        y = module(x)
+        if y is x:  # the module worked in place
+            ctx.mark_dirty(x)
+        return y
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         positive = torch.relu(grad_out)
         if ctx.rule == "deconvnet":
-            return positive, None, None, None
+            return positive, None, None
         (x,) = ctx.saved_tensors
         with torch.enable_grad():
             leaf = x.detach().requires_grad_(True)
             # clone: an in-place activation must not write into a leaf that requires grad
             (grad,) = torch.autograd.grad(ctx.fn(leaf.clone()), leaf, positive)
-        return grad, None, None, None
+        return grad, None, None
+
+
+class _Ruled(nn.Module):
+    """Stands in for an activation module while ``backward_rule`` holds: calls it, with the
+    rule's backward when the input carries a gradient."""
+
+    def __init__(self, original: nn.Module, rule: str, applied: list[int]):
+        super().__init__()
+        self.__dict__["original"] = original  # not a submodule: layer names stay as they were
+        self.rule, self.applied = rule, applied
+
+    def forward(self, x):
+        if isinstance(x, torch.Tensor) and torch.is_grad_enabled() and x.requires_grad:
+            self.applied[0] += 1
+            return _RuleFunction.apply(x, self.original, self.rule)
+        return self.original(x)
 
 
 @contextmanager
 def backward_rule(model: nn.Module, rule: str) -> Iterator[nn.Module]:
     """Make every activation module of ``model`` apply ``rule`` in backward, for the block.
 
-    Nothing of the model is replaced: a forward pre-hook keeps each activation's
-    input (and hands an in-place activation a clone, so the input and its place in the
-    graph survive), and a
-    forward hook swaps the output for the same values routed through
-    ``_RuleFunction``. A module called several times (ResNet's shared ``relu``)
-    gets the rule at every call. Hooks are removed on exit, even on error.
+    Each activation module is swapped for a stand-in that calls it through
+    ``_RuleFunction``, and put back on exit, even on error. A swap, not hooks: hooks had
+    to copy every activation's input (an in-place one overwrites it) and output (a custom
+    function may not return its input unchanged), a third of a deconvnet projection's
+    time; now only the guided rule copies the input of an in-place activation. A module
+    called several times (ResNet's shared ``relu``) gets the rule at every call.
 
     Raises ``ValueError`` when no activation module exists or none ran: activations
-    called as functions (``F.relu`` in ``forward``) cannot be hooked.
+    called as functions (``F.relu`` in ``forward``) cannot be reached.
     """
     if rule not in RULES:
         raise ValueError(f"backward rule '{rule}' is unknown; valid: {', '.join(RULES)}")
     kinds = activation_types()
-    modules = [m for m in model.modules() if isinstance(m, kinds)]
     hint = (
         f"the {rule} rule needs activation modules (nn.ReLU, nn.ReLU6, nn.SiLU, ...) that it "
-        "can hook; activations called as functions (F.relu in forward) cannot be reached. "
+        "can reach; activations called as functions (F.relu in forward) cannot be. "
         "Define them as modules (self.relu = nn.ReLU()) and call those"
     )
-    if not modules:
-        raise ValueError(f"{type(model).__name__} has no activation module: {hint}")
-    inputs: dict[nn.Module, list[torch.Tensor]] = {m: [] for m in modules}
-    applied = 0
-
-    def keep_input(module: nn.Module, args: tuple):
-        inputs[module].append(args[0])
-        if getattr(module, "inplace", False):
-            return (args[0].clone(), *args[1:])
-        return None
-
-    def reroute(module: nn.Module, _args: tuple, out):
-        nonlocal applied
-        x = inputs[module].pop()
-        if not (isinstance(out, torch.Tensor) and torch.is_grad_enabled() and x.requires_grad):
-            return None
-        applied += 1
-        return _RuleFunction.apply(x, out.detach(), module.forward, rule)
-
-    handles = []
-    try:
-        for m in modules:
-            handles.append(m.register_forward_pre_hook(keep_input))
-            handles.append(m.register_forward_hook(reroute))
+    applied = [0]
+    with swapped_modules(model, kinds, lambda m: _Ruled(m, rule, applied)) as swapped:
+        if not swapped:
+            raise ValueError(f"{type(model).__name__} has no activation module: {hint}")
         yield model
-    finally:
-        for h in handles:
-            h.remove()
-    if not applied:
+    if not applied[0]:
         raise ValueError(
-            f"none of the {len(modules)} activation modules of {type(model).__name__} ran on "
+            f"none of the {len(swapped)} activation modules of {type(model).__name__} ran on "
             f"a differentiable input: {hint}"
         )
+
+
+@contextmanager
+def swapped_modules(
+    model: nn.Module, kinds: tuple[type[nn.Module], ...], make: Callable[[nn.Module], nn.Module]
+) -> Iterator[list[nn.Module]]:
+    """Every child module of ``model`` that is one of ``kinds`` replaced by ``make(child)``
+    for the block (a module held in two places is replaced in both), the originals put
+    back on exit, even on error. Yields the originals replaced."""
+    swapped: list[tuple[nn.Module, str, nn.Module]] = []
+    try:
+        for parent in list(model.modules()):
+            # _modules, not named_children(), which lists a module held twice only once
+            for name, child in list(parent._modules.items()):
+                if isinstance(child, kinds):
+                    setattr(parent, name, make(child))
+                    swapped.append((parent, name, child))
+        yield [child for _, _, child in swapped]
+    finally:
+        for parent, name, child in reversed(swapped):
+            setattr(parent, name, child)

@@ -19,8 +19,7 @@ so shallow layers cost a fraction of a full pass.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -28,7 +27,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import trange
 
-from ..capture import activations, frozen, preserved_state, refuse_inference_mode
+from ..capture import (
+    activations,
+    frozen,
+    preserved_state,
+    refuse_inference_mode,
+    swapped_modules,
+)
 from . import Technique, register
 from .cam import targets_tensor
 
@@ -127,24 +132,16 @@ class _Redirected(nn.Module):
         return x.clamp_(0, self.upper) if self.inplace else x.clamp(0, self.upper)
 
 
-@contextmanager
-def _redirected_relus(model: nn.Module) -> Iterator[None]:
-    """Swap every ``nn.ReLU``/``nn.ReLU6`` child of ``model`` for a ``_Redirected`` one for
-    the block, then put the originals back. A swap, not forward hooks: hooks had to copy
-    the input of an in-place rectifier and the output for the autograd function, which
-    made each optimisation step 1.8x as slow as the plain pass."""
-    swapped: list[tuple[nn.Module, str, nn.Module]] = []
-    try:
-        for parent in list(model.modules()):
-            for name, child in list(parent.named_children()):
-                if isinstance(child, (nn.ReLU, nn.ReLU6)):
-                    upper = 6.0 if isinstance(child, nn.ReLU6) else math.inf
-                    setattr(parent, name, _Redirected(upper, child.inplace))
-                    swapped.append((parent, name, child))
-        yield
-    finally:
-        for parent, name, child in reversed(swapped):
-            setattr(parent, name, child)
+def _redirected_relus(model: nn.Module):
+    """Every ``nn.ReLU``/``nn.ReLU6`` of ``model`` swapped for a ``_Redirected`` one for the
+    block. A swap, not forward hooks: hooks had to copy the input of an in-place rectifier
+    and the output for the autograd function, which made each optimisation step 1.8x as
+    slow as the plain pass."""
+
+    def redirected(m: nn.Module) -> nn.Module:
+        return _Redirected(6.0 if isinstance(m, nn.ReLU6) else math.inf, m.inplace)
+
+    return swapped_modules(model, (nn.ReLU, nn.ReLU6), redirected)
 
 
 def _channel_means(acts: torch.Tensor) -> torch.Tensor:
