@@ -127,8 +127,9 @@ def box_mask(shape: tuple[int, int], boxes: Sequence[Box]) -> np.ndarray:
     mask = np.zeros(shape, dtype=bool)
     h, w = shape
     for x0, y0, x1, y1 in boxes:
-        ys = slice(max(0, int(round(y0))), min(h, int(round(y1))))
-        xs = slice(max(0, int(round(x0))), min(w, int(round(x1))))
+        # ends clamped at 0 too: a negative slice end would count from the far side
+        ys = slice(max(0, int(round(y0))), min(h, max(0, int(round(y1)))))
+        xs = slice(max(0, int(round(x0))), min(w, max(0, int(round(x1)))))
         mask[ys, xs] = True
     return mask
 
@@ -247,17 +248,27 @@ def pointing_game_hit(
     position of its maximum matters.
     """
     m = _finite_map(saliency)
-    region = _class_region(m.shape, boxes)
-    # distance from every pixel to the nearest box pixel (0 inside the boxes)
-    distance = ndimage.distance_transform_edt(~region)
     if ties == "all":
-        at_max = m == m.max()
+        points = np.argwhere(m == m.max())
     elif ties == "first":
-        at_max = np.zeros(m.shape, dtype=bool)
-        at_max[np.unravel_index(np.argmax(m), m.shape)] = True
+        points = np.argwhere(np.arange(m.size).reshape(m.shape) == np.argmax(m))
     else:
         raise ValueError(f"unknown ties rule {ties!r}: use 'all' or 'first'")
-    return bool((distance[at_max] < tolerance).all())
+    # the distance from each maximum to the nearest pixel of the boxes' raster (box_mask's),
+    # box by box: what a distance transform of the whole map gives there, without one
+    h, w = m.shape
+    nearest = np.full(len(points), np.inf)
+    for x0, y0, x1, y1 in boxes:
+        top, bottom = max(0, int(round(y0))), min(h, int(round(y1))) - 1
+        left, right = max(0, int(round(x0))), min(w, int(round(x1))) - 1
+        if bottom < top or right < left:
+            continue  # no pixel inside the map
+        dy = np.maximum(np.maximum(top - points[:, 0], points[:, 0] - bottom), 0)
+        dx = np.maximum(np.maximum(left - points[:, 1], points[:, 1] - right), 0)
+        nearest = np.minimum(nearest, np.sqrt((dy * dy + dx * dx).astype(np.float64)))
+    if np.isinf(nearest).all():
+        raise ValueError("needs at least one box with a non-zero area inside the map")
+    return bool((nearest < tolerance).all())
 
 
 def pointing_game(hits: Sequence[bool], classes: Sequence[int | str]) -> float:

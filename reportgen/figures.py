@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -30,7 +31,20 @@ def unit_range(m: np.ndarray) -> np.ndarray:
 
 
 def colourise(unit: np.ndarray, cmap: str) -> np.ndarray:
-    return (colormaps[cmap](unit)[..., :3] * 255).round().astype(np.uint8)
+    """Values in [0, 1] to ``uint8`` RGB in ``cmap``: what matplotlib's colour map gives
+    (entry ``floor(256 x)``, 1.0 in the last, out-of-range values in the end entries, NaN
+    black), read from a 256-entry table instead of through the colour map per pixel."""
+    x = np.asarray(unit)
+    index = np.clip(np.floor(np.nan_to_num(x, nan=0.0) * 256), 0, 255).astype(np.intp)
+    rgb = _table(cmap)[index]
+    if np.isnan(x).any():
+        rgb[np.isnan(x)] = 0
+    return rgb
+
+
+@functools.cache
+def _table(cmap: str) -> np.ndarray:
+    return (colormaps[cmap](np.arange(256))[:, :3] * 255).round().astype(np.uint8)
 
 
 def overlay(

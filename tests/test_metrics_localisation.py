@@ -193,3 +193,43 @@ def test_relevance_mass_and_rank_by_hand():
         relevance_mass(sal, np.zeros((4, 4), dtype=bool))
     with pytest.raises(ValueError):
         relevance_rank(sal, np.ones((3, 4), dtype=bool))
+
+
+def test_pointing_game_equals_the_distance_transform_of_the_box_raster():
+    """The hit test measures, box by box, the distance from each maximum to the boxes'
+    raster; a Euclidean distance transform of the whole raster gives the same answer
+    (random maps with ties, boxes partly or wholly outside the map, both tie rules)."""
+    from scipy import ndimage
+
+    from evaluation.metrics import box_mask, pointing_game_hit
+
+    rng = np.random.default_rng(0)
+    checked = 0
+    for case in range(600):
+        h, w = (int(v) for v in rng.integers(5, 40, 2))
+        m = np.round(rng.random((h, w)), 1) if case % 3 else np.zeros((h, w))
+        boxes = []
+        for _ in range(int(rng.integers(1, 4))):
+            (x0, x1), (y0, y1) = (
+                sorted(rng.uniform(-5, w + 5, 2)),
+                sorted(rng.uniform(-5, h + 5, 2)),
+            )
+            boxes.append((x0, y0, x1, y1))
+        region = box_mask((h, w), boxes)
+        if not region.any():
+            continue
+        tolerance = float(rng.uniform(0, 12))
+        distance = ndimage.distance_transform_edt(~region)
+        first = np.zeros(m.shape, dtype=bool)
+        first[np.unravel_index(np.argmax(m), m.shape)] = True
+        for ties, at in (("all", m == m.max()), ("first", first)):
+            expected = bool((distance[at] < tolerance).all())
+            assert pointing_game_hit(m, boxes, tolerance, ties) == expected, (case, ties)
+            checked += 1
+    assert checked > 500
+
+
+def test_a_box_wholly_above_the_map_covers_nothing():
+    from evaluation.metrics import box_mask
+
+    assert not box_mask((8, 8), [(1.0, -4.0, 5.0, -2.0)]).any()  # not rows 0..5 (end -2)

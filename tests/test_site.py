@@ -9,6 +9,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -193,3 +194,18 @@ def test_render_from_an_empty_status_rewrites_every_page(site, tmp_path):
     (copy / ".reportgen-status.json").unlink()
     written, pages = render(copy)
     assert written == pages and check_site(copy) == []
+
+
+@pytest.mark.parametrize("cmap", ["jet", "viridis"])
+def test_colourise_matches_matplotlib(cmap):
+    """The table lookup gives matplotlib's colours: every bin edge, 1.0, values out of
+    range and NaN, in float32 and float64."""
+    from matplotlib import colormaps
+
+    from reportgen.figures import colourise
+
+    edges = np.arange(257) / 256
+    x = np.concatenate([edges, edges - 1e-7, [-0.1, 1.2, np.nan, 0.99999994]])
+    for values in (x, x.astype(np.float32), np.random.default_rng(0).random((50, 50))):
+        expected = (colormaps[cmap](values)[..., :3] * 255).round().astype(np.uint8)
+        assert np.array_equal(colourise(values, cmap), expected)
