@@ -717,7 +717,9 @@ class Run:
             if technique.name == "feature_maps":
                 with self.timer("feature_maps", "all", len(loaded)):
                     views = technique.run(self.model, x, layers=self.spec.feature_layers)
-                return {"layers": self.store_feature_maps(views, loaded), "timing": self.timer.last}
+                with self.phases("draw maps and overlays"):
+                    layers = self.store_feature_maps(views, loaded)
+                return {"layers": layers, "timing": self.timer.last}
             if technique.name in learned.BATCH_VIEWS:
                 return learned.batch_view(self, technique, layer, index, loaded, x, probs)
             where = (

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reportgen.render import image_classes, leaderboard
+from evaluation.leaderboard import image_classes, leaderboard
 
 
 def rows(method: str, metric: str, values, images=None) -> list[dict]:
@@ -64,8 +64,8 @@ def test_a_consistently_better_method_is_marked_and_a_tie_is_not():
 
 
 def test_published_rows_set_ours_beside_each_published_figure():
+    from evaluation.leaderboard import Entry, published_rows
     from evaluation.published import PUBLISHED
-    from reportgen.render import Entry, published_rows
 
     entries = [
         Entry("gradcam", "bn2", 12, {"average_drop": (40.0, 30.0, 50.0)}, 50.0),

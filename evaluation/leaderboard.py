@@ -1,0 +1,182 @@
+"""The leaderboard's statistics, from the metrics table alone (no torch, no pages): per
+(method, layer) means with bootstrap confidence intervals, pairwise Win % and
+Holm-corrected Wilcoxon tests per metric, the split by number of instances, and our
+figures beside the published ones. The renderer shows what these return."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from . import catalogue
+from .metrics import bootstrap_ci, group_mean, pairwise
+from .published import PUBLISHED
+
+SIGNIFICANCE = 0.05  # Holm-corrected Wilcoxon p below this: a real difference
+
+
+@dataclass
+class Entry:
+    """One leaderboard row: a method at a layer."""
+
+    method: str
+    layer: str
+    images: int
+    stats: dict[str, tuple[float, float, float]]  # metric -> (mean, lo, hi)
+    win: float  # mean Win % (Average Drop) against every other entry
+    versus: dict[str, float] = field(default_factory=dict)  # metric -> p against its best
+    best: set[str] = field(default_factory=set)  # the metrics this row has the best mean of
+
+    @property
+    def versus_best(self) -> float:
+        """Holm-corrected Wilcoxon p of Average Drop against the top row (rows are sorted
+        by Average Drop, so the top row is that column's best)."""
+        return self.versus.get("average_drop", float("nan"))
+
+
+Pairwise = tuple[pd.DataFrame, pd.DataFrame]  # Win % of row over column, Holm-corrected p
+
+
+def pairwise_tables(metrics: pd.DataFrame) -> dict[str, Pairwise]:
+    """Per metric, every pair of rows compared image by image: the share of images where
+    the row is strictly better than the column, and the Holm-corrected (over that metric's
+    pairs) Wilcoxon signed-rank p-value. Images a row has no value for are left out of its
+    pairs."""
+    tables = {}
+    for m in catalogue.ranked():
+        metric, better = m.id, m.better
+        values = metrics[metrics.metric == metric].pivot_table(
+            index="image", columns=["method", "layer"], values="value"
+        )
+        if values.shape[1] < 2:
+            continue
+        keys = [f"{m}@{lay}" for m, lay in values.columns]
+        per_key = {k: values[c].to_numpy() for k, c in zip(keys, values.columns, strict=True)}
+        wins = pd.DataFrame(np.nan, index=keys, columns=keys)
+        pvalues = wins.copy()
+        for row in pairwise(per_key, lower_is_better=better == "lower"):
+            a, b = row["a"], row["b"]
+            wins.loc[a, b], wins.loc[b, a] = row["win_rate"], row["loss_rate"]
+            pvalues.loc[a, b] = pvalues.loc[b, a] = row["p_holm"]
+        tables[metric] = (wins, pvalues)
+    return tables
+
+
+def leaderboard(
+    metrics: pd.DataFrame, classes: pd.Series | None = None
+) -> tuple[list[Entry], dict[str, Pairwise]]:
+    """Means with bootstrap 95 % CIs per (method, layer), best Average Drop first, each row
+    marked with the metrics it is best at and its p-value against each metric's best; and
+    the pairwise tables of every metric. ``classes`` maps an image to its class (the
+    pointing game is averaged per class)."""
+    if metrics.empty:
+        return [], {}
+    tables = pairwise_tables(metrics)
+    wins = tables.get("average_drop", (pd.DataFrame(),))[0]
+    entries = []
+    for (method, layer), group in metrics.groupby(["method", "layer"], sort=False):
+        stats = {}
+        for m in catalogue.ranked():
+            metric = m.id
+            rows = group[group.metric == metric]
+            values = rows.value.to_numpy(dtype=float)
+            if not values.size:
+                continue
+            if m.per_class and classes is not None:  # mean of per-class means
+                groups = rows.image.map(classes).fillna(rows.image).tolist()
+                stats[metric] = (group_mean(values, groups), *bootstrap_ci(values, groups=groups))
+            else:
+                stats[metric] = (float(values.mean()), *bootstrap_ci(values))
+        key = f"{method}@{layer}"
+        win = float(wins.loc[key].drop(key).mean()) if key in wins.index else float("nan")
+        entries.append(Entry(method, layer, int(group.image.nunique()), stats, win))
+    entries.sort(key=lambda e: e.stats.get("average_drop", (np.inf,))[0])
+    for m in catalogue.ranked():
+        metric, better = m.id, m.better
+        scored = [e for e in entries if metric in e.stats]
+        if len(scored) < 2:
+            continue
+        sign = -1 if better == "higher" else 1
+        top = min(scored, key=lambda e: sign * e.stats[metric][0])
+        top.best.add(metric)
+        pvalues = tables[metric][1]
+        for e in scored:
+            if e is not top:
+                e.versus[metric] = float(
+                    pvalues.loc[f"{top.method}@{top.layer}", f"{e.method}@{e.layer}"]
+                )
+    return entries, tables
+
+
+def image_classes(images: pd.DataFrame) -> pd.Series:
+    """Image -> its class for per-class means: the annotated class ids (``281 282`` for a
+    cat, whatever the label's wording, e.g. ``cat ×3 on china``), else the label, else the
+    image itself (a class of its own)."""
+    table = images.set_index("image")
+    keys = pd.Series(table.index, index=table.index, dtype=object)
+    for column in ("label", "classes"):  # later columns win
+        if column in table:
+            text = table[column].astype(object).where(table[column].notna(), "").astype(str)
+            keys = text.where(text.str.strip() != "", keys)
+    return keys
+
+
+def instance_split(metrics: pd.DataFrame, entries: list[Entry]) -> dict:
+    """Localisation means with bootstrap CIs per entry on the images with one instance of the
+    explained class and on those with several: ``{"counts", "metrics", "rows"}``, or ``{}``
+    when no image has several (nothing to split)."""
+    if metrics.empty:
+        return {}
+    instances = metrics[metrics.metric == "instances"].groupby("image").value.first()
+    if not (instances >= 2).any():
+        return {}
+    groups = {
+        "single": set(instances.index[instances < 2]),
+        "multi": set(instances.index[instances >= 2]),
+    }
+    present = [m.id for m in catalogue.ranked() if m.split and m.id in set(metrics.metric)]
+    rows = []
+    for e in entries:
+        mine = metrics[(metrics.method == e.method) & (metrics.layer == e.layer)]
+        stats = {}
+        for metric in present:
+            values = mine[mine.metric == metric]
+            for group, ids in groups.items():
+                v = values[values.image.isin(ids)].value.to_numpy(dtype=float)
+                if v.size:
+                    stats[metric, group] = (float(v.mean()), *bootstrap_ci(v))
+        rows.append({"method": e.method, "layer": e.layer, "stats": stats})
+    counts = {group: len(ids) for group, ids in groups.items()}
+    return {
+        "counts": counts,
+        "metrics": [m for m in catalogue.ranked() if m.id in present],
+        "rows": rows,
+    }
+
+
+def published_rows(entries: list[Entry], cam_layer: str) -> list[dict]:
+    """Our mean [CI] beside each published figure of the same metric and method (the CAM
+    methods at the run's first CAM layer, pixel methods at the input); rows we did not
+    compute show a dash."""
+    ours = {
+        (e.method, metric): (stat, e.images)
+        for e in entries
+        if e.layer in (cam_layer, "input")
+        for metric, stat in e.stats.items()
+    }
+    heading = {m.id: m.heading for m in catalogue.ranked()}
+    return [
+        {
+            "metric": heading.get(p.metric, p.metric),
+            "method": p.method,
+            "published": p.value,
+            "model": p.model,
+            "data": p.data,
+            "source": p.source,
+            "ours": ours.get((p.method, p.metric), (None, 0))[0],
+            "images": ours.get((p.method, p.metric), (None, 0))[1],
+        }
+        for p in PUBLISHED
+    ]
