@@ -24,11 +24,12 @@ import torch
 from tqdm.auto import tqdm
 
 from . import data, figures, techniques
-from .store import PIXEL_LAYER, Store, learned_path
+from .store import PIXEL_LAYER, Store, batch_name, learned_path
 
 if TYPE_CHECKING:
     from .pipeline import Run
 
+TOP_CHANNELS = 8  # channel pages per feature layer: the channels firing most on the data set
 BATCH_VIEWS = ("embedding", "top_patches", "inversion", "fooling")
 MODEL_VIEWS = ("top_patches", "filter_vis", "class_model", "deepdream")  # parts after batches
 SANITY = "sanity"  # the --metrics group of the cascading randomisation check, a part too
@@ -199,7 +200,6 @@ def choose_channels(run: Run) -> dict[str, list[int]]:
     """The channels each feature layer is shown by, the same on every page: those of the
     channel pages (highest mean activation over the data set); without those, the highest
     mean peak (top patches); without either, the first ones."""
-    from .pipeline import TOP_CHANNELS
 
     chosen: dict[str, list[int]] = {}
     channels = (
@@ -387,7 +387,6 @@ def filter_vis(run: Run, chosen: dict[str, list[int]]) -> dict:
 
 def class_models(run: Run, _chosen=None) -> dict:
     """A class model for every class the data set is predicted as, and each ``--classes``."""
-    from .pipeline import batch_name
 
     predicted: set[int] = set()
     for index in range(len(range(0, len(run.records), run.config.batch_size))):

@@ -38,6 +38,7 @@ from .store import (
     PIXEL_LAYER,
     Store,
     atomic_write,
+    batch_name,
     channel_map_path,
     feature_grid_path,
     overlay_path,
@@ -61,7 +62,6 @@ from .timing import (
 
 DISPLAY_SIDE = 384  # long side of photos and overlays in the site
 TABLES = ("images", "predictions", "metrics", "layers", "synthesis", "patches", "dead", "sanity")
-TOP_CHANNELS = 8  # channel pages per feature layer: the channels firing most on the data set
 TOP_IMAGES = 6  # images per channel page: where that channel fires most
 CHANNEL_SIDE = 160  # long side of the channel overlays, px
 MODEL = "model"  # the parts folder of run-wide work (settings, filters, shard markers)
@@ -258,10 +258,6 @@ def forward_dtype(quality: str, probe: dict) -> torch.dtype | None:
     if METRIC_PRESETS[quality]["forward"] != "bf16" or not probe.get("bf16_native"):
         return None
     return torch.bfloat16
-
-
-def batch_name(index: int) -> str:
-    return f"b{index:06d}"
 
 
 def parse_metrics(text: str) -> tuple[str, ...]:
@@ -948,7 +944,7 @@ class Run:
         for layer in layers:
             table = np.stack(responses[layer])  # [images, C]
             mean = table.mean(axis=0)
-            for c_rank, c in enumerate(np.argsort(-mean, kind="stable")[:TOP_CHANNELS]):
+            for c_rank, c in enumerate(np.argsort(-mean, kind="stable")[: learned.TOP_CHANNELS]):
                 order = np.argsort(-table[:, c], kind="stable")[:TOP_IMAGES]
                 for i_rank, i in enumerate(order):
                     rows.append(

@@ -246,6 +246,10 @@ class Store:
         return path.relative_to(self.out).as_posix()
 
 
+def batch_name(index: int) -> str:
+    return f"b{index:06d}"
+
+
 def overlay_path(image: str, method: str, layer: str, shared: bool = False) -> str:
     """Where a method's overlay for an image lives, relative to ``img/``; ``shared`` is the
     version drawn on the scale shared by all images of that method and layer."""

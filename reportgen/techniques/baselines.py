@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import Technique, register
+from .registry import Technique, register
 
 
 def random_map(model, x: torch.Tensor, targets=None, seed: int = 0, **_) -> torch.Tensor:

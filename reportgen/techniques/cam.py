@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..capture import Capture, frozen, preserved_state, refuse_inference_mode, resolve_layer
-from . import Technique, register
+from .registry import Technique, register
 
 
 @dataclass

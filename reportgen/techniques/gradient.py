@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from ..capture import backward_rule, grad_ready_input, preserved_state, record_outputs
-from . import Technique, register
 from .cam import cam_maps, targets_tensor, upsample
+from .registry import Technique, register
 
 Targets = int | Sequence[int] | torch.Tensor
 

@@ -20,7 +20,7 @@ from PIL import Image
 from torch import nn
 
 from ..capture import Capture, activations, backward_rule, frozen, grad_ready_input, preserved_state
-from . import Technique, register
+from .registry import Technique, register
 from .views import first_conv
 
 Box = tuple[int, int, int, int]  # (top, left, bottom, right), bottom and right exclusive

@@ -30,8 +30,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..capture import Capture, preserved_state, resolve_layer
-from . import Technique, register
 from .cam import targets_tensor, upsample, weighted_sum
+from .registry import Technique, register
 
 Targets = int | Sequence[int] | torch.Tensor
 Build = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

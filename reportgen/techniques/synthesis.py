@@ -34,8 +34,8 @@ from ..capture import (
     refuse_inference_mode,
     swapped_modules,
 )
-from . import Technique, register
 from .cam import targets_tensor
+from .registry import Technique, register
 
 # Lucid's ImageNet colour correlation: the square root (U·sqrt(S), from an SVD) of the
 # covariance of RGB pixels. Its columns are the decorrelated colour axes; divided by its

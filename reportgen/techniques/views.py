@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..capture import Capture, preserved_state, resolve_layer
-from . import Technique, register
+from .registry import Technique, register
 
 
 @dataclass
