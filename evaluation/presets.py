@@ -260,13 +260,13 @@ class Inputs:
 
 def default_inputs(limit: int | None = None, model_name: str = "efficientnet_lite0") -> Inputs:
     """Model, photos, inputs and predicted targets as ``Run.process`` makes them (CPU)."""
-    from reportgen import data
+    from reportgen import data, sources
     from reportgen.models import get_spec, load_model
     from reportgen.pipeline import make_probabilities
 
     model, spec = load_model(get_spec(model_name))
     model = model.eval()
-    _, records = data.dataset(None, spec.class_names)
+    _, records = sources.dataset(None, spec.class_names)
     records = records[:limit] if limit else records
     ids, pixels = [], []
     for record in records:

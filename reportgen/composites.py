@@ -14,12 +14,13 @@ See ``datasets/composites.md``.
 from __future__ import annotations
 
 import re
+import sys
 from functools import lru_cache
 
 import numpy as np
 from PIL import Image
 
-from .data import ImageRecord, load_rgb, read_manifest, safe_id
+from .data import GENERATORS, ImageRecord, load_rgb, read_manifest, safe_id
 
 PREFIX = "composite:"  # record sources look like "composite:<seed>:<index>"
 SEED = 0
@@ -215,3 +216,6 @@ def records(seed: int = SEED, count: int = COUNT) -> list[ImageRecord]:
             )
         )
     return out
+
+
+GENERATORS[PREFIX] = sys.modules[__name__]  # data.load_photo draws "composite:…" sources here

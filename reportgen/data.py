@@ -96,11 +96,20 @@ def _package_image(source: str) -> np.ndarray:
     raise DataError(f"unknown package image source '{source}'")
 
 
-def _generator(source: str):
-    """The module that draws a generated image (``synthetic:…``, ``composite:…``)."""
-    from . import composites, synthetic
+# Modules that draw images (``synthetic:…``, ``composite:…``), by source prefix: each
+# registers itself when imported (``reportgen.sources`` imports them all), so this module,
+# at the bottom of the data code, imports neither
+GENERATORS: dict[str, object] = {}
 
-    return synthetic if source.startswith(synthetic.PREFIX) else composites
+
+def _generator(source: str):
+    """The module that draws a generated image: its ``render(source)`` and ``mask(source)``."""
+    for prefix, module in GENERATORS.items():
+        if source.startswith(prefix):
+            return module
+    raise DataError(
+        f"'{source}' is drawn by code that is not loaded: import reportgen.sources first"
+    )
 
 
 def load_mask(record: ImageRecord, shape: tuple[int, int]) -> np.ndarray | None:
@@ -571,66 +580,6 @@ def imagenet_records(root: Path, class_names: list[str]) -> list[ImageRecord]:
     if not records:
         raise DataError(f"--data '{root}' holds no ILSVRC val images")
     return records
-
-
-def _counted(name: str, records: list[ImageRecord]) -> str:
-    """``name (N images[, K skipped])``: what was detected, shown in the report."""
-    skipped = sum(bool(r.skip) for r in records)
-    return f"{name} ({len(records)} images{f', {skipped} skipped' if skipped else ''})"
-
-
-def dataset(data: str | None, class_names: list[str]) -> tuple[str, list[ImageRecord]]:
-    """``(name, records)`` for ``--data``: none = the embedded photos (ImageNet class ids);
-    shipped sets by name (``synthetic``, ``composites``, ``embedded,composites``); a folder
-    is read as a ``manifest.json``, a VOC tree, an ILSVRC val folder or plain
-    images, in that order, and the name says which (e.g. ``VOC2012 val (5823 images)``)."""
-    if data is None:
-        data = EMBEDDED
-    names = [n.strip() for n in data.split(",")]
-    if all(n in NAMED_SETS for n in names):  # e.g. ``embedded,composites``: one after the other
-        parts = [NAMED_SETS[n]() for n in names]
-        return " + ".join(name for name, _ in parts), [r for _, part in parts for r in part]
-    root = Path(data)
-    if (root / "manifest.json").is_file():
-        meta, records = read_manifest(root / "manifest.json", len(class_names))
-        return meta.get("name", root.name), records
-    if is_voc(root):
-        split, records = voc_records(root, class_names)
-        name = root.name if root.name.startswith("VOC") else f"VOC-style '{root.name}'"
-        return _counted(f"{name} {split}", records), records
-    if root.is_dir() and is_imagenet_val(root):
-        records = imagenet_records(root, class_names)
-        boxed = sum(bool(r.boxes) for r in records)
-        return _counted(f"ImageNet val '{root.name}', {boxed} with boxes", records), records
-    return root.name, folder_records(root, class_names)
-
-
-def _synthetic() -> tuple[str, list[ImageRecord]]:
-    from . import synthetic
-
-    records = synthetic.records()
-    return _counted("synthetic", records), records
-
-
-def _composites() -> tuple[str, list[ImageRecord]]:
-    from . import composites
-
-    records = composites.records()
-    return _counted("composites", records), records
-
-
-def _embedded() -> tuple[str, list[ImageRecord]]:
-    meta, records = read_manifest()
-    return meta["name"], records
-
-
-# ``--data NAME`` (or ``NAME,NAME``) for the shipped sets: the embedded photos
-# (datasets/README.md) and those drawn by code (datasets/NAME.md)
-NAMED_SETS: dict[str, Callable[[], tuple[str, list[ImageRecord]]]] = {
-    EMBEDDED: _embedded,
-    "synthetic": _synthetic,
-    "composites": _composites,
-}
 
 
 def batches(records: list[ImageRecord], size: int) -> Iterator[list[ImageRecord]]:

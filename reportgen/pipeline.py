@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from evaluation import catalogue
 from evaluation import metrics as M
 
-from . import __version__, data, figures, learned, techniques
+from . import __version__, data, figures, learned, sources, techniques
 from .batcher import Batcher
 from .capture import resolve_layer
 from .config import RunConfig
@@ -350,7 +350,7 @@ class Run:
         self.blurred: list[np.ndarray] = []  # each photo's blur (insertion's start), per batch
         self.masks: dict[str, np.ndarray] = {}  # exact object masks of the batch in hand
         with self.phases("list data"):
-            self.dataset, records = data.dataset(config.data, self.spec.class_names)
+            self.dataset, records = sources.dataset(config.data, self.spec.class_names)
         self.records = records[: config.limit] if config.limit else records
         self.store = Store(config.out, self.phases)
         self.mean = torch.tensor(self.spec.mean, device=self.device).view(1, 3, 1, 1)

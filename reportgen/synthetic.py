@@ -11,6 +11,7 @@ textured patch, random colours) on a cluttered background that carries no class 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .data import ImageRecord, safe_id
+from .data import GENERATORS, ImageRecord, safe_id
 
 SIZE = 112
 CLASSES: tuple[str, ...] = ("disc", "square", "triangle", "cross", "stripes", "checker")
@@ -468,3 +469,6 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+GENERATORS[PREFIX] = sys.modules[__name__]  # data.load_photo draws "synthetic:…" sources here

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reportgen import data
+from reportgen import data, sources
 from tests.badinputs import CASES, NOTES, REASONS, make_bad_folder
 
 CLASS_NAMES = [f"class {i}" for i in range(1000)]
@@ -156,7 +156,7 @@ def test_manifest_class_out_of_range_is_refused(tmp_path):
     with pytest.raises(data.DataError, match=r"manifest\.json.*'cat'.*5000.*0\.\.999"):
         data.read_manifest(path, 1000)
     with pytest.raises(data.DataError, match="5000"):
-        data.dataset(str(tmp_path), CLASS_NAMES)
+        sources.dataset(str(tmp_path), CLASS_NAMES)
     assert data.read_manifest(path)[1][0].classes == [281, 5000]  # no range given: not checked
     write_manifest(tmp_path, [{"id": "cat", "path": "x.png", "classes": ["281"]}])
     with pytest.raises(data.DataError, match="'281' is not an integer"):

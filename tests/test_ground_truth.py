@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from evaluation.metrics import bootstrap_ci
-from reportgen import composites, data, synthetic
+from reportgen import composites, sources, synthetic
 from reportgen.cli import main
 from reportgen.pipeline import class_boxes
 from reportgen.render import render
@@ -45,7 +45,7 @@ def test_synthetic_set_uses_the_synthetic_model_and_scores_masks(synthetic_run):
         assert counts.to_dict() == {m: IMAGES for m in METHODS}, metric
     # the instances recorded are the boxes drawn: some images hold two objects
     instances = metrics[metrics.metric == "instances"].groupby("image").value.first()
-    drawn = {r.id: len(r.boxes) for r in data.dataset("synthetic", [])[1][:IMAGES]}
+    drawn = {r.id: len(r.boxes) for r in sources.dataset("synthetic", [])[1][:IMAGES]}
     assert instances.to_dict() == drawn and max(drawn.values()) == 2
 
 
@@ -64,7 +64,7 @@ def test_ground_truth_ranks_methods(synthetic_run):
             assert abs(centre[0] - random[0]) < 0.3 * (gradcam[0] - random[0]), (metric, score)
     # chance levels that can be worked out: the random map's relevance mass and rank are
     # the mask's share of the image
-    masks = [synthetic.mask(r.mask) for r in data.dataset("synthetic", [])[1][:IMAGES]]
+    masks = [synthetic.mask(r.mask) for r in sources.dataset("synthetic", [])[1][:IMAGES]]
     share = 100 * sum(m.mean() for m in masks) / len(masks)
     for metric in ("relevance_mass", "relevance_rank"):
         assert means(metrics, metric)["baseline_random"][0] == pytest.approx(share, abs=1.5)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from reportgen import data
+from reportgen import data, sources
 from reportgen.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -21,7 +21,7 @@ def summary(records):
 
 
 def test_voc_val_split_with_boxes_made_0_based():
-    name, records = data.dataset(str(VOC), CLASSES)
+    name, records = sources.dataset(str(VOC), CLASSES)
     assert name == "VOC-style 'voc' val (5 images, 1 skipped)"
     assert summary(records) == [
         ("2008_000001", "cat", CAT, [[10, 5, 60, 50]], False),
@@ -45,7 +45,7 @@ def test_voc_falls_back_to_trainval_then_every_annotation(tmp_path):
     root = tmp_path / "VOC2012"
     shutil.copytree(VOC, root)
     (root / "ImageSets/Main/val.txt").unlink()
-    name, records = data.dataset(str(root), CLASSES)
+    name, records = sources.dataset(str(root), CLASSES)
     assert name == "VOC2012 trainval (6 images, 1 skipped)"
     assert (records[5].id, records[5].label, records[5].classes) == (
         "2008_000006",
@@ -53,7 +53,7 @@ def test_voc_falls_back_to_trainval_then_every_annotation(tmp_path):
         [339, 603],
     )
     shutil.rmtree(root / "ImageSets")
-    name, records = data.dataset(str(root), CLASSES)
+    name, records = sources.dataset(str(root), CLASSES)
     assert name == "VOC2012 all annotated (6 images, 1 skipped)"
 
 
@@ -62,7 +62,7 @@ def test_voc_unreadable_xml_costs_that_file_only(tmp_path):
     shutil.copytree(VOC, root)
     bad = root / "Annotations" / "2008_000002.xml"
     bad.write_text("<annotation><object>")
-    _, records = data.dataset(str(root), CLASSES)
+    _, records = sources.dataset(str(root), CLASSES)
     assert [bool(r.skip) for r in records] == [False, True, False, False, True]
     assert records[1].skip.startswith(f"cannot read annotation '{bad}'")
 
@@ -72,14 +72,14 @@ def test_voc_own_mapping_file_is_used_and_checked(tmp_path):
     shutil.copytree(VOC, root)
     mapping = root / "imagenet_classes.json"
     mapping.write_text('{"cat": [7], "dog": [8, 9]}')
-    _, records = data.dataset(str(root), CLASSES)
+    _, records = sources.dataset(str(root), CLASSES)
     assert [r.classes for r in records[:4]] == [[7], [8, 9], [], [7, 8, 9]]
     mapping.write_text('{"cat": [281, 1000]}')
     with pytest.raises(data.DataError, match=r"imagenet_classes.json', class 'cat'.*1000"):
-        data.dataset(str(root), CLASSES)
+        sources.dataset(str(root), CLASSES)
     mapping.write_text('{"cat": [281,')
     with pytest.raises(data.DataError, match=r"cannot read mapping file '.*imagenet_classes.json'"):
-        data.dataset(str(root), CLASSES)
+        sources.dataset(str(root), CLASSES)
 
 
 def test_shipped_mapping_is_in_range_and_maps_person_to_nothing():
@@ -89,7 +89,7 @@ def test_shipped_mapping_is_in_range_and_maps_person_to_nothing():
 
 
 def test_imagenet_val_xml_beside_and_in_bbox_folder():
-    name, records = data.dataset(str(IMAGENET), CLASSES)
+    name, records = sources.dataset(str(IMAGENET), CLASSES)
     assert name == "ImageNet val 'imagenet', 3 with boxes (3 images)"
     assert summary(records) == [
         ("ILSVRC2012_val_00000001", "tabby, tabby cat", [281], [[0, 4, 80, 60]], False),
@@ -110,11 +110,11 @@ def test_imagenet_unknown_synset_and_missing_xml(tmp_path):
     bad = root / "ILSVRC2012_val_00000002.xml"
     bad.write_text(bad.read_text().replace("n02085620", "n99999999"))
     (root / "bbox" / "ILSVRC2012_val_00000003.xml").unlink()
-    _, records = data.dataset(str(root), CLASSES)
+    _, records = sources.dataset(str(root), CLASSES)
     assert records[1].skip == f"annotation '{bad}': 'n99999999' is not an ImageNet-1k synset"
     assert summary(records)[2] == ("ILSVRC2012_val_00000003", "", [], [], False)
     with pytest.raises(data.DataError, match="model has 10 classes"):
-        data.dataset(str(root), CLASSES[:10])
+        sources.dataset(str(root), CLASSES[:10])
 
 
 @pytest.mark.parametrize("folder", [VOC, IMAGENET], ids=["voc", "imagenet"])
@@ -123,5 +123,5 @@ def test_run_scores_the_pointing_game(folder, tmp_path):
     assert main([*argv, "--limit", "3", "--out", str(tmp_path)]) == 0
     metrics = pd.read_csv(tmp_path / "data" / "metrics.csv")
     pointed = set(metrics[metrics.metric == "pointing_game"].image)
-    _, records = data.dataset(str(folder), CLASSES)
+    _, records = sources.dataset(str(folder), CLASSES)
     assert {r.id for r in records[:3] if r.classes} <= pointed
