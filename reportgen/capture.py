@@ -7,7 +7,6 @@ so an explanation never leaves a trace on the user's model.
 
 from __future__ import annotations
 
-import difflib
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -15,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from .hints import did_you_mean
 
 
 class LayerNotFound(ValueError):
@@ -26,8 +27,7 @@ def resolve_layer(model: nn.Module, name: str) -> nn.Module:
     modules = dict(model.named_modules())
     if name in modules and name != "":
         return modules[name]
-    close = difflib.get_close_matches(name, [n for n in modules if n], n=5, cutoff=0.5)
-    hint = f" Close matches: {', '.join(close)}." if close else ""
+    hint = did_you_mean(name, modules, n=5, cutoff=0.5)
     raise LayerNotFound(
         f"layer '{name}' is not a module of {type(model).__name__}.{hint} "
         "Run `reportgen list layers --model ...` to see every usable name."

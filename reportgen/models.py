@@ -9,7 +9,6 @@ Three kinds of name are accepted by ``--model``:
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from torch import nn
 from . import synthetic
 from .capture import LayerOutput, record_outputs
 from .config import SYNTHETIC_MODEL
+from .hints import did_you_mean
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -209,10 +209,9 @@ def get_spec(name: str) -> ModelSpec:
         arch = name.split("/", 1)[1]
         available = torchvision.models.list_models(module=torchvision.models)
         if arch not in available:
-            close = difflib.get_close_matches(arch, available, n=5)
             raise ModelError(
-                f"--model '{name}': torchvision has no classifier '{arch}'. "
-                f"Close matches: {', '.join(close) or 'none'}"
+                f"--model '{name}': torchvision has no classifier '{arch}'."
+                + did_you_mean(arch, available, n=5)
             )
         return ModelSpec(
             name=name, loader=_torchvision_loader(arch), description=f"torchvision {arch}"
@@ -220,11 +219,8 @@ def get_spec(name: str) -> ModelSpec:
     if ":" in name:
         return ModelSpec(name=name, loader=_factory_loader(name), description=f"user model {name}")
     choices = list(REGISTRY) + ["torchvision/<arch>", "package.module:factory"]
-    close = difflib.get_close_matches(name, list(REGISTRY), n=3)
     raise ModelError(
-        f"--model '{name}' is unknown. "
-        + (f"Did you mean {', '.join(close)}? " if close else "")
-        + f"Valid: {', '.join(choices)}"
+        f"--model '{name}' is unknown.{did_you_mean(name, REGISTRY)} Valid: {', '.join(choices)}"
     )
 
 

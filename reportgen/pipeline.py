@@ -33,6 +33,7 @@ from . import __version__, data, figures, learned, sources, techniques
 from .batcher import Batcher
 from .capture import resolve_layer
 from .config import RunConfig
+from .hints import not_a_feature_map
 from .models import folded_copy, get_spec, list_layers, load_model
 from .store import (
     PIXEL_LAYER,
@@ -120,10 +121,7 @@ def check_layers(model, spec, names: list[str]) -> None:
         resolve_layer(model, name)
         if name not in shapes or not shapes[name].spatial:
             shape = shapes[name].shape if name in shapes else "no tensor"
-            raise OptionError(
-                f"--layers '{name}' has output {shape}; CAM methods need a spatial "
-                "[N, C, H, W] output. See `reportgen list layers`"
-            )
+            raise OptionError(f"--layers: {not_a_feature_map(name, shape)}")
 
 
 def display_photo(rgb: np.ndarray) -> np.ndarray:

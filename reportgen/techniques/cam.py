@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..capture import Capture, frozen, preserved_state, refuse_inference_mode, resolve_layer
+from ..hints import not_a_feature_map
 from .registry import Technique, register
 
 
@@ -159,10 +160,7 @@ def cam_maps(
         acts = [cap.outputs[name] for name in layers]
         for name, a in zip(layers, acts, strict=True):
             if a.dim() != 4:
-                raise ValueError(
-                    f"layer '{name}' has output shape {tuple(a.shape)}; CAM methods need "
-                    "[N, C, H, W]. Pick a convolutional layer (`reportgen list layers`)"
-                )
+                raise ValueError(not_a_feature_map(name, tuple(a.shape)))
         grads: Sequence[torch.Tensor | None] = [None] * len(acts)
         if need_grad:
             picked = scores.gather(1, t[:, None]).sum()

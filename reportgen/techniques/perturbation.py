@@ -30,6 +30,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..capture import Capture, preserved_state, resolve_layer
+from ..hints import not_a_feature_map
 from .cam import targets_tensor, upsample, weighted_sum
 from .registry import Technique, register
 
@@ -168,10 +169,7 @@ def layer_activations(
         )
     acts = cap.outputs[layer]
     if acts.dim() != 4:
-        raise ValueError(
-            f"layer '{layer}' has output shape {tuple(acts.shape)}; CAM methods need "
-            "[N, C, H, W]. Pick a convolutional layer (`reportgen list layers`)"
-        )
+        raise ValueError(not_a_feature_map(layer, tuple(acts.shape)))
     return logits, acts
 
 

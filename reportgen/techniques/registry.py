@@ -5,10 +5,11 @@ them)."""
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from ..hints import did_you_mean
 
 REGISTRY: dict[str, Technique] = {}
 QUALITIES = ("fast", "paper")  # --quality presets: the default run, and the published settings
@@ -108,11 +109,8 @@ class UnknownMethod(ValueError):
 def get(name: str) -> Technique:
     if name in REGISTRY:
         return REGISTRY[name]
-    close = difflib.get_close_matches(name, list(REGISTRY), n=3)
     raise UnknownMethod(
-        f"method '{name}' is unknown. "
-        + (f"Did you mean {', '.join(close)}? " if close else "")
-        + f"Valid: {', '.join(REGISTRY)}"
+        f"method '{name}' is unknown.{did_you_mean(name, REGISTRY)} Valid: {', '.join(REGISTRY)}"
     )
 
 

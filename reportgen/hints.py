@@ -1,0 +1,21 @@
+"""The wording of the errors that several modules raise alike: a name that is close to a
+valid one, a layer whose output is not a feature map."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(name: str, valid: Iterable[str], n: int = 3, cutoff: float = 0.6) -> str:
+    """`` Did you mean a, b?`` for the valid names closest to ``name``, or ``""``."""
+    close = difflib.get_close_matches(name, [v for v in valid if v], n=n, cutoff=cutoff)
+    return f" Did you mean {', '.join(close)}?" if close else ""
+
+
+def not_a_feature_map(layer: str, shape: object) -> str:
+    """Why a layer cannot carry a CAM, and what to do."""
+    return (
+        f"layer '{layer}' has output {shape}; CAM methods need a spatial [N, C, H, W] "
+        "output. Pick a convolutional layer (`reportgen list layers`)"
+    )
