@@ -90,6 +90,19 @@ def settings(run: Run, name: str) -> dict:
     return run.options(techniques.get(name))
 
 
+def synthesise(run: Run, name: str, *args, seed: int = 0, **given):
+    """Synthesis technique ``name`` on the run's model with its normalisation, the run's
+    seed (plus ``seed``), its preset and ``--set`` settings, and ``given`` over those."""
+    return techniques.get(name).run(
+        run.model,
+        *args,
+        mean=run.spec.mean,
+        std=run.spec.std,
+        seed=run.config.seed + seed,
+        **{**settings(run, name), **given},
+    )
+
+
 def value_rows(technique: str, layer: str, item, variant: str, values: dict) -> list[dict]:
     return [
         {
@@ -108,7 +121,6 @@ def batch_view(run: Run, technique, layer: str, index: int, loaded, x, probs) ->
     """One per-batch unit of a view that is not a saliency map; the part's payload."""
     name, store = technique.name, run.store
     ids = [record.id for record, _, _ in loaded]
-    common = {"mean": run.spec.mean, "std": run.spec.std, "seed": run.config.seed + index}
     rows: list[dict] = []
     with run.timer(name, layer, len(ids)):
         if name == "embedding":
@@ -124,7 +136,7 @@ def batch_view(run: Run, technique, layer: str, index: int, loaded, x, probs) ->
                 for image, table in zip(ids, stacked.cpu().numpy(), strict=True):
                     store.save_map(image, f"peaks@{feature_layer}", table)  # [C, 3]: max, y, x
         elif name == "inversion":
-            result = technique.run(run.model, x, layer=layer, **common, **settings(run, name))
+            result = synthesise(run, name, x, layer=layer, seed=index)
             for k, (image, pixels) in enumerate(zip(ids, to_uint8(result.images), strict=True)):
                 store.save_image(learned_path(name, f"{image}@{layer}"), pixels, quality=90)
                 errors = {"error_start": result.start[k], "relative_error": result.final[k]}
@@ -136,9 +148,7 @@ def batch_view(run: Run, technique, layer: str, index: int, loaded, x, probs) ->
                 fooling_goal(image, p, classes, run.config.seed)
                 for image, p in zip(ids, predicted, strict=True)
             ]
-            result = technique.run(
-                run.model, x, torch.tensor(goals, device=x.device), **common, **settings(run, name)
-            )
+            result = synthesise(run, name, x, torch.tensor(goals, device=x.device), seed=index)
             extra = {k: v.detach().cpu() for k, v in result.extra.items()}
             change = extra.pop("perturbation").float()
             for k, (image, pixels) in enumerate(zip(ids, to_uint8(result.images), strict=True)):
@@ -352,24 +362,14 @@ def natural_peaks(run: Run, layer: str) -> np.ndarray | None:
 def filter_vis(run: Run, chosen: dict[str, list[int]]) -> dict:
     """Activation maximisation for every chosen channel (one batch, the default recipe), and
     the first ``PIXEL_RECIPE_UNITS`` of each layer with the plain-pixel recipe beside it."""
-    technique = techniques.get("filter_vis")
     units = [(layer, c) for layer in run.spec.feature_layers for c in chosen[layer]]
     pixel_units = [
         (layer, c) for layer in run.spec.feature_layers for c in chosen[layer][:PIXEL_RECIPE_UNITS]
     ]
-    options = settings(run, "filter_vis")
     rows = []
     with run.timer("filter_vis", "all", len(units)):
         for variant, todo in (("fourier", units), ("pixel", pixel_units)):
-            result = technique.run(
-                run.model,
-                units=todo,
-                mean=run.spec.mean,
-                std=run.spec.std,
-                seed=run.config.seed,
-                progress=True,
-                **{**options, "param": variant},
-            )
+            result = synthesise(run, "filter_vis", units=todo, param=variant, progress=True)
             shown = result.extra.get("stretched", result.images)  # pixels: contrast stretched
             for k, ((layer, c), pixels) in enumerate(zip(todo, to_uint8(shown), strict=True)):
                 run.store.save_image(
@@ -395,18 +395,9 @@ def class_models(run: Run, _chosen=None) -> dict:
     classes = sorted(predicted | set(run.extra_classes))
     if not classes:
         return {}
-    technique = techniques.get("class_model")
     rows = []
     with run.timer("class_model", "all", len(classes)):
-        result = technique.run(
-            run.model,
-            classes=classes,
-            mean=run.spec.mean,
-            std=run.spec.std,
-            seed=run.config.seed,
-            progress=True,
-            **settings(run, "class_model"),
-        )
+        result = synthesise(run, "class_model", classes=classes, progress=True)
         extra = {k: v.detach().cpu() for k, v in result.extra.items() if v.ndim == 1}
         for k, (c, pixels) in enumerate(zip(classes, to_uint8(result.images), strict=True)):
             run.store.save_image(learned_path("class_model", str(c)), pixels, 90)
@@ -422,21 +413,12 @@ def deepdream(run: Run, _chosen=None) -> dict:
     images = ok_ids(run)[:DREAM_IMAGES]
     if not images:
         return {}
-    technique = techniques.get("deepdream")
     _, x = model_inputs(run, images)
     rows = []
     layers = dream_layers(list(run.spec.feature_layers))
     with run.timer("deepdream", "all", len(images) * len(layers)):
         for layer in layers:
-            result = technique.run(
-                run.model,
-                x,
-                layer=layer,
-                mean=run.spec.mean,
-                std=run.spec.std,
-                seed=run.config.seed,
-                **settings(run, "deepdream"),
-            )
+            result = synthesise(run, "deepdream", x, layer=layer)
             for k, (image, pixels) in enumerate(zip(images, to_uint8(result.images), strict=True)):
                 run.store.save_image(learned_path("deepdream", f"{image}@{layer}"), pixels, 90)
                 values = {"start": result.start[k], "final": result.final[k]}
