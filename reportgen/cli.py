@@ -156,8 +156,8 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     bench.add_argument("-k", dest="select", help="only benchmarks matching this pytest -k")
 
-    lst = sub.add_parser("list", help="list methods, models or layers")
-    lst.add_argument("what", choices=["methods", "models", "layers"])
+    lst = sub.add_parser("list", help="list methods, metrics, models or layers")
+    lst.add_argument("what", choices=["methods", "metrics", "models", "layers"])
     lst.add_argument("--model", default=d.model)
     lst.add_argument("--weights")
     return top
@@ -374,6 +374,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 
         for t in techniques.REGISTRY.values():
             print(f"{t.name:14s} {t.family:9s} {t.title} ({t.cost})")
+        return 0
+    if args.what == "metrics":  # the catalogue every page reads
+        print(f"{'id':24s} {'--metrics group':19s} {'better':7s} {'needs':7s} source")
+        for m in catalogue.CATALOGUE:
+            better = m.better if m.ranked else "-"
+            print(f"{m.id:24s} {m.group or '-':19s} {better:7s} {m.needs:7s} {m.paper}")
         return 0
     from .models import REGISTRY, get_spec, list_layers, load_model
 

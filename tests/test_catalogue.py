@@ -97,3 +97,12 @@ def test_gini_by_hand():
 def test_metric_is_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         catalogue.CATALOGUE[0].id = "x"
+
+
+def test_list_metrics_prints_the_catalogue(capsys):
+    from reportgen.cli import main as cli
+
+    assert cli(["list", "metrics"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert list(rows) == [m.id for m in catalogue.CATALOGUE]
+    assert "lower" in rows["average_drop"] and "mask" in rows["mask_iou"]
