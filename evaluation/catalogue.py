@@ -150,6 +150,12 @@ def of_group(group: str) -> list[Metric]:
     return [m for m in CATALOGUE if m.group == group]
 
 
+def scored_by(needs: str, groups) -> list[Metric]:
+    """The metrics a run computes with ``score`` from ``needs`` ("map" or "mask"), among
+    the selected ``--metrics`` groups."""
+    return [m for m in CATALOGUE if m.needs == needs and m.group in groups]
+
+
 def group_help(group: str) -> str:
     """``--metrics`` help for a group: its sentence and the metric ids it adds."""
     ids = ", ".join(m.id for m in of_group(group))

@@ -125,13 +125,19 @@ def win_rate(drops_a: Sequence[float], drops_b: Sequence[float]) -> float:
 def box_mask(shape: tuple[int, int], boxes: Sequence[Box]) -> np.ndarray:
     """Boolean ``[H, W]`` mask of the union of the boxes (clipped to the map)."""
     mask = np.zeros(shape, dtype=bool)
-    h, w = shape
-    for x0, y0, x1, y1 in boxes:
-        # ends clamped at 0 too: a negative slice end would count from the far side
-        ys = slice(max(0, int(round(y0))), min(h, max(0, int(round(y1)))))
-        xs = slice(max(0, int(round(x0))), min(w, max(0, int(round(x1)))))
-        mask[ys, xs] = True
+    for box in boxes:
+        mask[_box_slices(shape, box)] = True
     return mask
+
+
+def _box_slices(shape: tuple[int, int], box: Box) -> tuple[slice, slice]:
+    """The rows and columns of the map a box covers (rounded, clipped; possibly empty)."""
+    h, w = shape
+    x0, y0, x1, y1 = box
+    # ends clamped at 0 too: a negative slice end would count from the far side
+    ys = slice(max(0, int(round(y0))), min(h, max(0, int(round(y1)))))
+    xs = slice(max(0, int(round(x0))), min(w, max(0, int(round(x1)))))
+    return ys, xs
 
 
 def loc_delta(saliency: np.ndarray, boxes: Sequence[Box], delta: float) -> float:
@@ -256,13 +262,12 @@ def pointing_game_hit(
         raise ValueError(f"unknown ties rule {ties!r}: use 'all' or 'first'")
     # the distance from each maximum to the nearest pixel of the boxes' raster (box_mask's),
     # box by box: what a distance transform of the whole map gives there, without one
-    h, w = m.shape
     nearest = np.full(len(points), np.inf)
-    for x0, y0, x1, y1 in boxes:
-        top, bottom = max(0, int(round(y0))), min(h, int(round(y1))) - 1
-        left, right = max(0, int(round(x0))), min(w, int(round(x1))) - 1
-        if bottom < top or right < left:
+    for box in boxes:
+        ys, xs = _box_slices(m.shape, box)
+        if ys.stop <= ys.start or xs.stop <= xs.start:
             continue  # no pixel inside the map
+        top, bottom, left, right = ys.start, ys.stop - 1, xs.start, xs.stop - 1
         dy = np.maximum(np.maximum(top - points[:, 0], points[:, 0] - bottom), 0)
         dx = np.maximum(np.maximum(left - points[:, 1], points[:, 1] - right), 0)
         nearest = np.minimum(nearest, np.sqrt((dy * dy + dx * dx).astype(np.float64)))

@@ -838,7 +838,7 @@ class Run:
             with self.phases("metric: localisation"):
                 for k, (record, rgb, _) in enumerate(loaded):
                     self.localise(values[k], record, rgb, up[k], int(classes[k]))
-        by_map = [m for m in catalogue.CATALOGUE if m.needs == "map" and m.group in groups]
+        by_map = catalogue.scored_by("map", groups)
         if by_map:
             with self.phases("metric: of the map alone"):
                 for k in rows:
@@ -863,9 +863,8 @@ class Run:
             v.update(localisation(saliency, own, rgb.shape[:2]))
         mask = self.masks.get(record.id)
         if mask is not None:
-            for metric in catalogue.CATALOGUE:
-                if metric.needs == "mask" and metric.group in self.metric_groups:
-                    v[metric.id] = metric.score(saliency, mask)
+            for metric in catalogue.scored_by("mask", self.metric_groups):
+                v[metric.id] = metric.score(saliency, mask)
 
     def references(self, inputs: np.ndarray, targets: torch.Tensor) -> None:
         """What every map's scores of the batch compare against, in the metrics' own passes

@@ -38,6 +38,7 @@ class PassCounter:
         self.grad_macs = 0.0
         self.half_macs = 0.0
         self.per_row = 0.0
+        self.row_macs: list[float] = []  # per counted module: its multiply-adds in one row
         # per counted module, in model.modules() order: [factor, multiply-adds of its last call]
         self.cells: list[list[float]] = []
         self.handles = [
