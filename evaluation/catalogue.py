@@ -3,10 +3,10 @@
 The scoring loop, ``--metrics`` help, the leaderboard, the image pages and the method
 pages all read this list; a metric missing here is neither computed nor shown. Adding a
 metric whose value needs only the map (``needs="map"``) or the map and an exact object
-mask (``"mask"``) takes its function (``evaluation/metrics.py``), one entry here with
+mask (``"mask"``) takes its function (``evaluation/metrics/``), one entry here with
 ``score`` set, and its test: the run computes it wherever its inputs exist (and its group
 is selected) and every page shows it. Metrics that need model passes or boxes are
-computed by their group's code in the run engine (``reportgen/pipeline.py``), batched.
+computed by their group's code in the run engine (``reportgen/scoring.py``), batched.
 
 Torch-free: the renderer imports it without torch.
 """

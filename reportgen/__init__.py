@@ -32,8 +32,10 @@ def explain(
 
     from . import techniques
     from .capture import preserved_state, record_outputs
+    from .compute import compute
     from .models import default_cam_layer, last_linear
-    from .techniques.cam import REGISTRY_CAM, cam_maps, upsample
+    from .store import PIXEL_LAYER
+    from .techniques.cam import upsample
 
     names = [method] if isinstance(method, str) else list(method)
     chosen = [techniques.get(name) for name in names]
@@ -49,13 +51,9 @@ def explain(
         if layer is None:
             layer = default_cam_layer(*record_outputs(model, images[:1]))
         classifier = classifier or last_linear(model)
-    names_fused = [t.name for t in chosen if t.name in REGISTRY_CAM]
-    fused = cam_maps(model, images, target, [layer], names_fused, classifier) if names_fused else {}
-    maps = {m: v for (m, _), v in fused.items()}
-    for technique in chosen:
-        if technique.name not in maps:
-            where = {"layer": layer, "classifier": classifier} if technique.needs_layer else {}
-            maps[technique.name] = technique.run(model, images, target, **where)
+    units = [(t, layer if t.needs_layer else PIXEL_LAYER) for t in chosen]
     size = images.shape[-2:]
-    maps = {k: upsample(v, size) if v.shape[-2:] != size else v for k, v in maps.items()}
+    maps = {}
+    for c in compute(model, images, target, units, classifier, strict=True):
+        maps[c.method] = upsample(c.maps, size) if c.maps.shape[-2:] != size else c.maps
     return maps[method] if isinstance(method, str) else {name: maps[name] for name in names}

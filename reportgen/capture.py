@@ -7,6 +7,7 @@ so an explanation never leaves a trace on the user's model.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -32,6 +33,24 @@ def resolve_layer(model: nn.Module, name: str) -> nn.Module:
         f"layer '{name}' is not a module of {type(model).__name__}.{hint} "
         "Run `reportgen list layers --model ...` to see every usable name."
     )
+
+
+@contextmanager
+def hooks(
+    *,
+    forward: Sequence[tuple[nn.Module, Callable]] = (),
+    pre: Sequence[tuple[nn.Module, Callable]] = (),
+) -> Iterator[None]:
+    """Forward hooks and forward pre-hooks ``(module, fn)`` for the block, removed when it
+    ends, also when it raises: every hook reportgen places goes through here (or
+    ``Capture``, built on it), so none is ever left behind."""
+    handles = [module.register_forward_hook(fn) for module, fn in forward]
+    handles += [module.register_forward_pre_hook(fn) for module, fn in pre]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @contextmanager
@@ -73,7 +92,6 @@ def record_outputs(model: nn.Module, x: torch.Tensor) -> tuple[list[LayerOutput]
     seen: list[LayerOutput] = []
     ids: dict[str, int] = {}
     keep: list[torch.Tensor] = []
-    handles = []
 
     def hook(name: str):
         def fn(module: nn.Module, _inp, out) -> None:
@@ -84,15 +102,9 @@ def record_outputs(model: nn.Module, x: torch.Tensor) -> tuple[list[LayerOutput]
 
         return fn
 
-    for name, module in model.named_modules():
-        if name:
-            handles.append(module.register_forward_hook(hook(name)))
-    try:
-        with preserved_state(model), torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    every = [(module, hook(name)) for name, module in model.named_modules() if name]
+    with hooks(forward=every), preserved_state(model), torch.no_grad():
+        model(x)
     return seen, ids
 
 
@@ -112,12 +124,11 @@ class Capture:
         self.names = list(dict.fromkeys(names))
         self.for_grad = for_grad
         self.outputs: dict[str, torch.Tensor] = {}
-        self._handles: list = []
+        self._hooks = contextlib.ExitStack()
 
     def __enter__(self) -> Capture:
-        for name in self.names:
-            module = resolve_layer(self.model, name)
-            self._handles.append(module.register_forward_hook(self._hook(name)))
+        found = [(resolve_layer(self.model, name), self._hook(name)) for name in self.names]
+        self._hooks.enter_context(hooks(forward=found))
         return self
 
     def _hook(self, name: str):
@@ -132,9 +143,7 @@ class Capture:
         return fn
 
     def __exit__(self, *exc) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
+        self._hooks.close()
 
 
 class _Stop(Exception):
@@ -157,14 +166,9 @@ def activations(
             if len(cap.outputs) == len(names):
                 raise _Stop
 
-        handles = [resolve_layer(model, name).register_forward_hook(stop) for name in names]
-        try:
+        stops = [(resolve_layer(model, name), stop) for name in names]
+        with hooks(forward=stops), contextlib.suppress(_Stop):
             model(x)
-        except _Stop:
-            pass
-        finally:
-            for h in handles:
-                h.remove()
     missing = [name for name in names if name not in cap.outputs]
     if missing:
         raise ValueError(f"layers {', '.join(missing)} did not run in the forward pass")

@@ -156,6 +156,13 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     bench.add_argument("-k", dest="select", help="only benchmarks matching this pytest -k")
 
+    compare = sub.add_parser(
+        "compare", help="check two run folders hold the same tables and pages (exit 1 if not)"
+    )
+    compare.add_argument("folders", nargs=2, metavar="OUT", help="two --out folders")
+    compare.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance of numbers")
+    compare.add_argument("--atol", type=float, default=1e-6, help="absolute tolerance of numbers")
+
     lst = sub.add_parser("list", help="list methods, metrics, models or layers")
     lst.add_argument("what", choices=["methods", "metrics", "models", "layers"])
     lst.add_argument("--model", default=d.model)
@@ -211,7 +218,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"builds the site (or run `reportgen merge --out {config.out} ...`)"
         )
         return 0
-    state.after()
+    pipeline.after(state)
     return finish(config.out, phases, started)
 
 
@@ -239,7 +246,7 @@ def distributed(config: RunConfig, rank: int, phases, started: float) -> int:
         dist.barrier()
         if rank:
             return 0
-        state.after()
+        pipeline.after(state)
         return finish(config.out, phases, started)
     finally:
         dist.destroy_process_group()
@@ -250,7 +257,7 @@ def share_cores(device: str, rank: int) -> None:
     the thread pools spin against each other and a run got over 18 times slower."""
     import torch
 
-    from .pipeline import resolve_device
+    from .options import resolve_device
 
     if resolve_device(device).type != "cpu":
         return
@@ -308,8 +315,8 @@ def finish(out: str, phases=None, started: float | None = None) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     """Copy the other shards' parts, maps and images into --out, then finish there."""
-    from .pipeline import MODEL, check_same_settings
-    from .store import Store
+    from .options import check_same_settings
+    from .store import MODEL, Store
 
     target = Store(args.out)
     for folder in args.folders:
@@ -368,6 +375,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import differences
+
+    for folder in args.folders:
+        if not (Path(folder) / "data").is_dir():
+            raise FileNotFoundError(f"'{folder}' holds no run (no data/ folder)")
+    found = differences(*args.folders, rtol=args.rtol, atol=args.atol)
+    for line in found:
+        print(line)
+    a, b = args.folders
+    print(
+        f"reportgen: {a} and {b} "
+        + (f"differ in {len(found)} ways" if found else "hold the same report")
+    )
+    return 1 if found else 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     if args.what == "methods":
         from . import techniques
@@ -411,6 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         "render": cmd_render,
         "merge": cmd_merge,
         "bench": cmd_bench,
+        "compare": cmd_compare,
         "list": cmd_list,
     }
     try:

@@ -26,7 +26,7 @@ class RunConfig:
     target: str = "predicted"  # "predicted", "label" (the image's first class) or a class id
     options: dict[str, dict[str, object]] = field(default_factory=dict)  # from --set
     loc_deltas: tuple[float, ...] = field(default=(0.0, 0.25, 0.5))
-    metrics: str = "default"  # metric groups: default, all, or a list (see pipeline.METRIC_GROUPS)
+    metrics: str = "default"  # metric groups: default, all, or a list (see options.METRIC_GROUPS)
     classes: str = ""  # class ids class_model draws besides the predicted ones, "1,2"
     quality: str = "fast"  # settings preset: fast (default run) or paper (published settings)
     precision: str = "fp32"  # techniques under autocast: fp32 (off), bf16, fp16 (GPU only)

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import synthetic
-from .capture import LayerOutput, record_outputs
+from . import synthetic_model
+from .capture import LayerOutput, hooks, record_outputs
 from .config import SYNTHETIC_MODEL
 from .hints import did_you_mean
 
@@ -134,8 +134,8 @@ def _load_efficientnet_lite0(weights: str | None) -> nn.Module:
 def _load_synthetic_cnn(weights: str | None) -> nn.Module:
     """The small CNN of ``--data synthetic`` with its committed weights (or ``weights``)."""
     if weights:
-        return apply_weights(synthetic.SmallCNN(), weights)
-    return synthetic.load_model()
+        return apply_weights(synthetic_model.SmallCNN(), weights)
+    return synthetic_model.load_model()
 
 
 _LITE0_STAGES = ("blocks.1.1", "blocks.2.1", "blocks.3.2", "blocks.4.2", "blocks.5.3", "blocks.6.0")
@@ -156,15 +156,15 @@ REGISTRY: dict[str, ModelSpec] = {
     SYNTHETIC_MODEL: ModelSpec(
         name=SYNTHETIC_MODEL,
         loader=_load_synthetic_cnn,
-        input_size=(synthetic.SIZE, synthetic.SIZE),
-        mean=synthetic.MEAN,
-        std=synthetic.STD,
-        cam_layers=(synthetic.CAM_LAYER,),
-        feature_layers=synthetic.FEATURE_LAYERS,
+        input_size=synthetic_model.INPUT_SIZE,
+        mean=synthetic_model.MEAN,
+        std=synthetic_model.STD,
+        cam_layers=(synthetic_model.CAM_LAYER,),
+        feature_layers=synthetic_model.FEATURE_LAYERS,
         classifier="classifier",
-        description=f"a {len(synthetic.FEATURE_LAYERS)}-block CNN trained on the synthetic "
-        f"shapes and textures ({', '.join(synthetic.CLASSES)}); datasets/synthetic.md",
-        class_names=list(synthetic.CLASSES),
+        description=f"a {len(synthetic_model.FEATURE_LAYERS)}-block CNN trained on the synthetic "
+        f"shapes and textures ({', '.join(synthetic_model.CLASSES)}); datasets/synthetic.md",
+        class_names=list(synthetic_model.CLASSES),
     ),
 }
 
@@ -304,18 +304,13 @@ def folded_copy(model: nn.Module, input_size: tuple[int, int]) -> tuple[nn.Modul
         found = last.get(id(args[0]))
         pairs[norm] = found[0] if found and norm not in pairs else None
 
-    handles = [
-        m.register_forward_hook(after_conv) for m in work.modules() if isinstance(m, nn.Conv2d)
-    ] + [m.register_forward_pre_hook(before_norm) for m in work.modules() if _foldable(m)]
+    convs_hooked = [(m, after_conv) for m in work.modules() if isinstance(m, nn.Conv2d)]
+    norms_hooked = [(m, before_norm) for m in work.modules() if _foldable(m)]
     x = torch.randn(2, 3, *input_size, generator=torch.Generator().manual_seed(0))
     x = x.to(next(model.parameters()).device)
-    try:
-        with torch.inference_mode():
-            expected = model(x)
-            work(x)
-    finally:
-        for h in handles:
-            h.remove()
+    with hooks(forward=convs_hooked, pre=norms_hooked), torch.inference_mode():
+        expected = model(x)
+        work(x)
     convs = [c for c in pairs.values() if c is not None]
     found = {n: c for n, c in pairs.items() if c is not None and convs.count(c) == 1}
     if not found:

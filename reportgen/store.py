@@ -1,7 +1,7 @@
 """The run's results on disk: tidy tables and image files, each written atomically.
 
 Layout under ``OUT``: ``data/`` (CSV tables, ``run.json``), ``img/`` (photos,
-overlays, grids), and the rendered pages. ``render.py`` reads only this.
+overlays, grids), and the rendered pages. ``render`` reads only this.
 
 While a run works, each finished unit of work (one batch x one technique at one
 layer) is a JSON *part* under ``data/parts/<batch>/``, written after its maps and
@@ -23,6 +23,7 @@ import pandas as pd
 from PIL import Image
 
 PIXEL_LAYER = "input"  # the "layer" of pixel-level methods in the tables
+MODEL = "model"  # the parts folder of run-wide work (settings, run-wide views, shard markers)
 COLUMNS = {  # fixed columns, so an empty table still reads back with its header
     "phases": [
         "phase",

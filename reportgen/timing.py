@@ -12,6 +12,8 @@ from contextlib import contextmanager, nullcontext
 import torch
 from torch import nn
 
+from .capture import hooks
+
 
 class PassCounter:
     """Counts the model's work in full-pass rows: the multiply-adds of every convolution and
@@ -132,24 +134,19 @@ def time_shares(model: nn.Module, x: torch.Tensor, repeats: int = 3) -> list[flo
             torch.cuda.synchronize(x.device)
         marks.append((index[id(module)], time.perf_counter()))
 
-    handles = [m.register_forward_pre_hook(mark) for m in modules]
     best = [float("inf")] * len(modules)
-    try:
-        with torch.inference_mode():
-            for repeat in range(repeats + 1):
-                marks.clear()
-                model(x)
-                if cuda:
-                    torch.cuda.synchronize(x.device)
-                end = time.perf_counter()
-                spent = [0.0] * len(modules)
-                for (i, since), (_, until) in zip(marks, [*marks[1:], (-1, end)], strict=True):
-                    spent[i] += until - since
-                if repeat:  # the first pass is the warm-up
-                    best = [min(b, s) for b, s in zip(best, spent, strict=True)]
-    finally:
-        for h in handles:
-            h.remove()
+    with hooks(pre=[(m, mark) for m in modules]), torch.inference_mode():
+        for repeat in range(repeats + 1):
+            marks.clear()
+            model(x)
+            if cuda:
+                torch.cuda.synchronize(x.device)
+            end = time.perf_counter()
+            spent = [0.0] * len(modules)
+            for (i, since), (_, until) in zip(marks, [*marks[1:], (-1, end)], strict=True):
+                spent[i] += until - since
+            if repeat:  # the first pass is the warm-up
+                best = [min(b, s) for b, s in zip(best, spent, strict=True)]
     total = sum(best)
     return [b / total for b in best] if total > 0 else []
 

@@ -3,6 +3,8 @@
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("reportgen", "evaluation")
 
@@ -93,10 +95,57 @@ def test_no_import_cycle():
 def test_evaluation_metrics_and_statistics_need_neither_torch_nor_reportgen():
     """The metrics, the catalogue and the leaderboard's statistics stand alone (the renderer
     reads them without torch)."""
-    for name in ("metrics", "catalogue", "leaderboard", "published"):
-        tree = ast.parse((ROOT / "evaluation" / f"{name}.py").read_text())
+    paths = sorted((ROOT / "evaluation" / "metrics").glob("*.py"))  # the package, each module
+    assert paths, "evaluation/metrics/ holds no modules"
+    for name in ("catalogue", "leaderboard", "published"):
+        paths.append(ROOT / "evaluation" / f"{name}.py")
+    for path in paths:
+        name = path.relative_to(ROOT).as_posix()
+        tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Import | ast.ImportFrom):
                 names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
                 names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
                 assert not any(n.split(".")[0] in ("torch", "reportgen") for n in names), name
+
+
+MAX_LINES = 500
+# measurement scripts: they measure reportgen, so they sit above both packages
+MEASUREMENTS = ("evaluation/presets", "evaluation/bench/")
+
+
+def test_no_module_over_500_lines():
+    """Modules stay small enough to read in one sitting."""
+    big = {
+        path.relative_to(ROOT).as_posix(): n
+        for path in _modules().values()
+        if (n := len(path.read_text().splitlines())) > MAX_LINES
+    }
+    assert big == {}
+
+
+def test_evaluation_never_imports_reportgen():
+    """Imports point one way, from ``reportgen`` to ``evaluation``; only the measurement
+    scripts (preset measurements, benchmarks) use both."""
+    for path in sorted((ROOT / "evaluation").rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith(MEASUREMENTS):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                assert not (node.module or "").startswith("reportgen"), rel
+            elif isinstance(node, ast.Import):
+                assert not any(a.name.startswith("reportgen") for a in node.names), rel
+
+
+def test_every_package_is_installed():
+    """Each folder of code is in pyproject's package list (else a wheel lacks it)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    for package in PACKAGES:
+        for init in (ROOT / package).rglob("__init__.py"):
+            name = ".".join(init.parent.relative_to(ROOT).parts)
+            assert name in listed, f"{name} is missing from pyproject.toml's packages"

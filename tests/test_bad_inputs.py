@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from reportgen import data, sources
+from reportgen.sources import folders
 from tests.badinputs import CASES, NOTES, REASONS, make_bad_folder
 
 CLASS_NAMES = [f"class {i}" for i in range(1000)]
@@ -25,7 +26,7 @@ def bad(tmp_path_factory) -> tuple[Path, dict[str, str], dict[str, data.ImageRec
     """The bad folder, what each file should give, and its records by relative name."""
     root = tmp_path_factory.mktemp("bad")
     outcomes = make_bad_folder(root)
-    records = data.folder_records(root, CLASS_NAMES)
+    records = folders.folder_records(root, CLASS_NAMES)
     return root, outcomes, {Path(r.source).relative_to(root).as_posix(): r for r in records}
 
 
@@ -146,7 +147,7 @@ def test_manifest_ids_cannot_escape(tmp_path):
     path = write_manifest(
         tmp_path, [{"id": "../../x", "path": "x.png"}, {"id": "X", "path": "x.png"}]
     )
-    _, records = data.read_manifest(path, 1000)
+    _, records = folders.read_manifest(path, 1000)
     assert [r.id for r in records] == ["x", "X-2"]
     assert data.load_photo(records[0])[0].shape == (48, 64, 3)
 
@@ -154,16 +155,16 @@ def test_manifest_ids_cannot_escape(tmp_path):
 def test_manifest_class_out_of_range_is_refused(tmp_path):
     path = write_manifest(tmp_path, [{"id": "cat", "path": "x.png", "classes": [281, 5000]}])
     with pytest.raises(data.DataError, match=r"manifest\.json.*'cat'.*5000.*0\.\.999"):
-        data.read_manifest(path, 1000)
+        folders.read_manifest(path, 1000)
     with pytest.raises(data.DataError, match="5000"):
         sources.dataset(str(tmp_path), CLASS_NAMES)
-    assert data.read_manifest(path)[1][0].classes == [281, 5000]  # no range given: not checked
+    assert folders.read_manifest(path)[1][0].classes == [281, 5000]  # no range given: not checked
     write_manifest(tmp_path, [{"id": "cat", "path": "x.png", "classes": ["281"]}])
     with pytest.raises(data.DataError, match="'281' is not an integer"):
-        data.read_manifest(path, 1000)
+        folders.read_manifest(path, 1000)
     path.write_text("{not json")
     with pytest.raises(data.DataError, match=r"cannot read manifest .*manifest\.json"):
-        data.read_manifest(path, 1000)
+        folders.read_manifest(path, 1000)
 
 
 def test_folder_without_images_is_refused_and_hidden_files_never_count(tmp_path):
@@ -172,7 +173,7 @@ def test_folder_without_images_is_refused_and_hidden_files_never_count(tmp_path)
     Image.new("RGB", (8, 8)).save(tmp_path / ".hidden.png")
     (tmp_path / "notes.txt").write_text("no photos here")
     with pytest.raises(data.DataError, match="holds no images"):
-        data.folder_records(tmp_path, CLASS_NAMES)
+        folders.folder_records(tmp_path, CLASS_NAMES)
 
 
 def test_make_bad_folder_is_fast_and_deterministic(tmp_path):

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reportgen import composites
-from reportgen.data import load_rgb, read_manifest
+from reportgen.data import load_rgb
+from reportgen.sources import composites
+from reportgen.sources.folders import read_manifest
 
 
 @pytest.fixture(scope="module")

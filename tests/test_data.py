@@ -5,10 +5,11 @@ import pytest
 from PIL import Image
 
 from reportgen import data
+from reportgen.sources import folders
 
 
 def test_embedded_manifest_loads_every_photo_with_boxes_inside():
-    meta, records = data.read_manifest()
+    meta, records = folders.read_manifest()
     assert len(records) >= 12 and len({r.id for r in records}) == len(records)
     for record in records:
         rgb = data.load_rgb(record)
@@ -32,7 +33,7 @@ def test_folder_layout_gives_labels(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "tabby" / "a cat.jpg")
     Image.new("L", (8, 8)).save(tmp_path / "7" / "b.png")
     (tmp_path / "notes.txt").write_text("not an image")
-    records = data.folder_records(tmp_path, ["tench", "tabby, tabby cat"] + ["x"] * 10)
+    records = folders.folder_records(tmp_path, ["tench", "tabby, tabby cat"] + ["x"] * 10)
     assert [(r.id, r.classes) for r in records] == [
         ("7_b", [7]),
         ("notes.txt", []),
@@ -45,10 +46,10 @@ def test_folder_layout_gives_labels(tmp_path):
     (tmp_path / "12").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "12" / "c.png")
     with pytest.raises(data.DataError, match=r"12'.* out of range 0\.\.11"):
-        data.folder_records(tmp_path, ["tench", "tabby, tabby cat"] + ["x"] * 10)
+        folders.folder_records(tmp_path, ["tench", "tabby, tabby cat"] + ["x"] * 10)
     (tmp_path / "empty").mkdir()
     with pytest.raises(data.DataError, match="holds no images"):
-        data.folder_records(tmp_path / "empty", [])
+        folders.folder_records(tmp_path / "empty", [])
 
 
 def test_unreadable_image_names_the_file(tmp_path):

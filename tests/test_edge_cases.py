@@ -7,9 +7,9 @@ import torch
 
 from evaluation.metrics import average_drop, drop_per_image, loc_delta, normalise_map
 from reportgen import techniques
+from reportgen.batch import class_boxes, usable_boxes
 from reportgen.cli import main
 from reportgen.data import ImageRecord
-from reportgen.pipeline import class_boxes, usable_boxes
 
 
 def test_zero_probability_drops_nothing():

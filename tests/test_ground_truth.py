@@ -11,10 +11,11 @@ import pytest
 from PIL import Image
 
 from evaluation.metrics import bootstrap_ci
-from reportgen import composites, sources, synthetic
+from reportgen import sources
+from reportgen.batch import class_boxes
 from reportgen.cli import main
-from reportgen.pipeline import class_boxes
 from reportgen.render import render
+from reportgen.sources import composites, synthetic
 
 METHODS = ["gradcam", "gradcampp", "baseline_random", "baseline_centre"]
 MASK_METRICS = ["mask_iou", "relevance_mass", "relevance_rank"]

@@ -127,7 +127,8 @@ def test_embedding_is_deterministic_for_a_seed(site):
 def test_resume_remakes_none_of_the_run_wide_views(site):
     parts = site / "data" / "parts" / "model"
     before = {p.name: p.stat().st_mtime_ns for p in parts.glob("after-*.json")}
-    assert len(before) == 5  # top_patches, filter_vis, class_model, deepdream, sanity
+    # the channel pages, top_patches, filter_vis, class_model, deepdream, sanity
+    assert len(before) == 6
     assert main(["run", "--out", str(site), "--resume", *ARGS]) == 0
     assert {p.name: p.stat().st_mtime_ns for p in parts.glob("after-*.json")} == before
     assert os.path.getsize(site / "learned.html") > 0

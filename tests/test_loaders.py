@@ -8,6 +8,7 @@ import pytest
 
 from reportgen import data, sources
 from reportgen.cli import main
+from reportgen.sources import annotated
 
 FIXTURES = Path(__file__).parent / "fixtures"
 VOC = FIXTURES / "voc"
@@ -83,7 +84,7 @@ def test_voc_own_mapping_file_is_used_and_checked(tmp_path):
 
 
 def test_shipped_mapping_is_in_range_and_maps_person_to_nothing():
-    mapping = data.read_class_mapping(None, 1000)
+    mapping = annotated.read_class_mapping(None, 1000)
     assert len(mapping) == 20 and mapping["person"] == [] and mapping["cat"] == CAT
     assert mapping["dog"] == DOG
 

@@ -16,10 +16,11 @@ from reportgen.models import (
     list_layers,
     load_model,
 )
+from reportgen.sources import folders
 
 
 def classify(model, spec, image_id: str) -> int:
-    _, records = data.read_manifest()
+    _, records = folders.read_manifest()
     record = next(r for r in records if r.id == image_id)
     x = torch.from_numpy(data.model_input(data.load_rgb(record), spec.input_size))
     x = (x.permute(2, 0, 1)[None] - torch.tensor(spec.mean).view(1, 3, 1, 1)) / torch.tensor(

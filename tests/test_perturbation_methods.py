@@ -575,9 +575,10 @@ def photos(lite0) -> tuple[nn.Module, torch.Tensor, list[int]]:
     (over 400 per photo at bn2). Chelsea and rocket, runner-up: at this size their blocks.5
     maps are not all zero after the ReLU (the top-1 classes' are), so maps are tested too."""
     from reportgen import data
+    from reportgen.sources import folders
 
     model, spec = lite0
-    records = {r.id: r for r in data.read_manifest()[1]}
+    records = {r.id: r for r in folders.read_manifest()[1]}
     rgb = [data.load_rgb(records[name]) for name in ("chelsea", "rocket")]
     pixels = np.stack([data.model_input(image, (48, 48)) for image in rgb])
     x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float()

@@ -171,7 +171,7 @@ def test_a_run_accounts_for_its_wall_time(site):  # noqa: F811
 def test_bfloat16_forward_passes_only_in_the_fast_preset_on_native_hardware():
     import torch
 
-    from reportgen.pipeline import forward_dtype
+    from reportgen.options import forward_dtype
 
     assert forward_dtype("fast", {"bf16_native": True}) is torch.bfloat16
     assert forward_dtype("fast", {"bf16_native": False}) is None

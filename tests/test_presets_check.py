@@ -10,7 +10,7 @@ import torch
 
 from evaluation import metrics as M
 from evaluation import presets
-from reportgen.pipeline import make_probabilities
+from reportgen.context import make_probabilities
 
 from .conftest import TinyGapNet
 

@@ -1,4 +1,5 @@
-"""Cascading model-parameter randomisation (Adebayo et al. 2018), evaluation/sanity.py."""
+"""Cascading model-parameter randomisation (Adebayo et al. 2018): the statistics
+(evaluation/sanity.py) and the randomisation (reportgen/randomisation.py)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,9 @@ import pytest
 import torch
 import torchvision
 
-from evaluation.sanity import (
-    cascading_randomisation,
-    randomisation_steps,
-    randomised,
-    similarities,
-    spearman,
-    ssim,
-    summary,
-)
+from evaluation.sanity import similarities, spearman, ssim, summary
 from reportgen import techniques
+from reportgen.randomisation import cascading_randomisation, randomisation_steps, randomised
 from reportgen.techniques.baselines import sobel_edges
 from reportgen.techniques.cam import cam_maps, upsample
 

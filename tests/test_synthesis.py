@@ -100,7 +100,10 @@ def test_activations_name_an_unknown_layer(net, small):
 def test_random_transform_without_randomness_pads_the_image(monkeypatch):
     """At the centre of every draw (scale 1, no rotation, no shift) the canvas is the
     image with a 6 px grey border: the 12 px pad less the 8 + 4 px of jitter."""
-    monkeypatch.setattr(syn, "_rand", lambda g, *shape, device: torch.full(shape, 0.5))
+    monkeypatch.setattr(  # where _random_transform looks it up
+        "reportgen.techniques.synthesis_machinery._rand",
+        lambda g, *shape, device: torch.full(shape, 0.5),
+    )
     image = torch.rand(2, 3, 20, 20)
     out = syn._random_transform(image, torch.Generator())
     assert out.shape == (2, 3, 32, 32)

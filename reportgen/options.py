@@ -1,0 +1,119 @@
+"""The run's options checked and parsed: every refusal names the option and what to do.
+
+Imported by the engine (``context``), which calls these once, before any image is read.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from evaluation import catalogue
+
+from .capture import resolve_layer
+from .hints import not_a_feature_map
+from .models import list_layers
+
+# --metrics names -> what each adds to metrics.csv per image (evaluation/catalogue.py)
+METRIC_GROUPS = {group: catalogue.group_help(group) for group in catalogue.GROUPS}
+DEFAULT_METRICS = catalogue.DEFAULT_GROUPS
+# --quality presets of the metrics (the techniques' are in their registrations). Curve steps:
+# "paper" moves 1 % of the pixels a step (100 steps). "fast": 12 steps, measured on the 12
+# default photos x 5 maps: the AUCs rank the maps as the 100-step ones do (Spearman 0.998
+# insertion, 0.975 deletion; 8 steps: 0.904 for deletion), mean |AUC difference| 0.007-0.009.
+# Forward passes that need no gradient (the metrics' and the perturbation techniques' marked
+# bf16) run in "forward" precision: fast: bfloat16 where the device computes it natively
+# (RISE 2.2x faster than float32 on a 2-core AVX-512 BF16 CPU; agreement: docs/performance.md).
+METRIC_PRESETS = {
+    "fast": {"curve_steps": 12, "forward": "bf16"},
+    "paper": {"curve_steps": 100, "forward": "fp32"},
+}
+CURVE_STEPS_WHY = (
+    "12 steps in the fast preset: on the 12 default photos the AUCs rank maps as 100 steps "
+    "do (Spearman 0.998 insertion, 0.975 deletion)"
+)
+
+
+class OptionError(ValueError):
+    """A command-line value that cannot be used (exit status 2)."""
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and torch.cuda.is_available():
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    if name == "cuda" and not torch.cuda.is_available():
+        raise OptionError("--device cuda: no CUDA device is visible; use --device cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise OptionError(f"--device '{name}' is unknown; valid: auto, cpu, cuda")
+    return torch.device(name)
+
+
+def check_layers(model, spec, names: list[str]) -> None:
+    """Every CAM layer exists and has a spatial output, or a clear error."""
+    shapes = {layer.name: layer for layer in list_layers(model, spec)}
+    for name in names:
+        resolve_layer(model, name)
+        if name not in shapes or not shapes[name].spatial:
+            shape = shapes[name].shape if name in shapes else "no tensor"
+            raise OptionError(f"--layers: {not_a_feature_map(name, shape)}")
+
+
+def forward_dtype(quality: str, probe: dict) -> torch.dtype | None:
+    """bfloat16 for the forward-only passes where the preset allows it and the device
+    computes in bfloat16 natively (``timing.native_bf16``, recorded by the probe: a fixed
+    property, so runs on one machine agree; the probe's timed speed-up is reported, not
+    used); None (float32) otherwise."""
+    if METRIC_PRESETS[quality]["forward"] != "bf16" or not probe.get("bf16_native"):
+        return None
+    return torch.bfloat16
+
+
+def parse_metrics(text: str) -> tuple[str, ...]:
+    """``--metrics``: ``default``, ``all`` or a comma-separated list of groups."""
+    if text == "default":
+        return DEFAULT_METRICS
+    if text == "all":
+        return tuple(METRIC_GROUPS)
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    for name in names:
+        if name not in METRIC_GROUPS:
+            raise OptionError(
+                f"--metrics '{name}' is unknown; valid: default, all, {', '.join(METRIC_GROUPS)}"
+            )
+    return names
+
+
+def parse_class(text: str, classes: int, option: str, others: str = "") -> int:
+    """A class id in range, or an error naming the option (and its ``others`` values)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < classes:
+        raise OptionError(
+            f"{option} '{text.strip()}' is not a class of this model: use {others}a class id "
+            f"from 0 to {classes - 1}"
+        )
+    return value
+
+
+def parse_target(text: str, classes: int) -> str | int:
+    """``--target``: ``predicted``, ``label`` or a class id in range."""
+    if text in ("predicted", "label"):
+        return text
+    return parse_class(text, classes, "--target", "predicted, label, or ")
+
+
+def check_same_settings(earlier: dict, now: dict, out) -> None:
+    """Refuse to mix results of different settings in one folder, naming what differs."""
+    changed = [
+        f"{key} {earlier.get(key)!r} -> {now.get(key)!r}"
+        for key in sorted(set(earlier) | set(now))
+        if earlier.get(key) != now.get(key)
+    ]
+    if changed:
+        raise OptionError(
+            f"'{out}' holds a run with other settings ({'; '.join(changed)}): use the same "
+            "options to continue it, or another --out (or no --resume) to start afresh"
+        )

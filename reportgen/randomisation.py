@@ -1,0 +1,159 @@
+"""Cascading model randomisation (Adebayo et al. 2018): the weights re-initialised block
+by block from the logits down, the maps recomputed at each step and compared with the
+trained model's (``evaluation.sanity`` holds the definitions and the statistics)."""
+
+from __future__ import annotations
+
+import copy
+import zlib
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from evaluation.sanity import TRAINED, Maps, similarities
+
+from .capture import hooks, preserved_state, resolve_layer
+
+Explain = Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
+
+
+# --- Which blocks, in which order ----------------------------------------------------------
+
+
+def _owners_in_order(model: nn.Module, x: torch.Tensor) -> list[str]:
+    """Names of the modules owning parameters, in the order of their first call; modules
+    that never run do not affect the output and are left out (so is the root's own)."""
+    order: list[str] = []
+    owners = [
+        (module, lambda *_, name=name: order.append(name))
+        for name, module in model.named_modules()
+        if name and next(module.parameters(recurse=False), None) is not None
+    ]
+    with hooks(pre=owners), preserved_state(model), torch.no_grad():
+        model(x[:1])
+    return list(dict.fromkeys(order))
+
+
+def _block_of(modules: dict[str, nn.Module], name: str) -> str:
+    """The element of a sequence container that holds ``name`` (``layer4.1.conv2`` ->
+    ``layer4.1``); a stage that is a sequence of blocks is entered (``blocks.5.3.conv_pw``
+    -> ``blocks.5.3``, not ``blocks.5``). Without an index: the first two components."""
+    parts = name.split(".")
+    index = next((i for i, p in enumerate(parts) if p.isdigit()), None)
+    if index is None:
+        return ".".join(parts[:2])
+    end = index + 1
+    while end < len(parts) and parts[end].isdigit():
+        inner = modules[".".join(parts[: end + 1])]
+        if not isinstance(modules[".".join(parts[:end])], (nn.Sequential, nn.ModuleList)):
+            break
+        if next(inner.children(), None) is None:  # a leaf: the stage is not one of blocks
+            break
+        end += 1
+    return ".".join(parts[:end])
+
+
+def randomisation_steps(model: nn.Module, x: torch.Tensor) -> list[str]:
+    """The blocks to re-initialise, from the output back to the input (one forward pass on
+    ``x[:1]``). A step of several adjacent top-level modules is written ``a+b``."""
+    modules = dict(model.named_modules())
+    blocks = list(dict.fromkeys(_block_of(modules, n) for n in _owners_in_order(model, x)))
+    if not blocks:
+        raise ValueError(f"{type(model).__name__} has no parameters to randomise")
+    output, rest = blocks[-1], blocks[:-1]
+    steps: list[list[str]] = []
+    for block in rest:
+        if steps and _top_level(block) and _top_level(steps[-1][-1]):
+            steps[-1].append(block)  # stem conv + its norm: one layer, one step
+        else:
+            steps.append([block])
+    return [output, *("+".join(s) for s in reversed(steps))]
+
+
+def _top_level(block: str) -> bool:
+    """A module owning parameters directly under the root (``conv1``, ``bn1``)."""
+    return "." not in block and not block.isdigit()
+
+
+# --- Re-initialisation ---------------------------------------------------------------------
+
+
+def _redraw(param: nn.Parameter) -> None:
+    """For a module without ``reset_parameters``: >= 2-D like torch's Linear default,
+    otherwise from a normal with the trained tensor's own mean and std."""
+    if param.dim() >= 2:
+        nn.init.kaiming_uniform_(param, a=5**0.5)
+    elif param.numel() > 1:
+        nn.init.normal_(param, param.mean().item(), param.std().item())
+
+
+@torch.no_grad()
+def _reinitialise(model: nn.Module, step: str, seed: int) -> None:
+    """Reset every module of ``step`` in place, seeded by the seed and each block's name so
+    a block's random weights do not depend on which other blocks are randomised."""
+    for name in step.split("+"):
+        with torch.random.fork_rng():
+            torch.manual_seed(zlib.crc32(f"{seed}:{name}".encode()))
+            for module in resolve_layer(model, name).modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+                else:
+                    for param in module.parameters(recurse=False):
+                        _redraw(param)
+
+
+def randomised(model: nn.Module, blocks: Sequence[str], seed: int) -> nn.Module:
+    """A deep copy of ``model`` in eval mode with ``blocks`` re-initialised; the original
+    is not touched."""
+    copied = copy.deepcopy(model).eval()
+    for block in blocks:
+        _reinitialise(copied, block, seed)
+    return copied
+
+
+# --- The cascade ---------------------------------------------------------------------------
+
+
+def _as_arrays(maps: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {k: v.detach().double().cpu().numpy() for k, v in maps.items()}
+
+
+def cascading_randomisation(
+    model: nn.Module,
+    x: torch.Tensor,
+    targets: torch.Tensor,
+    explain: Explain,
+    seed: int = 0,
+    steps: Sequence[str] | None = None,
+    progress: bool = False,
+) -> list[dict]:
+    """Rows ``{step, block, method, image, spearman, ssim}``: every map after each cumulative
+    step compared with the trained model's map (step 0, block ``"none"``). ``explain`` is
+    called once per step, in order, always on a copy of the model."""
+    steps = randomisation_steps(model, x) if steps is None else list(steps)
+    work = copy.deepcopy(model).eval()
+    trained = _as_arrays(explain(work, x, targets))
+    prepared = {method: Maps(stack) for method, stack in trained.items()}
+    rows: list[dict] = []
+    for step, block in enumerate(tqdm([TRAINED, *steps], desc="sanity", disable=not progress)):
+        if step:
+            _reinitialise(work, block, seed)
+            work.eval()
+        maps = trained if step == 0 else _as_arrays(explain(work, x, targets))
+        for method, stack in maps.items():
+            rho, ss = similarities(stack, prepared[method])
+            for image in range(len(stack)):
+                rows.append(
+                    {
+                        "step": step,
+                        "block": block,
+                        "method": method,
+                        "image": image,
+                        "spearman": float(rho[image]),
+                        "ssim": float(ss[image]),
+                    }
+                )
+    return rows

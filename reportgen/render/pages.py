@@ -1,0 +1,351 @@
+"""One function per page kind, each returning its pages (and writing the plots and
+thumbnails they show); ``render`` reads the run once and writes them all, the nav built
+from the pages that exist. Adding a page: its template, its function in ``PAGE_KINDS``,
+its ``NAV`` entry if it has one, and a test."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+
+from evaluation import catalogue
+from evaluation.leaderboard import (
+    SIGNIFICANCE,
+    image_classes,
+    instance_split,
+    leaderboard,
+    published_rows,
+)
+from evaluation.published import PUBLISHED_WIN
+
+from ..store import Store, overlay_path
+from .plots import curves_plot, drop_plot, sanity_plot, silent_plot, sparsity_plot, timing_plot
+from .site import SiteWriter, environment, site_size
+from .views import (
+    bench_results,
+    cell_scores,
+    compare_data,
+    learned_context,
+    optional_table,
+    phase_view,
+    unit_views,
+)
+
+# The site's menu, in order: (label, link). A link shows when its page exists.
+NAV = (
+    ("Leaderboard", "index.html#leaderboard"),
+    ("Compare", "compare.html"),
+    ("Images", "index.html#images"),
+    ("Methods", "index.html#methods"),
+    ("Layers", "index.html#layers"),
+    ("Learned", "learned.html"),
+    ("Performance", "perf.html"),
+    ("About", "about.html"),
+)
+
+
+@dataclass
+class Page:
+    """One page: where it goes, its template, and what the template sees (a callable is
+    called just before the page is written)."""
+
+    rel: str
+    template: str
+    context: dict | Callable[[], dict] = field(default_factory=dict)
+
+
+class Report:
+    """The stored run, read once, as every page kind needs it."""
+
+    def __init__(self, out: Path, before_perf: Callable[[], None] | None = None):
+        self.out, self.before_perf = out, before_perf
+        store = self.store = Store(out)
+        self.run = store.read_json("run")
+        self.images = store.read_table("images")
+        self.predictions = store.read_table("predictions")
+        self.metrics = store.read_table("metrics")
+        self.timings = store.read_table("timings")
+        self.layers = store.read_table("layers")
+        self.ok = self.images[self.images.status == "ok"]
+        self.entries, self.tables = leaderboard(self.metrics, image_classes(self.ok))
+        self.present = set(self.metrics.metric) if not self.metrics.empty else set()
+        self.methods = self.run["techniques"]  # the registry's text, stored by the run
+        self.scales = self.run.get("scales", {})
+        self.scores = cell_scores(self.metrics)
+        self.keys = [(e.method, e.layer) for e in self.entries]  # best Average Drop first
+        self.ids = list(self.ok.image)
+        self.shape = {
+            r.image: f"{int(r.width)} / {int(r.height)}" for r in self.ok.itertuples(index=False)
+        }
+        names = dict(enumerate(self.run["model"].get("class_names", [])))
+        self.learned = learned_context(store, names)
+        self.sanity = optional_table(store, "sanity")
+        self.channels = optional_table(store, "channels")
+        learned = self.learned
+        self.feature_layers = (
+            list(self.layers.drop_duplicates("layer").sort_values("depth").layer)
+            if not self.layers.empty
+            else [
+                layer
+                for layer in self.run["model"]["feature_layers"]
+                if layer in learned["filter_units"] or (learned["patches"].layer == layer).any()
+            ]
+        )
+        self.has_learned = (
+            any(
+                learned[k]
+                for k in ("filter_units", "class_items", "dreams", "inversions", "fooling")
+            )
+            or not learned["points"].empty
+        )
+        self.common = {  # what every template sees
+            "run": self.run,
+            "methods": self.methods,
+            "feature_layers": self.feature_layers,
+            "metric_defs": [m for m in catalogue.ranked() if m.id in self.present],
+            "significance": SIGNIFICANCE,
+            "sanity_methods": list(dict.fromkeys(self.sanity.method)),
+            "sanity_images": self.sanity.image.nunique(),
+            "has_learned": self.has_learned,
+        }
+
+    def card(self, image: str, method: str, layer: str, title: str, link: str, anchor: str):
+        """One map with its scores, for the ``map_card`` macro."""
+        key = f"{method}@{layer}"
+        return {
+            "anchor": anchor,
+            "image": image,
+            "method": method,
+            "layer": layer,
+            "key": key,
+            "title": title,
+            "link": link,
+            "values": self.scores[image, key],
+            "shape": self.shape[image],
+            "scale": self.scales.get(key),
+        }
+
+    def plot(self, site: SiteWriter, rel: str, table: str, draw: Callable[[Path], None]) -> None:
+        """A plot redrawn when the table it is drawn from changed."""
+        site.file(rel, self.store.table_path(table).read_bytes(), draw)
+
+
+def index(r: Report, site: SiteWriter) -> list[Page]:
+    """The index: leaderboard, images, methods, layers; and the pages it links to."""
+    site.file(".nojekyll", b"", lambda path: path.touch())  # Pages: serve every file as is
+    if not r.layers.empty:
+        r.plot(site, "img/sparsity.svg", "layers", lambda path: sparsity_plot(r.layers, path))
+    for image in r.ids:
+        site.thumbnail(f"img/photos/{image}.boxes.jpg")
+        for method, layer in r.keys:
+            if (image, f"{method}@{layer}") in r.scores:
+                for shared in (False, True):
+                    site.thumbnail("img/" + overlay_path(image, method, layer, shared))
+    converted = r.ok[r.ok.note.notna()] if "note" in r.ok else r.ok.iloc[:0]  # "" reads as NaN
+    context = {
+        "entries": r.entries,
+        "tables": r.tables,
+        "split": instance_split(r.metrics, r.entries),
+        "images": r.images,
+        "image_ids": r.ids,
+        "converted": converted,
+        "timings": r.timings,
+        "layers": r.layers,
+    }
+    return [Page("index.html", "index.html", context)]
+
+
+def about(r: Report, site: SiteWriter) -> list[Page]:
+    return [Page("about.html", "about.html", {"image_ids": r.ids})]
+
+
+def published(r: Report, site: SiteWriter) -> list[Page]:
+    """Our figures beside the papers' (and Grad-CAM++'s win rate over Grad-CAM)."""
+    cam_layer = r.run["model"]["cam_layers"][0] if r.run["model"]["cam_layers"] else "input"
+    matrix = r.tables.get("average_drop", (None,))[0]
+    pair = (f"gradcampp@{cam_layer}", f"gradcam@{cam_layer}")
+    win = matrix.loc[pair] if matrix is not None and set(pair) <= set(matrix.index) else None
+    context = {
+        "rows": published_rows(r.entries, cam_layer),
+        "win": win,
+        "published_win": PUBLISHED_WIN,
+        "cam_layer": cam_layer,
+        "image_ids": r.ids,
+    }
+    return [Page("published.html", "published.html", context)]
+
+
+def learned(r: Report, site: SiteWriter) -> list[Page]:
+    """What the network learned (and the silent-channel and sanity plots)."""
+    found = r.learned
+    if not found["dead"].empty:
+        r.plot(site, "img/silent.svg", "dead", lambda path: silent_plot(found["dead"], path))
+    if not r.sanity.empty:
+        r.plot(site, "img/sanity.svg", "sanity", lambda path: sanity_plot(r.sanity, path))
+    if not r.has_learned:
+        return []
+    for image in found["points"].image:
+        site.thumbnail(f"img/photos/{image}.boxes.jpg")
+    return [Page("learned.html", "learned.html", {"image_ids": r.ids, **found})]
+
+
+def perf(r: Report, site: SiteWriter) -> list[Page]:
+    """The performance page; its phase table is written (``before_perf``) just before the
+    page, so it covers the render up to here."""
+    order = [f"{e.method}@{e.layer}" for e in r.entries]
+    if r.run.get("curves"):
+        site.file(
+            "img/curves.svg",
+            json.dumps([r.run["curves"], order]).encode(),
+            lambda path: curves_plot(r.run["curves"], order, path),
+        )
+    if "average_drop" in r.present:
+        r.plot(site, "img/drops.svg", "metrics", lambda path: drop_plot(r.metrics, order, path))
+    if not r.timings.empty:
+        r.plot(site, "img/timings.svg", "timings", lambda path: timing_plot(r.timings, path))
+
+    def context() -> dict:
+        profiles = {
+            p.stem: pd.read_csv(p) for p in sorted((r.out / "data" / "profile").glob("*.csv"))
+        }
+        if r.before_perf is not None:
+            r.before_perf()
+        totals = r.store.data / "phases.json"
+        return {
+            "phases": phase_view(optional_table(r.store, "phases")),
+            "phase_totals": r.store.read_json("phases") if totals.is_file() else {},
+            "timings": r.timings,
+            "bench": bench_results(r.out),
+            "profiles": profiles,
+        }
+
+    return [Page("perf.html", "perf.html", context)]
+
+
+def compare(r: Report, site: SiteWriter) -> list[Page]:
+    data = compare_data(r.entries, r.ids, r.shape, r.scores, r.methods, r.scales)
+    context = {"entries": r.entries, "image_ids": r.ids, "data": data}
+    return [Page("compare.html", "compare.html", context)]
+
+
+def image_pages(r: Report, site: SiteWriter) -> list[Page]:
+    """One page per image: every map of it, with its scores."""
+    pages = []
+    for i, row in enumerate(r.ok.itertuples(index=False)):
+        cards = [
+            r.card(
+                row.image,
+                m,
+                lay,
+                r.methods.get(m, {}).get("title", m),
+                f"methods/{m}.html",
+                f"{m}@{lay}",
+            )
+            for m, lay in r.keys
+            if (row.image, f"{m}@{lay}") in r.scores
+        ]
+        context = {
+            "image": row,
+            "predictions": r.predictions[r.predictions.image == row.image],
+            "classes": {int(float(c)) for c in str(row.classes).split() if c != "nan"},
+            "cards": cards,
+            "prev": r.ids[i - 1] if i else None,
+            "next": r.ids[i + 1] if i + 1 < len(r.ids) else None,
+        }
+        pages.append(Page(f"images/{row.image}.html", "image.html", context))
+    return pages
+
+
+def method_pages(r: Report, site: SiteWriter) -> list[Page]:
+    """One page per technique: what it computes, its settings, its maps of every image."""
+    names, pages = list(r.methods), []
+    for i, (name, technique) in enumerate(r.methods.items()):
+        mine = [e for e in r.entries if e.method == name]
+        grids = {
+            e.layer: [
+                r.card(image, name, e.layer, image, f"images/{image}.html", f"{image}@{e.layer}")
+                for image in r.ids
+                if (image, f"{name}@{e.layer}") in r.scores
+            ]
+            for e in mine
+        }
+        context = {
+            "technique": technique,
+            "mine": mine,
+            "grids": grids,
+            "prev": names[i - 1] if i else None,
+            "next": names[i + 1] if i + 1 < len(names) else None,
+        }
+        pages.append(Page(f"methods/{name}.html", "method.html", context))
+    return pages
+
+
+def layer_pages(r: Report, site: SiteWriter) -> list[Page]:
+    """One page per feature layer, and one per channel shown."""
+    found, pages = r.learned, []
+    for layer in r.feature_layers:
+        mine = r.channels[r.channels.layer == layer]
+        top = list(mine.drop_duplicates("channel").sort_values("channel_rank").channel)
+        for i, channel in enumerate(top):
+            context = {
+                "layer": layer,
+                "channel": channel,
+                "rows": mine[mine.channel == channel].sort_values("image_rank"),
+                **unit_views(found, layer, channel),
+                "prev": top[i - 1] if i else None,
+                "next": top[i + 1] if i + 1 < len(top) else None,
+            }
+            pages.append(Page(f"layers/{layer}/{channel}.html", "channel.html", context))
+        context = {
+            "layer": layer,
+            "stats": r.layers[r.layers.layer == layer],
+            "channels": mine[mine.image_rank == 0].sort_values("channel_rank"),
+            "pages": {int(c) for c in top},
+            "filter_units": found["filter_units"].get(layer, []),
+            "natural": found["natural"],
+            "values": found["values"],
+            "patches": found["patches"][found["patches"].layer == layer],
+            "dead": found["dead"][found["dead"].layer == layer],
+        }
+        pages.append(Page(f"layers/{layer}.html", "layer.html", context))
+    return pages
+
+
+# In the order they are written (perf's phase table covers what comes before it)
+PAGE_KINDS = (
+    index,
+    about,
+    published,
+    learned,
+    perf,
+    compare,
+    image_pages,
+    method_pages,
+    layer_pages,
+)
+
+
+def render(out: str | Path, before_perf: Callable[[], None] | None = None) -> tuple[int, int]:
+    """Render the site under ``out``: ``(pages written, pages in the site)``. The site's size
+    is kept in the status file (``site_size`` measures it). ``before_perf`` runs just before
+    the performance page is built (``reportgen run`` writes its phase table there, so the
+    table covers the render too)."""
+    out = Path(out)
+    report = Report(out, before_perf)
+    env = environment()
+    site = SiteWriter(out, env)
+    env.globals["assets"] = site.assets(resources.files("reportgen.templates").joinpath("static"))
+    pages = [page for kind in PAGE_KINDS for page in kind(report, site)]
+    made = {page.rel for page in pages}
+    env.globals["nav"] = [(label, link) for label, link in NAV if link.split("#")[0] in made]
+    for page in pages:
+        context = page.context() if callable(page.context) else page.context
+        site.page(page.rel, page.template, **context, **report.common)
+    site.prune()
+    site.save(site_size(out, len(report.ids)))
+    return site.written, site.pages
