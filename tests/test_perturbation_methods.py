@@ -760,3 +760,16 @@ def test_rows_for_memory_fill_half_the_free_memory_within_bounds():
     assert rows_for_memory(80 * gib, 1 * mib) == 512
     assert rows_for_memory(10 * mib, 30 * mib) == 1
     assert rows_for_memory(8 * gib, 0) == 512  # a probe that measured nothing
+
+
+def test_rise_map_does_not_depend_on_the_pass_size_under_bfloat16(tiny):
+    """The passes run in bfloat16 under the fast preset; the sum over masks must not (a
+    bfloat16 product per chunk made the map depend on ``batch_size`` by 0.3 % of its
+    range, so a run's RISE scores depended on the probe's choice of rows)."""
+    torch.manual_seed(0)
+    x, targets = torch.randn(2, 3, 32, 32), torch.tensor([0, 3])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        small = rise(tiny, x, targets, masks=96, batch_size=4)
+        large = rise(tiny, x, targets, masks=96, batch_size=16)
+    span = float(small.max() - small.min())
+    assert torch.allclose(small, large, rtol=0, atol=1e-5 * span)
