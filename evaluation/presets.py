@@ -25,73 +25,23 @@ from pathlib import Path
 
 import torch
 
-# The measurement lives in the sibling modules; its names stay importable from here.
+# The measurement lives in the sibling modules
 from evaluation.presets_agreement import (
-    CURVE_PAPER_STEPS,
     MODES,
-    Probabilities,
-    auc_stats,
-    compute_maps,
-    curve_agreement,
-    curve_aucs,
-    curve_step,
-    map_agreement,
     passes_per_image,
-    pearson,
-    timed_maps,
 )
-from evaluation.presets_precision import PRECISION_MAPS, measure_precision
+from evaluation.presets_precision import measure_precision
 from evaluation.presets_settings import (
-    CURVE_CANDIDATES,
-    CURVE_MAPS,
     FLOOR,
-    FLOOR_SEEDS,
     GRID,
     SHARED_DRAWS,
-    Inputs,
     Progress,
-    Setting,
     _log,
     default_inputs,
     measure_curves,
     measure_setting,
 )
-from evaluation.presets_synthesis import SYNTHESIS_CANDIDATES, SYNTHESIS_FLOOR, measure_synthesis
-
-__all__ = [
-    "CURVE_CANDIDATES",
-    "CURVE_MAPS",
-    "CURVE_PAPER_STEPS",
-    "FLOOR",
-    "FLOOR_SEEDS",
-    "GRID",
-    "MODES",
-    "OUT",
-    "PRECISION_MAPS",
-    "SHARED_DRAWS",
-    "SYNTHESIS_CANDIDATES",
-    "SYNTHESIS_FLOOR",
-    "Inputs",
-    "Probabilities",
-    "Progress",
-    "Setting",
-    "auc_stats",
-    "compute_maps",
-    "curve_agreement",
-    "curve_aucs",
-    "curve_step",
-    "default_inputs",
-    "main",
-    "map_agreement",
-    "measure_curves",
-    "measure_precision",
-    "measure_setting",
-    "measure_synthesis",
-    "passes_per_image",
-    "pearson",
-    "table",
-    "timed_maps",
-]
+from evaluation.presets_synthesis import measure_synthesis
 
 OUT = Path(__file__).parent / "bench" / "presets" / "cpu-2core.json"
 

@@ -32,10 +32,9 @@ def explain(
 
     from . import techniques
     from .capture import preserved_state, record_outputs
-    from .compute import compute
+    from .compute import at_input, compute
     from .models import default_cam_layer, last_linear
     from .store import PIXEL_LAYER
-    from .techniques.cam import upsample
 
     names = [method] if isinstance(method, str) else list(method)
     chosen = [techniques.get(name) for name in names]
@@ -52,8 +51,6 @@ def explain(
             layer = default_cam_layer(*record_outputs(model, images[:1]))
         classifier = classifier or last_linear(model)
     units = [(t, layer if t.needs_layer else PIXEL_LAYER) for t in chosen]
-    size = images.shape[-2:]
-    maps = {}
-    for c in compute(model, images, target, units, classifier, strict=True):
-        maps[c.method] = upsample(c.maps, size) if c.maps.shape[-2:] != size else c.maps
+    found = compute(model, images, target, units, classifier, strict=True)
+    maps = {c.method: at_input(c.maps, images.shape[-2:]) for c in found}
     return maps[method] if isinstance(method, str) else {name: maps[name] for name in names}

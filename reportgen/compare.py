@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 TIMED = {"timings.csv", "phases.csv"}  # tables of measured time: they differ run to run
-TIMED_FOLDERS = {"profile", "bench", "parts", "maps"}
+TIMED_FOLDERS = {"profile", "bench"}  # per-operator profiles, benchmark results
 
 
 def tables(out: Path) -> dict[str, Path]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .techniques import Technique
-from .techniques.cam import REGISTRY_CAM, cam_maps
+from .techniques.cam import REGISTRY_CAM, cam_maps, upsample
 
 FUSED = "cam engine"  # the label the shared capture is timed and profiled under
 
@@ -34,6 +34,17 @@ class Computed:
 
 def _around(label: str, layer: str, technique: Technique | None):
     return contextlib.nullcontext()
+
+
+def problem_of(name: str, layer: str, err: Exception) -> str:
+    """A unit's failure in words: a ``ValueError`` names the method and layer itself, any
+    other error is prefixed with them."""
+    return str(err) if isinstance(err, ValueError) else f"{name} at {layer}: {err}"
+
+
+def at_input(maps: torch.Tensor, size) -> torch.Tensor:
+    """Maps up-sampled to the input's ``size`` (a pixel method's already are)."""
+    return upsample(maps, size) if maps.shape[-2:] != tuple(size) else maps
 
 
 def compute(
@@ -84,13 +95,9 @@ def compute(
                 maps = t.run(
                     model_for(t) if model_for else model, x, targets, **{**where, **settings(t)}
                 )
-        except ValueError as err:  # names the method and layer itself
+        except (ValueError, RuntimeError) as err:
             if strict:
                 raise
-            yield Computed(t.name, layer, None, str(err))
-        except RuntimeError as err:
-            if strict:
-                raise
-            yield Computed(t.name, layer, None, f"{t.name} at {layer}: {err}")
+            yield Computed(t.name, layer, None, problem_of(t.name, layer, err))
         else:
             yield Computed(t.name, layer, maps)

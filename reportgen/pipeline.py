@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from . import data, figures, learned
 from .batch import Batch, load_batch
-from .compute import compute
+from .compute import compute, problem_of
 from .config import RunConfig
 from .context import Context, open_context
 from .options import OptionError, check_same_settings
@@ -110,15 +110,16 @@ def process(ctx: Context, index: int, records: list[data.ImageRecord]) -> None:
     if not batch.items:
         ctx.store.write_part(name, "images", part)
         return
-    predicted = ctx.timer.last
-    with ctx.phases("metric: references"):
-        refs = references(ctx, batch)
     if "images" in pending:
-        ctx.store.write_part(name, "images", {**part, "timing": predicted})
+        ctx.store.write_part(name, "images", {**part, "timing": ctx.timer.last})  # predict's
     units = [
         (t, lay) for t in ctx.methods for lay in ctx.layers_of(t) if f"{t.name}@{lay}" in pending
     ]
     maps = [(t, layer) for t, layer in units if t.scored]
+    refs = None
+    if maps:  # a batch resumed with only views left needs no metric pass
+        with ctx.phases("metric: references"):
+            refs = references(ctx, batch)
     bar = tqdm(total=len(units), desc="units", leave=False, disable=len(units) < 2)
     for c in compute(
         ctx.model,
@@ -169,10 +170,8 @@ def view_unit(ctx: Context, batch: Batch, name: str, layer: str) -> dict:
     """One per-batch unit of a view; its error is recorded, not raised."""
     try:
         return learned.VIEWS[name].batch(ctx, batch, layer)
-    except ValueError as err:
-        return {"problem": str(err)}
-    except RuntimeError as err:
-        return {"problem": f"{name} at {layer}: {err}"}
+    except (ValueError, RuntimeError) as err:
+        return {"problem": problem_of(name, layer, err)}
 
 
 def after(ctx: Context) -> None:

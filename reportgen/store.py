@@ -215,7 +215,6 @@ class Store:
         """Forget the results of an earlier run in this folder (a fresh run, not a resume)."""
         for folder in (self.parts_dir, self.data / "maps"):
             shutil.rmtree(folder, ignore_errors=True)
-        self.table_path("channels").unlink(missing_ok=True)
 
     def remove_temporary(self) -> int:
         """Delete half-written files a killed run left behind; returns how many."""

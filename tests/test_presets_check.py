@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from evaluation import metrics as M
-from evaluation import presets
+from evaluation import presets_agreement as agreement
+from evaluation.presets import OUT
 from reportgen.context import make_probabilities
 
 from .conftest import TinyGapNet
@@ -28,19 +29,19 @@ def tiny_case() -> tuple[TinyGapNet, torch.Tensor, torch.Tensor]:
 
 def test_pearson_matches_numpy_and_flags_flat_maps():
     a, b = np.random.default_rng(0).random((2, 5, 7))
-    assert abs(presets.pearson(a, b) - np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 1e-12
-    assert math.isnan(presets.pearson(np.ones((4, 4)), b[:4, :4]))
+    assert abs(agreement.pearson(a, b) - np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 1e-12
+    assert math.isnan(agreement.pearson(np.ones((4, 4)), b[:4, :4]))
 
 
 def test_map_agreement_is_one_for_identical_settings_and_below_for_fewer_masks():
     model, x, targets = tiny_case()
-    same = presets.map_agreement(
+    same = agreement.map_agreement(
         model, x, targets, "rise", fast={"masks": 50}, paper={"masks": 50}, cells=4, batch_size=128
     )
     assert len(same) == 2
     assert all(abs(r - 1.0) < 1e-6 for r in same), same
 
-    shorter = presets.map_agreement(
+    shorter = agreement.map_agreement(
         model, x, targets, "rise", fast={"masks": 50}, paper={"masks": 400}, cells=4, batch_size=128
     )
     assert len(shorter) == 2
@@ -48,8 +49,8 @@ def test_map_agreement_is_one_for_identical_settings_and_below_for_fewer_masks()
     assert all(-1.0 <= r < 0.9 for r in shorter), shorter  # clearly different (r = 0.35)
     # the settings reach the technique: 50 masks differ from 400 masks, same seed
     few = {"cells": 4, "batch_size": 128}
-    fifty = presets.compute_maps(model, x, targets, "rise", {"masks": 50, **few})
-    four_hundred = presets.compute_maps(model, x, targets, "rise", {"masks": 400, **few})
+    fifty = agreement.compute_maps(model, x, targets, "rise", {"masks": 50, **few})
+    four_hundred = agreement.compute_maps(model, x, targets, "rise", {"masks": 400, **few})
     assert fifty.shape == four_hundred.shape == (2, SIDE, SIDE)
     assert not torch.allclose(fifty, four_hundred)
 
@@ -67,7 +68,7 @@ def test_curve_agreement_is_exact_at_equal_steps_and_uses_the_pipeline_step():
     ]
     tg = targets.tolist()
 
-    equal = presets.curve_agreement(probabilities, images, maps, tg, steps=10, paper_steps=10)
+    equal = agreement.curve_agreement(probabilities, images, maps, tg, steps=10, paper_steps=10)
     for mode in ("insertion", "deletion"):
         assert equal[mode]["pairs"] == 4
         assert abs(equal[mode]["pearson"] - 1.0) < 1e-9
@@ -75,14 +76,14 @@ def test_curve_agreement_is_exact_at_equal_steps_and_uses_the_pipeline_step():
         assert equal[mode]["mean_abs_diff"] == 0.0
 
     # 100 steps is the metric's default step (1 % of the pixels, rounded up)
-    aucs = presets.curve_aucs(probabilities, images, maps, tg, steps=100, modes=("deletion",))
+    aucs = agreement.curve_aucs(probabilities, images, maps, tg, steps=100, modes=("deletion",))
     by_default = M.insertion_deletion(
         probabilities, images[0], maps[0]["random"], tg[0], mode="deletion"
     )
-    assert presets.curve_step((SIDE, SIDE), 100) == math.ceil(SIDE * SIDE / 100)
+    assert agreement.curve_step((SIDE, SIDE), 100) == math.ceil(SIDE * SIDE / 100)
     assert aucs["deletion"][0] == by_default.auc
 
-    coarse = presets.curve_agreement(
+    coarse = agreement.curve_agreement(
         probabilities, images, maps, tg, steps=3, paper_steps=10, modes=("deletion",)
     )
     assert coarse["deletion"]["mean_abs_diff"] > 0  # 3 steps is a different curve
@@ -97,7 +98,7 @@ def test_committed_measurements_back_the_fast_presets():
 
     from reportgen import techniques
 
-    results = json.loads(presets.OUT.read_text())
+    results = json.loads(OUT.read_text())
     for name in ("filter_vis", "inversion"):
         measured = results["synthesis"][name]
         assert measured["chosen"] == techniques.get(name).preset("fast")["steps"], name

@@ -24,7 +24,6 @@ from .curves import (
     salience_order,
     substrate_image,
 )
-from .curves import _target_column as _target_column
 from .faithfulness import (
     SCORE_CAM_KEEP,
     ExplanationMode,
@@ -53,12 +52,6 @@ from .localisation import (
     relevance_mass,
     relevance_rank,
 )
-from .localisation import _box_slices as _box_slices
-from .localisation import _class_region as _class_region
-from .localisation import _finite_map as _finite_map
-from .localisation import _iou as _iou
-from .localisation import _positive_share as _positive_share
-from .localisation import _truth as _truth
 from .road_metric import (
     ROAD_FRACTIONS,
     ROAD_NEIGHBOURS,
@@ -77,7 +70,6 @@ from .stats import (
     pairwise,
     wilcoxon,
 )
-from .stats import _finite_pairs as _finite_pairs
 
 __all__ = [
     "Box",

@@ -10,13 +10,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .. import data, figures, techniques
+from .. import figures, techniques
 from ..store import PIXEL_LAYER, Store, channel_map_path, feature_grid_path, learned_path
 from .common import (
+    LAYER_PAGES,
     TOP_CHANNELS,
     View,
     choose_channels,
     input_pixels,
+    model_inputs,
+    on_learned,
     register_view,
     stored,
 )
@@ -75,7 +78,6 @@ def channel_pages(ctx: Context) -> dict:
     it responds most (mean over the map), with that channel's activation drawn over
     each (one more forward pass, over those images only)."""
     layers = list(ctx.spec.feature_layers)
-    by_id = {r.id: r for r in ctx.records}
     responses: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
     ids = []
     with ctx.phases("channel pages"):
@@ -109,10 +111,7 @@ def channel_pages(ctx: Context) -> dict:
         names = list(wanted)
         for start in range(0, len(names), ctx.config.batch_size):
             chunk = names[start : start + ctx.config.batch_size]
-            rgbs = [data.load_photo(by_id[name])[0] for name in chunk]
-            x = ctx.normalise(
-                np.stack([data.model_input(rgb, ctx.spec.input_size) for rgb in rgbs])
-            )
+            _, x = model_inputs(ctx, chunk)
             views = techniques.get("feature_maps").run(ctx.model, x, layers=layers)
             for k, name in enumerate(chunk):
                 photo = ctx.store.load_image(f"photos/{name}.jpg")
@@ -291,9 +290,7 @@ def embedding_rows(store: Store, images: list[dict], predictions: list[dict], se
 
 # Registration order is the run-wide order: the channel pages first (the other views show
 # the channels they chose), then what reads them.
-LEARNED = "the page of what the network learned"
-LAYERS = ("each layer page", "index.html#layers")
-register_view(View("feature_maps", _all_layers, feature_maps, channel_pages, shown=(LAYERS,)))
+register_view(View("feature_maps", _all_layers, feature_maps, channel_pages, shown=(LAYER_PAGES,)))
 register_view(View("filters", run_wide=filters, shown=(("the index page", "index.html#filters"),)))
 register_view(
     View(
@@ -301,7 +298,7 @@ register_view(
         lambda ctx: [PIXEL_LAYER],
         batch=features,
         tables=embedding_tables,
-        shown=((LEARNED, "learned.html#embedding"),),
+        shown=(on_learned("embedding"),),
     )
 )
 register_view(
@@ -310,6 +307,6 @@ register_view(
         _all_layers,
         peaks,
         top_patches,
-        shown=((LEARNED, "learned.html#silent"), LAYERS),
+        shown=(on_learned("silent"), LAYER_PAGES),
     )
 )

@@ -49,6 +49,12 @@ class View:
 
 
 VIEWS: dict[str, View] = {}
+LAYER_PAGES = ("each layer page", "index.html#layers")  # a ``shown`` link
+
+
+def on_learned(anchor: str) -> tuple[str, str]:
+    """A ``shown`` link to a section of the page of what the network learned."""
+    return ("the page of what the network learned", f"learned.html#{anchor}")
 
 
 def register_view(view: View) -> View:

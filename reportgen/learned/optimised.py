@@ -11,10 +11,12 @@ import torch
 
 from ..store import PIXEL_LAYER, batch_name, learned_path
 from .common import (
+    LAYER_PAGES,
     View,
     choose_channels,
     model_inputs,
     ok_ids,
+    on_learned,
     register_view,
     stored,
     synthesise,
@@ -172,21 +174,8 @@ def _inversion_layers(ctx: Context) -> list[str]:
     return inversion_layers(list(ctx.spec.feature_layers))
 
 
-LEARNED = "the page of what the network learned"
-
-
-def _on(anchor: str) -> tuple[tuple[str, str], ...]:
-    return ((LEARNED, f"learned.html#{anchor}"),)
-
-
-register_view(View("inversion", _inversion_layers, batch=inversion, shown=_on("inversion")))
-register_view(View("fooling", lambda ctx: [PIXEL_LAYER], batch=fooling, shown=_on("fooling")))
-register_view(
-    View(
-        "filter_vis",
-        run_wide=filter_vis,
-        shown=(*_on("filters"), ("each layer page", "index.html#layers")),
-    )
-)
-register_view(View("class_model", run_wide=class_models, shown=_on("classes")))
-register_view(View("deepdream", run_wide=deepdream, shown=_on("dreams")))
+register_view(View("inversion", _inversion_layers, inversion, shown=(on_learned("inversion"),)))
+register_view(View("fooling", lambda ctx: [PIXEL_LAYER], fooling, shown=(on_learned("fooling"),)))
+register_view(View("filter_vis", run_wide=filter_vis, shown=(on_learned("filters"), LAYER_PAGES)))
+register_view(View("class_model", run_wide=class_models, shown=(on_learned("classes"),)))
+register_view(View("deepdream", run_wide=deepdream, shown=(on_learned("dreams"),)))

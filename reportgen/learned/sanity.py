@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from .. import figures
-from ..compute import compute
+from ..compute import at_input, compute
 from ..store import PIXEL_LAYER, learned_path
-from ..techniques.cam import REGISTRY_CAM, upsample
+from ..techniques.cam import REGISTRY_CAM
 from .common import View, model_inputs, ok_ids, register_view
 
 if TYPE_CHECKING:
@@ -54,19 +54,19 @@ def sanity(ctx: Context) -> dict:
     with torch.no_grad():
         targets = ctx.model(x).argmax(1)
     strips: dict[str, list[np.ndarray]] = defaultdict(list)
-    common = {"layer": layer, "classifier": ctx.spec.classifier, "mean": ctx.spec.mean}
-    common.update(std=ctx.spec.std, seed=ctx.config.seed)
+    common = {
+        "layer": layer,
+        "classifier": ctx.spec.classifier,
+        "mean": ctx.spec.mean,
+        "std": ctx.spec.std,
+        "seed": ctx.config.seed,
+    }
 
     def explain(model, x, targets) -> dict[str, torch.Tensor]:
-        maps = {}
         found = compute(
             model, x, targets, units, ctx.spec.classifier, settings=lambda t: common, strict=True
         )
-        for c in found:
-            size = tuple(x.shape[-2:])
-            maps[f"{c.method}@{c.layer}"] = (
-                upsample(c.maps, size) if c.maps.shape[-2:] != size else c.maps
-            )
+        maps = {f"{c.method}@{c.layer}": at_input(c.maps, x.shape[-2:]) for c in found}
         for key, m in maps.items():
             strips[key].append(m[0].detach().float().cpu().numpy())
         return maps
