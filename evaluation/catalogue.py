@@ -13,6 +13,7 @@ Torch-free: the renderer imports it without torch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -55,6 +56,9 @@ class Metric:
     Drop are not); ``per_class``: the leaderboard averages per-class means (the pointing
     game's protocol); ``split``: also shown apart for images with one and with several
     instances of the class; ``cell``: shown under each map of the comparison grid;
+    ``shown_from``: the smallest value listed under a map (a record worth reading only
+    when it says something: two instances or more, a non-finite value; ``inf``: never);
+    ``headline``: the index draws its critical-difference diagram;
     ``score``: for ``needs`` "map" and "mask", the function the run calls."""
 
     id: str
@@ -70,7 +74,14 @@ class Metric:
     per_class: bool = False
     split: bool = False
     cell: bool = False
+    shown_from: float = -math.inf
+    headline: bool = False
     score: Callable[..., float] | None = None
+
+    @property
+    def name(self) -> str:
+        """The heading without its unit, for prose ("Average Drop")."""
+        return self.heading.removesuffix(" %")
 
 
 def _percent(fn: Callable[..., float]) -> Callable[..., float]:
@@ -87,9 +98,9 @@ EXACT = "Arras et al. 2022 (CLEVR-XAI), exact masks"
 
 CATALOGUE: tuple[Metric, ...] = (
     Metric("average_drop", "faithfulness", "Average Drop %", "Drop", "lower", CHATTOPADHAY,
-           digits=1, percent=True, cell=True),
+           digits=1, percent=True, cell=True, headline=True),
     Metric("increase_in_confidence", "faithfulness", "Increase in Confidence %", "Increase",
-           "higher", CHATTOPADHAY, digits=1, percent=True),
+           "higher", CHATTOPADHAY, digits=1, percent=True, headline=True),
     Metric("average_drop_top50", "faithfulness", "AD % (top 50 %)", "Drop (top 50 %)", "lower",
            SCORECAM, digits=1, percent=True),
     Metric("increase_top50", "faithfulness", "IC % (top 50 %)", "Increase (top 50 %)",
@@ -99,9 +110,9 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric("prob_masked", "faithfulness", "Probability, explanation image", "O (explanation)",
            "", CHATTOPADHAY, digits=3, ranked=False, cell=True),
     Metric("insertion_auc", "insertion_deletion", "Insertion AUC", "Insertion AUC", "higher",
-           RISE, digits=3),
+           RISE, digits=3, headline=True),
     Metric("deletion_auc", "insertion_deletion", "Deletion AUC", "Deletion AUC", "lower", RISE,
-           digits=3),
+           digits=3, headline=True),
     Metric("road_morf", "road", "ROAD MoRF", "ROAD MoRF", "lower", ROAD, digits=3),
     Metric("road_lerf", "road", "ROAD LeRF", "ROAD LeRF", "higher", ROAD, digits=3),
     # Loc(delta) at the default deltas; --loc-deltas may add others (``get`` names them)
@@ -113,10 +124,10 @@ CATALOGUE: tuple[Metric, ...] = (
            split=True, cell=True),
     Metric("pointing_game", "localisation", "Pointing game %", "Pointing game", "higher",
            "Zhang et al. 2016 (excitation backprop), 15 px; mean of per-class accuracies",
-           needs="boxes", digits=0, percent=True, per_class=True, split=True),
+           needs="boxes", digits=0, percent=True, per_class=True, split=True, headline=True),
     Metric("energy_pointing_game", "localisation", "Energy PG %", "Energy pointing game",
            "higher", "Wang et al. 2020 (Score-CAM), sec. 5.1", needs="boxes", digits=0,
-           percent=True, split=True),
+           percent=True, split=True, headline=True),
     Metric("box_iou", "localisation", "Box IoU", "Box IoU", "higher",
            "Selvaraju et al. 2017 (Grad-CAM): 15 % of max", needs="boxes", ranked=False),
     Metric("box_loc", "localisation", "Box loc %", "Box loc", "higher",
@@ -126,19 +137,24 @@ CATALOGUE: tuple[Metric, ...] = (
            "CAM / Grad-CAM protocol with exact masks: 15 % of max", needs="mask", digits=0,
            percent=True, split=True, score=_percent(M.mask_iou)),
     Metric("relevance_mass", "localisation", "Relevance mass %", "Relevance mass", "higher",
-           EXACT, needs="mask", digits=0, percent=True, score=_percent(M.relevance_mass)),
+           EXACT, needs="mask", digits=0, percent=True, score=_percent(M.relevance_mass),
+           headline=True),
     Metric("relevance_rank", "localisation", "Relevance rank %", "Relevance rank", "higher",
            EXACT, needs="mask", digits=0, percent=True, score=_percent(M.relevance_rank)),
     Metric("instances", "localisation", "Instances", "Instances", "",
            "boxes of the explained class in the image", needs="record", digits=0,
-           ranked=False),
+           ranked=False, shown_from=2),
     Metric("target", "", "Explained class", "Class", "", "the class each map explains",
-           needs="record", digits=0, ranked=False),
+           needs="record", digits=0, ranked=False, shown_from=math.inf),
     Metric("nonfinite", "", "Non-finite values", "Non-finite", "",
-           "NaN or Inf values of the map, set to 0", needs="record", digits=0, ranked=False),
+           "NaN or Inf values of the map, set to 0", needs="record", digits=0, ranked=False,
+           shown_from=1),
 )  # fmt: skip
 
 BY_ID = {m.id: m for m in CATALOGUE}
+# The leaderboard's order: rows sorted by this metric's mean, Win % and "p vs top" on it,
+# its per-image spread plotted. Grad-CAM++'s headline faithfulness score.
+PRIMARY = BY_ID["average_drop"]
 
 
 def ranked() -> list[Metric]:

@@ -1,6 +1,7 @@
 """The leaderboard's statistics, from the metrics table alone (no torch, no pages): per
-(method, layer) means with bootstrap confidence intervals, pairwise Win % and
-Holm-corrected Wilcoxon tests per metric, the split by number of instances, and our
+(method, layer) means with bootstrap confidence intervals, each row against each
+metric's best (``rankings``), pairwise Win % and Wilcoxon tests Holm-corrected over every
+pair, the split by number of instances, and our
 figures beside the published ones. The renderer shows what these return."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pandas as pd
 from . import catalogue
 from .metrics import bootstrap_ci, group_mean, pairwise
 from .published import PUBLISHED
+from .rankings import Ranking, rankings
 
 SIGNIFICANCE = 0.05  # Holm-corrected Wilcoxon p below this: a real difference
 
@@ -25,15 +27,17 @@ class Entry:
     layer: str
     images: int
     stats: dict[str, tuple[float, float, float]]  # metric -> (mean, lo, hi)
-    win: float  # mean Win % (Average Drop) against every other entry
-    versus: dict[str, float] = field(default_factory=dict)  # metric -> p against its best
-    best: set[str] = field(default_factory=set)  # the metrics this row has the best mean of
+    win: float  # mean Win % (the primary metric) against every other entry
+    # metric -> Holm-corrected Wilcoxon p against that metric's best row (k - 1 tests)
+    versus: dict[str, float] = field(default_factory=dict)
+    best: set[str] = field(default_factory=set)  # the metrics this row has the best mean rank of
+    ranks: dict[str, float] = field(default_factory=dict)  # metric -> mean rank (1 = best)
 
     @property
     def versus_best(self) -> float:
-        """Holm-corrected Wilcoxon p of Average Drop against the top row (rows are sorted
-        by Average Drop, so the top row is that column's best)."""
-        return self.versus.get("average_drop", float("nan"))
+        """Holm-corrected Wilcoxon p of the primary metric against the top row (rows are
+        sorted by its mean rank, so the top row is that column's best)."""
+        return self.versus.get(catalogue.PRIMARY.id, float("nan"))
 
 
 Pairwise = tuple[pd.DataFrame, pd.DataFrame]  # Win % of row over column, Holm-corrected p
@@ -65,16 +69,20 @@ def pairwise_tables(metrics: pd.DataFrame) -> dict[str, Pairwise]:
 
 
 def leaderboard(
-    metrics: pd.DataFrame, classes: pd.Series | None = None
+    metrics: pd.DataFrame,
+    classes: pd.Series | None = None,
+    found: dict[str, Ranking] | None = None,
 ) -> tuple[list[Entry], dict[str, Pairwise]]:
-    """Means with bootstrap 95 % CIs per (method, layer), best Average Drop first, each row
-    marked with the metrics it is best at and its p-value against each metric's best; and
+    """Means with bootstrap 95 % CIs per (method, layer), the best mean rank on the primary
+    metric first, each row marked with the metrics it ranks best at and its p-value
+    against each metric's best row (``rankings``: k - 1 tests, Holm-corrected); and
     the pairwise tables of every metric. ``classes`` maps an image to its class (the
-    pointing game is averaged per class)."""
+    pointing game is averaged per class); ``found``: the rankings, if already made."""
     if metrics.empty:
         return [], {}
     tables = pairwise_tables(metrics)
-    wins = tables.get("average_drop", (pd.DataFrame(),))[0]
+    found = rankings(metrics) if found is None else found
+    wins = tables.get(catalogue.PRIMARY.id, (pd.DataFrame(),))[0]
     entries = []
     for (method, layer), group in metrics.groupby(["method", "layer"], sort=False):
         stats = {}
@@ -92,21 +100,16 @@ def leaderboard(
         key = f"{method}@{layer}"
         win = float(wins.loc[key].drop(key).mean()) if key in wins.index else float("nan")
         entries.append(Entry(method, layer, int(group.image.nunique()), stats, win))
-    entries.sort(key=lambda e: e.stats.get("average_drop", (np.inf,))[0])
-    for m in catalogue.ranked():
-        metric, better = m.id, m.better
-        scored = [e for e in entries if metric in e.stats]
-        if len(scored) < 2:
-            continue
-        sign = -1 if better == "higher" else 1
-        top = min(scored, key=lambda e: sign * e.stats[metric][0])
-        top.best.add(metric)
-        pvalues = tables[metric][1]
-        for e in scored:
-            if e is not top:
-                e.versus[metric] = float(
-                    pvalues.loc[f"{top.method}@{top.layer}", f"{e.method}@{e.layer}"]
-                )
+    by_key = {(e.method, e.layer): e for e in entries}
+    for metric, ranked in found.items():  # the best mean rank, and each row against it
+        for i, key in enumerate(ranked.keys):
+            by_key[key].ranks[metric] = float(ranked.mean_ranks[i])
+            if i == 0:
+                by_key[key].best.add(metric)
+            else:
+                by_key[key].versus[metric] = float(ranked.p_vs_best[i])
+    primary = catalogue.PRIMARY.id
+    entries.sort(key=lambda e: (e.ranks.get(primary, np.inf), e.stats.get(primary, (np.inf,))[0]))
     return entries, tables
 
 

@@ -74,5 +74,8 @@ PUBLISHED = [
     Published("loc_0.25", "gradcampp", 0.38, "VGG-16", "VOC 2012 val", GCPP),
     Published("loc_0.5", "gradcampp", 0.28, "VGG-16", "VOC 2012 val", GCPP),
 ]
-# Win % of Grad-CAM++ over Grad-CAM (smaller drop on more images), GCPP Table 1
+# Win % of Grad-CAM++ over Grad-CAM (smaller drop on more images), GCPP Table 1: the pair
+# (winner, other), the metric, and the published figures per model
+WIN_PAIR = ("gradcampp", "gradcam")
+WIN_METRIC = "average_drop"
 PUBLISHED_WIN = [("VGG-16", 70.72), ("AlexNet", 86.56), ("ResNet-50", 60.51)]

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
+from evaluation.rankings import agreement_rows, ranking_rows, rankings
+
 from . import data, figures, learned
 from .batch import Batch, load_batch
 from .compute import compute, problem_of
@@ -256,7 +258,7 @@ class Gathered:
         self.scales: dict[str, float] = {}  # unit -> largest value over its batches
         self.sums: dict[str, dict[str, list[float]]] = {}  # unit -> mode -> summed curve
         self.counts: dict[str, int] = {}  # unit -> images scored
-        self.run: dict = {"filters": None}  # run.json entries of the run-wide views
+        self.run: dict = {}  # run.json entries of the run-wide views
 
     def add(self, unit: str, part: dict) -> None:
         for table in TABLES:
@@ -267,7 +269,7 @@ class Gathered:
             self.problems.append(part["problem"])
         if "scale" in part:
             self.scales[unit] = max(self.scales.get(unit, 0.0), part["scale"])
-            scored = sum(r["metric"] == "target" for r in part["metrics"])
+            scored = len({r["image"] for r in part["metrics"]})  # images scored
             self.counts[unit] = self.counts.get(unit, 0) + scored
         for mode, total in part.get("curves", {}).items():
             mine = self.sums.setdefault(unit, {}).setdefault(mode, [0.0] * len(total))
@@ -311,6 +313,9 @@ def finish(out: str, phases: Phases | None = None) -> Summary:
     rows = found.rows
     for table in TABLES:
         store.write_table(table, rows[table])
+    metrics = store.read_table("metrics")  # the rankings and how far the metrics agree
+    store.write_table("rankings", ranking_rows(rankings(metrics), about["dataset"]))
+    store.write_table("metric_agreement", agreement_rows(metrics, about["dataset"]))
     for view in learned.VIEWS.values():
         if view.tables and view.name in about["methods"]:
             for table, made in view.tables(store, rows, about).items():

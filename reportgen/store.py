@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from evaluation.rankings import AGREEMENT_COLUMNS, RANKING_COLUMNS
+
 PIXEL_LAYER = "input"  # the "layer" of pixel-level methods in the tables
 MODEL = "model"  # the parts folder of run-wide work (settings, run-wide views, shard markers)
 COLUMNS = {  # fixed columns, so an empty table still reads back with its header
@@ -51,6 +53,8 @@ COLUMNS = {  # fixed columns, so an empty table still reads back with its header
     ],
     "predictions": ["image", "rank", "class_id", "class_name", "probability"],
     "metrics": ["image", "model", "layer", "method", "metric", "value"],
+    "rankings": RANKING_COLUMNS,
+    "metric_agreement": AGREEMENT_COLUMNS,
     "layers": [
         "image",
         "layer",

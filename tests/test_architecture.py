@@ -1,6 +1,7 @@
 """The shape of the code base: which way imports point, and how large modules grow."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,44 @@ def test_every_package_is_installed():
         for init in (ROOT / package).rglob("__init__.py"):
             name = ".".join(init.parent.relative_to(ROOT).parts)
             assert name in listed, f"{name} is missing from pyproject.toml's packages"
+
+
+# The engine and the renderer know techniques by kind and metrics by their catalogue
+# entry: a name of either written into them is a special case a newcomer must find.
+ENGINE = ("pipeline.py", "context.py", "batch.py", "compute.py", "render")
+
+
+def _named(text: str, names: set[str], html: bool) -> set[str]:
+    """The names quoted in ``text`` (in a template, also read as ``methods.NAME`` or
+    ``stats.NAME``; an HTML attribute's value, e.g. an anchor id, is not a name)."""
+    found = set()
+    for name in names:
+        quoted = (
+            rf"""(?<!=)["']{re.escape(name)}["']""" if html else rf"""["']{re.escape(name)}["']"""
+        )
+        if re.search(quoted, text) or (
+            html and re.search(rf"\b(?:methods|stats)\.{re.escape(name)}\b", text)
+        ):
+            found.add(name)
+    return found
+
+
+def test_no_technique_or_metric_named_in_the_engine_or_the_renderer():
+    """Page templates and the renderer loop over the registry and the catalogue; a view's
+    own section template (``templates/sections/``) is where its name belongs. Family names
+    ("cam", "baseline") are the registry's vocabulary, not special cases."""
+    from evaluation import catalogue
+    from reportgen.techniques import REGISTRY
+
+    families = {t.family for t in REGISTRY.values()}
+    options = {"target"}  # also the name of an option (--target), not only a record's
+    names = (set(REGISTRY) - families) | {m.id for m in catalogue.CATALOGUE} - options
+    files = [p for part in ENGINE for p in sorted((ROOT / "reportgen").glob(part + "*"))]
+    files = [f for p in files for f in ([p] if p.is_file() else sorted(p.glob("*.py")))]
+    files += sorted((ROOT / "templates").glob("*.html"))
+    named = {
+        path.relative_to(ROOT).as_posix(): found
+        for path in files
+        if (found := _named(path.read_text(), names, path.suffix == ".html"))
+    }
+    assert named == {}

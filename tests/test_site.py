@@ -209,3 +209,26 @@ def test_colourise_matches_matplotlib(cmap):
     for values in (x, x.astype(np.float32), np.random.default_rng(0).random((50, 50))):
         expected = (colormaps[cmap](values)[..., :3] * 255).round().astype(np.uint8)
         assert np.array_equal(colourise(values, cmap), expected)
+
+
+def test_rankings_tables_and_figures(site):
+    """The run writes the rankings and the metrics' agreement; the index draws a
+    critical-difference diagram per headline metric and says what 2 images can decide."""
+    import pandas as pd
+
+    from evaluation.catalogue import CATALOGUE
+    from evaluation.rankings import AGREEMENT_COLUMNS, RANKING_COLUMNS, images_for_wilcoxon
+
+    rankings = pd.read_csv(site / "data" / "rankings.csv")
+    agreement = pd.read_csv(site / "data" / "metric_agreement.csv")
+    assert list(rankings.columns) == RANKING_COLUMNS and not rankings.empty
+    assert list(agreement.columns) == AGREEMENT_COLUMNS and not agreement.empty
+    assert set(rankings.n_images) == {IMAGES}
+    index = (site / "index.html").read_text()
+    for m in CATALOGUE:
+        if m.headline and m.id in set(rankings.metric):
+            assert f'src="img/cd-{m.id}.svg"' in index
+            assert (site / "img" / f"cd-{m.id}.svg").stat().st_size > 1000
+    rows = rankings.drop_duplicates(["method", "layer"]).shape[0]
+    assert f"need at least {images_for_wilcoxon(rows - 1)} images" in index
+    assert 'src="img/agreement.svg"' in index

@@ -21,20 +21,28 @@ from evaluation.leaderboard import (
     leaderboard,
     published_rows,
 )
-from evaluation.published import PUBLISHED_WIN
+from evaluation.published import PUBLISHED_WIN, WIN_METRIC, WIN_PAIR
+from evaluation.rankings import AGREEMENT_COLUMNS as AGREEMENT
+from evaluation.rankings import (
+    agreement_rows,
+    agreement_verdict,
+    images_for_wilcoxon,
+    rankings,
+)
 
 from ..store import Store, overlay_path
-from .plots import curves_plot, drop_plot, sanity_plot, silent_plot, sparsity_plot, timing_plot
-from .site import SiteWriter, environment, site_size
-from .views import (
-    bench_results,
-    cell_scores,
-    compare_data,
-    learned_context,
-    optional_table,
-    phase_view,
-    unit_views,
+from .plots import (
+    agreement_plot,
+    cd_plot,
+    curves_plot,
+    sanity_plot,
+    silent_plot,
+    sparsity_plot,
+    spread_plot,
+    timing_plot,
 )
+from .site import SiteWriter, environment, sections, site_size
+from .views import ViewData, bench_results, cell_scores, compare_data, optional_table, phase_view
 
 # The site's menu, in order: (label, link). A link shows when its page exists.
 NAV = (
@@ -72,7 +80,8 @@ class Report:
         self.timings = store.read_table("timings")
         self.layers = store.read_table("layers")
         self.ok = self.images[self.images.status == "ok"]
-        self.entries, self.tables = leaderboard(self.metrics, image_classes(self.ok))
+        self.rankings = rankings(self.metrics)
+        self.entries, self.tables = leaderboard(self.metrics, image_classes(self.ok), self.rankings)
         self.present = set(self.metrics.metric) if not self.metrics.empty else set()
         self.methods = self.run["techniques"]  # the registry's text, stored by the run
         self.scales = self.run.get("scales", {})
@@ -83,35 +92,25 @@ class Report:
             r.image: f"{int(r.width)} / {int(r.height)}" for r in self.ok.itertuples(index=False)
         }
         names = dict(enumerate(self.run["model"].get("class_names", [])))
-        self.learned = learned_context(store, names)
+        self.views = ViewData(store, names)
         self.sanity = optional_table(store, "sanity")
         self.channels = optional_table(store, "channels")
-        learned = self.learned
+        shown = self.views.layers()
         self.feature_layers = (
             list(self.layers.drop_duplicates("layer").sort_values("depth").layer)
             if not self.layers.empty
-            else [
-                layer
-                for layer in self.run["model"]["feature_layers"]
-                if layer in learned["filter_units"] or (learned["patches"].layer == layer).any()
-            ]
+            else [layer for layer in self.run["model"]["feature_layers"] if layer in shown]
         )
-        self.has_learned = (
-            any(
-                learned[k]
-                for k in ("filter_units", "class_items", "dreams", "inversions", "fooling")
-            )
-            or not learned["points"].empty
-        )
-        self.common = {  # what every template sees
+        self.common = {  # what every template sees (and the views' results)
+            **self.views.context(),
             "run": self.run,
             "methods": self.methods,
             "feature_layers": self.feature_layers,
             "metric_defs": [m for m in catalogue.ranked() if m.id in self.present],
             "significance": SIGNIFICANCE,
+            "primary": catalogue.PRIMARY,
             "sanity_methods": list(dict.fromkeys(self.sanity.method)),
             "sanity_images": self.sanity.image.nunique(),
-            "has_learned": self.has_learned,
         }
 
     def card(self, image: str, method: str, layer: str, title: str, link: str, anchor: str):
@@ -146,6 +145,14 @@ def index(r: Report, site: SiteWriter) -> list[Page]:
             if (image, f"{method}@{layer}") in r.scores:
                 for shared in (False, True):
                     site.thumbnail("img/" + overlay_path(image, method, layer, shared))
+    ranked = [g for g in r.rankings.values() if g.metric.headline]
+    for g in ranked:
+        r.plot(site, f"img/cd-{g.metric.id}.svg", "metrics", lambda path, g=g: cd_plot(g, path))
+    agreement = pd.DataFrame(agreement_rows(r.metrics, r.run["dataset"]), columns=AGREEMENT)
+    headings = {m.id: m.name for m in catalogue.CATALOGUE}
+    if not agreement.empty:
+        draw = lambda path: agreement_plot(agreement, headings, path)  # noqa: E731
+        r.plot(site, "img/agreement.svg", "metrics", draw)
     converted = r.ok[r.ok.note.notna()] if "note" in r.ok else r.ok.iloc[:0]  # "" reads as NaN
     context = {
         "entries": r.entries,
@@ -156,6 +163,10 @@ def index(r: Report, site: SiteWriter) -> list[Page]:
         "converted": converted,
         "timings": r.timings,
         "layers": r.layers,
+        "sections": sections(site.env, "index", root="", **r.common),
+        "rankings": ranked,
+        "wilcoxon_images": images_for_wilcoxon(len(r.entries) - 1),
+        "agreement": agreement_verdict(agreement, headings) if not agreement.empty else "",
     }
     return [Page("index.html", "index.html", context)]
 
@@ -167,13 +178,15 @@ def about(r: Report, site: SiteWriter) -> list[Page]:
 def published(r: Report, site: SiteWriter) -> list[Page]:
     """Our figures beside the papers' (and Grad-CAM++'s win rate over Grad-CAM)."""
     cam_layer = r.run["model"]["cam_layers"][0] if r.run["model"]["cam_layers"] else "input"
-    matrix = r.tables.get("average_drop", (None,))[0]
-    pair = (f"gradcampp@{cam_layer}", f"gradcam@{cam_layer}")
+    matrix = r.tables.get(WIN_METRIC, (None,))[0]
+    pair = tuple(f"{method}@{cam_layer}" for method in WIN_PAIR)
     win = matrix.loc[pair] if matrix is not None and set(pair) <= set(matrix.index) else None
     context = {
         "rows": published_rows(r.entries, cam_layer),
         "win": win,
         "published_win": PUBLISHED_WIN,
+        "win_pair": WIN_PAIR,
+        "win_metric": catalogue.get(WIN_METRIC),
         "cam_layer": cam_layer,
         "image_ids": r.ids,
     }
@@ -181,17 +194,18 @@ def published(r: Report, site: SiteWriter) -> list[Page]:
 
 
 def learned(r: Report, site: SiteWriter) -> list[Page]:
-    """What the network learned (and the silent-channel and sanity plots)."""
-    found = r.learned
-    if not found["dead"].empty:
-        r.plot(site, "img/silent.svg", "dead", lambda path: silent_plot(found["dead"], path))
+    """What the network learned: a section per view that has results (and the silent-channel
+    and sanity plots)."""
+    dead = r.views.table("dead")
+    if not dead.empty:
+        r.plot(site, "img/silent.svg", "dead", lambda path: silent_plot(dead, path))
     if not r.sanity.empty:
         r.plot(site, "img/sanity.svg", "sanity", lambda path: sanity_plot(r.sanity, path))
-    if not r.has_learned:
-        return []
-    for image in found["points"].image:
-        site.thumbnail(f"img/photos/{image}.boxes.jpg")
-    return [Page("learned.html", "learned.html", {"image_ids": r.ids, **found})]
+    found = sections(site.env, "learned", root="", **r.common)
+    r.common["learned_titles"] = [s.title for s in found]
+    if not found:
+        return []  # (the photos' thumbnails it shows come with the index)
+    return [Page("learned.html", "learned.html", {"image_ids": r.ids, "sections": found})]
 
 
 def perf(r: Report, site: SiteWriter) -> list[Page]:
@@ -204,8 +218,13 @@ def perf(r: Report, site: SiteWriter) -> list[Page]:
             json.dumps([r.run["curves"], order]).encode(),
             lambda path: curves_plot(r.run["curves"], order, path),
         )
-    if "average_drop" in r.present:
-        r.plot(site, "img/drops.svg", "metrics", lambda path: drop_plot(r.metrics, order, path))
+    if catalogue.PRIMARY.id in r.present:
+        r.plot(
+            site,
+            "img/drops.svg",
+            "metrics",
+            lambda path: spread_plot(r.metrics, catalogue.PRIMARY, order, path),
+        )
     if not r.timings.empty:
         r.plot(site, "img/timings.svg", "timings", lambda path: timing_plot(r.timings, path))
 
@@ -286,8 +305,9 @@ def method_pages(r: Report, site: SiteWriter) -> list[Page]:
 
 
 def layer_pages(r: Report, site: SiteWriter) -> list[Page]:
-    """One page per feature layer, and one per channel shown."""
-    found, pages = r.learned, []
+    """One page per feature layer that has something to show, and one per channel shown;
+    the layer list every page links to is the pages made."""
+    pages, shown = [], []
     for layer in r.feature_layers:
         mine = r.channels[r.channels.layer == layer]
         top = list(mine.drop_duplicates("channel").sort_values("channel_rank").channel)
@@ -296,27 +316,30 @@ def layer_pages(r: Report, site: SiteWriter) -> list[Page]:
                 "layer": layer,
                 "channel": channel,
                 "rows": mine[mine.channel == channel].sort_values("image_rank"),
-                **unit_views(found, layer, channel),
                 "prev": top[i - 1] if i else None,
                 "next": top[i + 1] if i + 1 < len(top) else None,
             }
+            context["sections"] = sections(
+                site.env, "channel", root="../../", **context, **r.common
+            )
             pages.append(Page(f"layers/{layer}/{channel}.html", "channel.html", context))
         context = {
             "layer": layer,
             "stats": r.layers[r.layers.layer == layer],
-            "channels": mine[mine.image_rank == 0].sort_values("channel_rank"),
             "pages": {int(c) for c in top},
-            "filter_units": found["filter_units"].get(layer, []),
-            "natural": found["natural"],
-            "values": found["values"],
-            "patches": found["patches"][found["patches"].layer == layer],
-            "dead": found["dead"][found["dead"].layer == layer],
+            "dead": r.views.table("dead")[r.views.table("dead").layer == layer],
         }
-        pages.append(Page(f"layers/{layer}.html", "layer.html", context))
+        context["sections"] = sections(site.env, "layer", root="../", **context, **r.common)
+        if context["sections"] or not context["stats"].empty:
+            shown.append(layer)
+            pages.append(Page(f"layers/{layer}.html", "layer.html", context))
+    r.common["feature_layers"] = shown
     return pages
 
 
-# In the order they are written (perf's phase table covers what comes before it)
+# In the order they are written (perf's phase table covers what comes before it). Every
+# function runs before any page is written, so one may complete what every page sees
+# (``Report.common``: the learned page's titles, the layers that have a page).
 PAGE_KINDS = (
     index,
     about,

@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from evaluation.catalogue import Metric
+from evaluation.rankings import Ranking
+
 from ..store import atomic_write
 
 
@@ -52,12 +55,10 @@ def curves_plot(curves: dict[str, dict[str, list[float]]], order: list[str], pat
         axes[1].legend(fontsize=6, loc="upper right", ncol=2)
 
 
-def drop_plot(metrics: pd.DataFrame, order: list[str], path: Path) -> None:
-    """Average Drop per image for each method@layer (a dot per image, the mean as a bar)."""
-    drops = metrics[metrics.metric == "average_drop"]
-    by_key = {
-        f"{m}@{lay}": g.value.to_numpy() for (m, lay), g in drops.groupby(["method", "layer"])
-    }
+def spread_plot(metrics: pd.DataFrame, metric: Metric, order: list[str], path: Path) -> None:
+    """One metric per image for each method@layer (a dot per image, the mean as a bar)."""
+    rows = metrics[metrics.metric == metric.id]
+    by_key = {f"{m}@{lay}": g.value.to_numpy() for (m, lay), g in rows.groupby(["method", "layer"])}
     keys = [k for k in order if k in by_key]
     with svg_figure(path, figsize=(7, 0.24 * len(keys) + 0.9)) as (fig, ax):
         rng = np.random.default_rng(0)
@@ -69,7 +70,8 @@ def drop_plot(metrics: pd.DataFrame, order: list[str], path: Path) -> None:
             ax.plot([values.mean()] * 2, [i - 0.3, i + 0.3], color="#d1495b", lw=2)
         ax.set_yticks(range(len(keys)), keys, fontsize=7)
         ax.invert_yaxis()
-        ax.set_xlabel("drop % per image (red: mean; lower is better)")
+        unit = " %" if metric.percent else ""
+        ax.set_xlabel(f"{metric.short}{unit} per image (red: mean; {metric.better} is better)")
         ax.grid(axis="x", alpha=0.3)
 
 
@@ -144,3 +146,73 @@ def sanity_plot(sanity: pd.DataFrame, path: Path) -> None:
             ax.grid(alpha=0.3)
         axes[0].set_ylabel("similarity to the trained model's map")
         axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+
+
+def cliques(mean_ranks: np.ndarray, cd: float) -> list[tuple[int, int]]:
+    """Maximal runs ``(first, last)`` of rows (in rank order) whose mean ranks lie within
+    the critical difference of each other: the groups a CD diagram joins with a bar."""
+    runs = []
+    for i in range(len(mean_ranks)):
+        j = i
+        while j + 1 < len(mean_ranks) and mean_ranks[j + 1] - mean_ranks[i] <= cd:
+            j += 1
+        if j > i and not any(a <= i and j <= b for a, b in runs):
+            runs.append((i, j))
+    return runs
+
+
+def cd_plot(ranking: Ranking, path: Path) -> None:
+    """Demšar's critical-difference diagram: each row at its mean rank on an axis (1 =
+    best, on the left), the first half labelled on the left, the rest on the right; a bar
+    joins rows Nemenyi's test cannot tell apart; * marks rows the Wilcoxon-Holm test
+    against the best row finds worse."""
+    k, ranks, differs = ranking.k, ranking.mean_ranks, ranking.differs()
+    half = (k + 1) // 2
+    bars = cliques(ranks, ranking.cd)
+    top = 0.35 * len(bars) + 0.4  # the bars sit between the axis and the first label
+    with svg_figure(path, figsize=(8, 0.19 * (half + top) + 1.3)) as (fig, ax):
+        margin = 0.75 * (k - 1)
+        ax.set_xlim(1 - margin, k + margin)
+        ax.set_ylim(-(half + top + 0.5), 2.2)
+        ax.axis("off")
+        ax.plot([1, k], [0, 0], color="black", lw=1)
+        for r in range(1, k + 1):
+            major = r == 1 or r % 5 == 0 or r == k
+            ax.plot([r, r], [0, 0.35 if major else 0.18], color="black", lw=0.7)
+            if major:
+                ax.text(r, 0.5, str(r), ha="center", va="bottom", fontsize=7)
+        if np.isfinite(ranking.cd):
+            ax.plot([1, 1 + ranking.cd], [1.6, 1.6], color="#444", lw=1.5)
+            ax.text(1 + ranking.cd / 2, 1.75, f"CD {ranking.cd:.1f}", ha="center", fontsize=7)
+        for i, (method, layer) in enumerate(ranking.keys):
+            left = i < half
+            y = -top - (i if left else k - 1 - i)
+            edge = 1 - 0.05 * margin if left else k + 0.05 * margin
+            ax.plot([ranks[i], ranks[i], edge], [0, y, y], color="#666", lw=0.6)
+            mark = " *" if differs[i] else ""
+            label = f"{method}@{layer}{mark}" if left else f"{mark.strip()} {method}@{layer}"
+            text = f"{label} ({ranks[i]:.1f})" if left else f"({ranks[i]:.1f}) {label}"
+            ax.text(edge, y, text, ha="right" if left else "left", va="center", fontsize=6.5,
+                    color="#b22" if differs[i] else "black")  # fmt: skip
+        for n, (a, b) in enumerate(bars):
+            y = -0.35 - 0.35 * n
+            ax.plot([ranks[a] - 0.1, ranks[b] + 0.1], [y, y], color="#3d7ea6", lw=2.5)
+
+
+def agreement_plot(agreement: pd.DataFrame, headings: dict[str, str], path: Path) -> None:
+    """Kendall's tau between the orders each pair of metrics gives the rows, as a heat
+    map (1: the same order; 0: unrelated; -1: reversed)."""
+    ids = list(dict.fromkeys([*agreement.metric_a, *agreement.metric_b]))
+    tau = pd.DataFrame(np.eye(len(ids)), index=ids, columns=ids)
+    for r in agreement.itertuples(index=False):
+        tau.loc[r.metric_a, r.metric_b] = tau.loc[r.metric_b, r.metric_a] = r.kendall_tau
+    names = [headings.get(i, i) for i in ids]
+    with svg_figure(path, figsize=(0.42 * len(ids) + 2.6, 0.42 * len(ids) + 1.4)) as (fig, ax):
+        image = ax.imshow(tau.to_numpy(), cmap="RdBu", vmin=-1, vmax=1)
+        for (i, j), value in np.ndenumerate(tau.to_numpy()):
+            if i != j and np.isfinite(value):
+                colour = "white" if abs(value) > 0.6 else "black"
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6, color=colour)
+        ax.set_xticks(range(len(ids)), names, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(len(ids)), names, fontsize=7)
+        fig.colorbar(image, ax=ax, fraction=0.04, label="Kendall's tau")

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zlib
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 from PIL import Image
 
 from evaluation import catalogue
@@ -49,6 +51,26 @@ def significant(value, digits: int = 3) -> str:
     return number(value) if number(value) == "–" else f"{value:.{digits}g}"
 
 
+def hue(value) -> int:
+    """Jinja filter: a stable colour (hue in degrees) for a class name or id."""
+    return zlib.crc32(str(value).encode()) % 360
+
+
+def spread(values, low: float = 4, high: float = 96) -> list[float]:
+    """Jinja filter: values mapped linearly onto [low, high] (a scatter's positions in %)."""
+    values = np.asarray(values, dtype=float)
+    lo, hi = values.min(), values.max()
+    return list(low + (high - low) * (values - lo) / (hi - lo if hi > lo else 1))
+
+
+def where(table, **equal):
+    """Jinja filter: the rows of a table whose columns equal the values given."""
+    keep = np.ones(len(table), dtype=bool)
+    for column, value in equal.items():
+        keep &= (table[column] == value).to_numpy()
+    return table[keep]
+
+
 def thumb(path: str) -> str:
     """The WebP gallery thumbnail of the site image ``img/<rel>``: ``img/thumbs/<rel>.webp``."""
     assert path.startswith("img/"), path
@@ -66,6 +88,10 @@ def environment() -> Environment:
     env.filters["num"] = number
     env.globals["catalogue"] = catalogue.CATALOGUE  # the scores an image page lists, in order
     env.filters["sig"] = significant
+    env.filters["hue"] = hue
+    env.filters["spread"] = spread
+    env.filters["where"] = where
+    env.filters["mean"] = lambda values: float(np.mean(list(values)))
     env.globals["overlay"] = lambda image, method, layer, shared=False: (
         "img/" + overlay_path(image, method, layer, shared)
     )
@@ -79,6 +105,31 @@ def environment() -> Environment:
         "img/" + learned_path(technique, str(key), variant)
     )
     return env
+
+
+@dataclass(frozen=True)
+class Section:
+    """A part of a page that a view adds: its anchor, its title for the page's contents,
+    and its HTML."""
+
+    anchor: str
+    title: str
+    body: Markup
+
+
+def sections(env: Environment, kind: str, **context) -> list[Section]:
+    """The sections views add to pages of ``kind``: each template in
+    ``templates/sections/<kind>/`` (in name order, so a number prefix places it) rendered
+    with the page's context; one that renders nothing is left out. A section template sets
+    ``anchor`` and ``title`` at its top."""
+    folder = resources.files("reportgen.templates").joinpath("sections", kind)
+    found = []
+    for name in sorted(p.name for p in folder.iterdir() if p.name.endswith(".html")):
+        module = env.get_template(f"sections/{kind}/{name}").make_module(vars=context)
+        body = str(module)
+        if body.strip():
+            found.append(Section(module.anchor, module.title, Markup(body)))
+    return found
 
 
 def write_thumbnail(source: Path, target: Path) -> None:

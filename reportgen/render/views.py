@@ -3,7 +3,6 @@ are ``evaluation.leaderboard``'s)."""
 
 from __future__ import annotations
 
-import zlib
 from importlib import resources
 from pathlib import Path
 
@@ -31,11 +30,6 @@ def bench_results(out: Path) -> list[dict]:
     return found
 
 
-def hue(text: str) -> int:
-    """A stable colour (hue in degrees) for a class name or id."""
-    return zlib.crc32(text.encode()) % 360
-
-
 PHASE_COLOURS = 10  # the stacked bar's segments: the largest phases, then "other"
 
 
@@ -55,81 +49,64 @@ def optional_table(store: Store, name: str) -> pd.DataFrame:
     return pd.DataFrame(columns=COLUMNS[name])
 
 
-def learned_context(store: Store, class_names: dict[int, str]) -> dict:
-    """What learned.html, the layer pages and the channel pages show of the synthesis and
-    dataset views, from ``synthesis``, ``patches``, ``dead`` and ``embedding``."""
-    table = optional_table(store, "synthesis")
-    values: dict[tuple[str, str, str, str], dict[str, float]] = {}
-    for r in table.itertuples(index=False):
-        variant = "" if pd.isna(r.variant) else str(r.variant)
-        values.setdefault((r.technique, r.layer, str(r.item), variant), {})[r.metric] = r.value
+class ViewData:
+    """What the views of what the network learned stored (``synthesis.csv`` and their own
+    tables), as the section templates (``templates/sections/``) read it. The templates
+    name their technique; nothing here does."""
 
-    def items(technique: str, variant: str = "") -> dict[str, list[str]]:
+    def __init__(self, store: Store, class_names: dict[int, str]):
+        self.store, self.class_names = store, class_names
+        self.tables: dict[str, pd.DataFrame] = {}
+        # (technique, layer, item, variant) -> {metric: value}
+        self.values: dict[tuple[str, str, str, str], dict[str, float]] = {}
+        for r in self.table("synthesis").itertuples(index=False):
+            variant = "" if pd.isna(r.variant) else str(r.variant)
+            self.values.setdefault((r.technique, r.layer, str(r.item), variant), {})[r.metric] = (
+                r.value
+            )
+        # a unit's highest activation on any photo, beside what optimisation reached
+        self.natural = {
+            (lay, i): v["natural"] for (_, lay, i, _), v in self.values.items() if "natural" in v
+        }
+
+    def table(self, name: str) -> pd.DataFrame:
+        if name not in self.tables:
+            self.tables[name] = optional_table(self.store, name)
+        return self.tables[name]
+
+    def items(self, technique: str, variant: str = "") -> dict[str, list[str]]:
+        """``{layer: [item, ...]}`` of one technique (and variant), in stored order."""
         found: dict[str, list[str]] = {}
-        for t, layer, item, v in values:
+        for t, layer, item, v in self.values:
             if t == technique and v == variant:
                 found.setdefault(layer, []).append(item)
         return found
 
-    natural = {(lay, i): v["natural"] for (t, lay, i, _), v in values.items() if "natural" in v}
-    fooling = [
-        {"image": item, **v, "goal_name": class_names.get(int(v["goal"]), "")}
-        for (t, _, item, _), v in values.items()
-        if t == "fooling"
-    ]
-    points = optional_table(store, "embedding")
-    if not points.empty:  # positions in % of the plot, 4 % margins
-        for axis in ("x", "y"):
-            lo, hi = points[axis].min(), points[axis].max()
-            points[axis] = 4 + 92 * (points[axis] - lo) / (hi - lo if hi > lo else 1)
-        points["pred_hue"] = [hue(str(c)) for c in points.predicted]
-        points["label_hue"] = [hue(str(c)) for c in points.label]
-    inversion_layers = list(items("inversion"))
-    inversions = {}
-    for layer, images in items("inversion").items():
-        for image in images:
-            inversions.setdefault(image, {})[layer] = values["inversion", layer, image, ""]
-    return {
-        "inversion_means": {
-            layer: float(
-                np.mean([v[layer]["relative_error"] for v in inversions.values() if layer in v])
-            )
-            for layer in inversion_layers
-        },
-        "values": values,
-        "filter_units": items("filter_vis", "fourier"),
-        "pixel_units": items("filter_vis", "pixel"),
-        "natural": natural,
-        "class_items": [
-            {"id": int(item), "name": class_names.get(int(item), item), **values[t, lay, item, ""]}
-            for t, lay, item, _ in values
-            if t == "class_model"
-        ],
-        "dreams": items("deepdream"),
-        "inversion_layers": inversion_layers,
-        "inversions": inversions,
-        "fooling": fooling,
-        "patches": optional_table(store, "patches"),
-        "dead": optional_table(store, "dead"),
-        "points": points,
-    }
+    def grid(self, technique: str, variant: str = "") -> dict[str, dict[str, dict]]:
+        """``{item: {layer: {metric: value}}}`` of one technique (and variant)."""
+        found: dict[str, dict[str, dict]] = {}
+        for layer, items in self.items(technique, variant).items():
+            for item in items:
+                found.setdefault(item, {})[layer] = self.values[technique, layer, item, variant]
+        return found
 
+    def layers(self) -> set[str]:
+        """Every layer some view has a result at."""
+        found = {layer for _, layer, _, _ in self.values}
+        for name in ("patches", "dead"):
+            found |= set(self.table(name).layer)
+        return found
 
-def unit_views(learned: dict, layer: str, channel: int) -> dict:
-    """A channel page's filter visualisations and top patches (absent: not computed)."""
-    key = str(int(channel))
-    patches = learned["patches"]
-    return {
-        "vis": {
-            variant: learned["values"][("filter_vis", layer, key, variant)]
-            for variant in ("fourier", "pixel")
-            if ("filter_vis", layer, key, variant) in learned["values"]
-        },
-        "natural": learned["natural"].get((layer, key)),
-        "patches": patches[
-            (patches.layer == layer) & (patches.channel == int(channel))
-        ].sort_values("rank"),
-    }
+    def context(self) -> dict:
+        """What a section template sees of the views."""
+        return {
+            "values": self.values,
+            "natural": self.natural,
+            "items": self.items,
+            "grid": self.grid,
+            "table": self.table,
+            "class_names": self.class_names,
+        }
 
 
 def cell_scores(metrics: pd.DataFrame) -> dict[tuple[str, str], dict[str, float]]:
