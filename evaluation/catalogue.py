@@ -146,6 +146,9 @@ CATALOGUE: tuple[Metric, ...] = (
            ranked=False, shown_from=2),
     Metric("target", "", "Explained class", "Class", "", "the class each map explains",
            needs="record", digits=0, ranked=False, shown_from=math.inf),
+    Metric("negative_share", "", "Negative activations %", "Negative", "",
+           "share of the layer's activations below zero on the image: a signed layer",
+           needs="record", digits=0, percent=True, ranked=False, shown_from=1),
     Metric("nonfinite", "", "Non-finite values", "Non-finite", "",
            "NaN or Inf values of the map, set to 0", needs="record", digits=0, ranked=False,
            shown_from=1),
@@ -155,6 +158,9 @@ BY_ID = {m.id: m for m in CATALOGUE}
 # The leaderboard's order: rows sorted by this metric's mean, Win % and "p vs top" on it,
 # its per-image spread plotted. Grad-CAM++'s headline faithfulness score.
 PRIMARY = BY_ID["average_drop"]
+# The record the gradient CAMs' capture makes of each layer: its share of negative
+# activations (a signed layer, where some CAM formulas are ill-posed)
+NEGATIVE = BY_ID["negative_share"]
 
 
 def ranked() -> list[Metric]:

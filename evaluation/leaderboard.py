@@ -17,6 +17,7 @@ from .published import PUBLISHED
 from .rankings import Ranking, rankings
 
 SIGNIFICANCE = 0.05  # Holm-corrected Wilcoxon p below this: a real difference
+SIGNED_SHARE = 1.0  # % of a layer's activations below zero from which it counts as signed
 
 
 @dataclass
@@ -111,6 +112,17 @@ def leaderboard(
     primary = catalogue.PRIMARY.id
     entries.sort(key=lambda e: (e.ranks.get(primary, np.inf), e.stats.get(primary, (np.inf,))[0]))
     return entries, tables
+
+
+def signed_layers(metrics: pd.DataFrame, threshold: float = SIGNED_SHARE) -> dict[str, float]:
+    """Layers whose activations are signed on these images: ``{layer: mean % of its
+    activations below zero}`` where that mean reaches ``threshold`` (from the
+    ``negative_share`` records the gradient CAMs' capture makes)."""
+    rows = metrics[metrics.metric == catalogue.NEGATIVE.id]
+    if rows.empty:
+        return {}
+    shares = rows.drop_duplicates(["image", "layer"]).groupby("layer").value.mean()
+    return {layer: float(v) for layer, v in shares.items() if v >= threshold}
 
 
 def image_classes(images: pd.DataFrame) -> pd.Series:

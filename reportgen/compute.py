@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+
+from evaluation import catalogue
 
 from .techniques import Technique
 from .techniques.cam import REGISTRY_CAM, cam_maps, upsample
@@ -30,6 +32,8 @@ class Computed:
     maps: torch.Tensor | None
     problem: str = ""  # names the method and layer
     shared: int = 1  # units computed by one pass (the fused gradient CAMs): a time share
+    # per-item records that come with the maps (catalogue entries with needs="record")
+    records: dict[str, list[float]] = field(default_factory=dict)
 
 
 def _around(label: str, layer: str, technique: Technique | None):
@@ -73,9 +77,10 @@ def compute(
         methods = list(dict.fromkeys(t.name for t, _ in fused))
         layers = list(dict.fromkeys(layer for _, layer in fused))
         errors: dict[tuple[str, str], str] | None = None if strict else {}
+        negative: dict[str, torch.Tensor] = {}
         try:
             with around(FUSED, ",".join(layers), None):
-                maps = cam_maps(model, x, targets, layers, methods, classifier, errors)
+                maps = cam_maps(model, x, targets, layers, methods, classifier, errors, negative)
                 maps = {key: m.float() for key, m in maps.items()}
         except (ValueError, RuntimeError) as err:
             if strict:
@@ -85,7 +90,11 @@ def compute(
         else:
             for t, layer in fused:
                 problem = (errors or {}).get((t.name, layer), "")
-                yield Computed(t.name, layer, maps.get((t.name, layer)), problem, len(maps))
+                records = (
+                    {catalogue.NEGATIVE.id: negative[layer].tolist()} if layer in negative else {}
+                )
+                m = maps.get((t.name, layer))
+                yield Computed(t.name, layer, m, problem, len(maps), records)
     for t, layer in units:
         if t.name in REGISTRY_CAM:
             continue

@@ -145,6 +145,7 @@ class Context:
                 "mean": list(spec.mean),
                 "std": list(spec.std),
                 "cam_layers": self.cam_layers,
+                "cam_why": spec.cam_why,
                 "feature_layers": list(spec.feature_layers),
                 "classifier": spec.classifier,
                 "class_names": spec.class_names,  # for pages that name classes (no torch)

@@ -41,6 +41,7 @@ class ModelSpec:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     cam_layers: tuple[str, ...] = ()  # default CAM layers, the first is "the" default
+    cam_why: str = ""  # why those layers (shown on their layer pages)
     feature_layers: tuple[str, ...] = ()  # layers shown as feature-map grids, by depth
     classifier: str | None = None  # final nn.Linear after global average pooling
     description: str = ""
@@ -146,7 +147,12 @@ REGISTRY: dict[str, ModelSpec] = {
         loader=_load_efficientnet_lite0,
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
-        cam_layers=("bn2", "blocks.5"),
+        cam_layers=("bn2", "blocks.5.3.bn2"),
+        cam_why="bn2 is the layer that feeds global average pooling and the classifier "
+        "(where CAM is defined); blocks.5.3.bn2 is the last 7 × 7 stage's last activation "
+        "(ReLU6). Both are after an activation, so no activation is below zero and every CAM "
+        "formula is well-posed. The stage outputs themselves (e.g. blocks.5) are linear "
+        "bottlenecks with signed activations, where Grad-CAM++ and XGrad-CAM are not.",
         # post-activation (ReLU6) outputs at the end of each stage, so sparsity means something
         feature_layers=("bn1", "blocks.0.0.bn1", *(f"{s}.bn2" for s in _LITE0_STAGES), "bn2"),
         classifier="classifier",

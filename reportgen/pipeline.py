@@ -138,7 +138,10 @@ def process(ctx: Context, index: int, records: list[data.ImageRecord]) -> None:
             timing.update(fused=c.shared, seconds=timing["seconds"] / c.shared)
         part = {"problem": c.problem}
         if not c.problem:
-            part = {**scored(ctx, batch, refs, c.method, c.layer, c.maps), "timing": timing}
+            part = {
+                **scored(ctx, batch, refs, c.method, c.layer, c.maps, c.records),
+                "timing": timing,
+            }
         ctx.store.write_part(name, f"{c.method}@{c.layer}", part)
         bar.update()
     for t, layer in units:

@@ -82,12 +82,21 @@ def draw(ctx, batch: Batch, method: str, layer: str, maps: torch.Tensor) -> np.n
     return up
 
 
-def scored(ctx, batch: Batch, refs: References | None, method: str, layer: str, maps) -> dict:
+def scored(
+    ctx,
+    batch: Batch,
+    refs: References | None,
+    method: str,
+    layer: str,
+    maps,
+    records: dict[str, list[float]] | None = None,
+) -> dict:
     """A unit's payload once its maps are computed: maps drawn, metric rows, the largest
     rectified value (for the shared scale) and the sums of the perturbation curves (their
     means go to run.json). Non-finite values (a NaN or Inf gradient) become 0 and their
     count is recorded as the metric ``nonfinite``, so the leaderboard never averages a
-    NaN."""
+    NaN. ``records``: per-image values that came with the maps (e.g. the layer's share of
+    negative activations), stored beside the scores."""
     maps = maps.detach().float().cpu()
     nonfinite = (~torch.isfinite(maps)).flatten(1).sum(1).tolist()
     maps = torch.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0)
@@ -96,6 +105,9 @@ def scored(ctx, batch: Batch, refs: References | None, method: str, layer: str, 
     for k, count in enumerate(nonfinite):
         if count:
             values[k]["nonfinite"] = count
+    for name, per_image in (records or {}).items():
+        for k, value in enumerate(per_image):
+            values[k][name] = value
     curves = score(ctx, batch, refs, up, values)
     table = []
     base = {"model": ctx.spec.name, "layer": layer, "method": method}

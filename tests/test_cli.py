@@ -29,7 +29,7 @@ def test_run_writes_tidy_tables(small_site):
         ("cam", "bn2"),
         ("gradcam", "bn2"),
         ("gradcampp", "bn2"),
-        ("gradcam", "blocks.5"),
+        ("gradcam", "blocks.5.3.bn2"),
         ("saliency", "input"),
     } <= pairs
     assert {

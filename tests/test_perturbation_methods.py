@@ -514,6 +514,15 @@ def test_ablationcam_matches_pytorch_grad_cam(case):
         )
         label = f"ablationcam {name} vs pytorch-grad-cam{'' if relu_layer else ' (zeroing)'}"
         assert_correlated(label, ours, theirs)
+        if not relu_layer:  # the peer's own convention (minimum - 1e7) is another map here
+            with gradcam_lib.AblationCAM(
+                model=case.model, target_layers=[layer], batch_size=64
+            ) as cam:
+                default = cam(
+                    input_tensor=case.x, targets=[ClassifierOutputTarget(t) for t in case.targets]
+                )
+            r = min(pearson(a, b) for a, b in zip(ours, default, strict=True))
+            assert r < 0.99, f"at signed {name} the peer's default should differ (r = {r:.3f})"
 
 
 # --- Ablation-CAM: only the network after the layer runs ------------------------------------

@@ -232,3 +232,24 @@ def test_rankings_tables_and_figures(site):
     rows = rankings.drop_duplicates(["method", "layer"]).shape[0]
     assert f"need at least {images_for_wilcoxon(rows - 1)} images" in index
     assert 'src="img/agreement.svg"' in index
+
+
+def test_methods_that_assume_non_negative_activations_are_flagged_at_a_signed_layer(tmp_path):
+    """Lite0's blocks.5 is a linear bottleneck (about half its activations below zero):
+    Grad-CAM++ is flagged there in the leaderboard and on its page, not at bn2 (ReLU6), and
+    the layer page says which kind of layer a CAM layer is."""
+    import pandas as pd
+
+    out = tmp_path / "site"
+    args = ["--limit", "1", "--methods", "gradcam,gradcampp", "--layers", "bn2,blocks.5"]
+    assert main(["run", "--out", str(out), *args, "--metrics", "faithfulness"]) == 0
+    metrics = pd.read_csv(out / "data" / "metrics.csv")
+    share = metrics[metrics.metric == "negative_share"].groupby("layer").value.mean()
+    assert share["bn2"] == 0.0 and share["blocks.5"] > 10.0
+    index = (out / "index.html").read_text()
+    flagged = re.findall(r'methods/(\w+)\.html#at-([\w.]+)">[^<]*</a> <a class="warn"', index)
+    assert flagged == [("gradcampp", "blocks.5")]
+    assert 'id="ill-posed"' in index
+    page = (out / "methods" / "gradcampp.html").read_text()
+    assert "Ill-posed in this run at blocks.5" in page
+    assert "Ill-posed in this run" not in (out / "methods" / "gradcam.html").read_text()

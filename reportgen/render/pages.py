@@ -15,11 +15,13 @@ import pandas as pd
 
 from evaluation import catalogue
 from evaluation.leaderboard import (
+    SIGNED_SHARE,
     SIGNIFICANCE,
     image_classes,
     instance_split,
     leaderboard,
     published_rows,
+    signed_layers,
 )
 from evaluation.published import PUBLISHED_WIN, WIN_METRIC, WIN_PAIR
 from evaluation.rankings import AGREEMENT_COLUMNS as AGREEMENT
@@ -101,6 +103,13 @@ class Report:
             if not self.layers.empty
             else [layer for layer in self.run["model"]["feature_layers"] if layer in shown]
         )
+        negative = signed_layers(self.metrics, threshold=0.0)  # every layer measured
+        signed = {layer: v for layer, v in negative.items() if v >= SIGNED_SHARE}
+        ill_posed = [  # rows whose formula assumes non-negative activations, at a signed layer
+            e
+            for e in self.entries
+            if e.layer in signed and self.methods.get(e.method, {}).get("signed")
+        ]
         self.common = {  # what every template sees (and the views' results)
             **self.views.context(),
             "run": self.run,
@@ -109,6 +118,10 @@ class Report:
             "metric_defs": [m for m in catalogue.ranked() if m.id in self.present],
             "significance": SIGNIFICANCE,
             "primary": catalogue.PRIMARY,
+            "signed": signed,
+            "negative": negative,
+            "ill_posed": {f"{e.method}@{e.layer}" for e in ill_posed},
+            "ill_posed_methods": list(dict.fromkeys(e.method for e in ill_posed)),
             "sanity_methods": list(dict.fromkeys(self.sanity.method)),
             "sanity_images": self.sanity.image.nunique(),
         }

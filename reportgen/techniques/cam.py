@@ -141,6 +141,7 @@ def cam_maps(
     methods: Sequence[str],
     classifier: str | None = None,
     errors: dict[tuple[str, str], str] | None = None,
+    negative: dict[str, torch.Tensor] | None = None,
 ) -> dict[tuple[str, str], torch.Tensor]:
     """Maps ``{(method, layer): [N, h, w]}`` for every method at every layer, from one capture:
     one forward pass, whose graph starts at the earliest of the layers (parameters frozen,
@@ -148,7 +149,9 @@ def cam_maps(
 
     A method that cannot apply at a layer (CAM away from the GAP + linear head)
     raises ``ValueError`` naming both, or, when ``errors`` is given, is left out of
-    the result and its message stored there under ``(method, layer)``.
+    the result and its message stored there under ``(method, layer)``. ``negative``, when
+    given, receives each layer's share of activations below zero per item, in % (a signed
+    layer: where formulas that assume non-negative activations are ill-posed).
     """
     need_grad = any(REGISTRY_CAM[m].needs_gradient for m in methods)
     if need_grad:
@@ -169,6 +172,8 @@ def cam_maps(
                 raise RuntimeError("no gradient reached the chosen layer; is it on the path?")
     out: dict[tuple[str, str], torch.Tensor] = {}
     for name, a, g in zip(layers, acts, grads, strict=True):
+        if negative is not None:
+            negative[name] = 100.0 * a.detach().lt(0).flatten(1).float().mean(1).cpu()
         captured = Captured(
             a.detach(),
             None if g is None else g.detach(),
@@ -230,7 +235,13 @@ _register(
     "(eq. 19, Y^c = exp(S^c)); w_k^c = Σ_ij α_k^ij ReLU(g); map = ReLU(Σ_k w_k^c A_k).",
     cost="1 forward pass + 1 backward pass down to the layer",
     notes="The paper's ReLU(∂Y/∂A) carries a positive factor exp(S^c) per image; like "
-    "pytorch-grad-cam and torchcam we leave it out, which scales each image's map only.",
+    "pytorch-grad-cam and torchcam we leave it out, which scales each image's map only. "
+    "Where the denominator is exactly 0 we set α = 0; pytorch-grad-cam adds 10⁻⁶ to it "
+    "instead (the same map wherever activations are non-negative).",
+    signed="α = g² / (2g² + Σ_ab A_ab g³) is derived for non-negative activations (after a "
+    "ReLU). Where activations are signed, Σ_ab A_ab can be negative, the denominator crosses "
+    "zero and the weights are decided by rounding: pytorch-grad-cam's 10⁻⁶ and our α = 0 "
+    "at an exact zero then give different maps, and neither is meaningful.",
 )
 _register(
     "xgradcam",
@@ -242,6 +253,11 @@ _register(
     summary="w_k^c = Σ_ij (A_k(i,j) / Σ_ab A_k(a,b)) ∂S^c/∂A_k(i,j): gradients averaged with "
     "the activations' own spatial distribution as weights; map = ReLU(Σ_k w_k^c A_k).",
     cost="1 forward pass + 1 backward pass down to the layer",
+    notes="A channel whose activations sum to exactly 0 gets the weight 0; pytorch-grad-cam "
+    "adds 10⁻⁷ to the sum instead (the same map wherever activations are non-negative).",
+    signed="The weights divide by each channel's summed activation Σ_ab A_k(a,b), a "
+    "distribution only when activations are non-negative. At a signed layer the sum can be "
+    "near zero or negative: a channel's weight then blows up or changes sign.",
 )
 _register(
     "layercam",

@@ -126,7 +126,7 @@ register(
         "images, w_k = softmax_k(y_c(x ⊙ s(U(A_k)))). Map = ReLU(Σ_k w_k A_k).",
         cost="1 forward pass + 1 per non-constant channel of the layer + 1 shared by all "
         "constant ones: at most 1280 at Lite0's bn2 (526 on the cat photo, whose other 754 "
-        "channels are all zero), 192 at blocks.5",
+        "channels are all zero), 1152 at blocks.5.3.bn2",
         run=scorecam,
         presets={"fast": {"channels": 64}},
         why="Fast preset: each image's 64 channels of largest spatial variance (Faster "
@@ -165,7 +165,8 @@ register(
         cost="1 forward pass where the layer feeds global average pooling and the linear "
         "classifier (Lite0's bn2): every y_c^k in closed form. Elsewhere 1 forward pass + 1 "
         "pass through the network after the layer only per channel not already all zero "
-        "(at most 192 at Lite0's blocks.5, each running blocks.6 and the head), + 2 rows per "
+        "(at most 1152 at Lite0's blocks.5.3.bn2, each running the rest of that block, blocks.6 "
+        "and the head), + 2 rows per "
         "image that check the shortcut; whole-network passes where it fails that check",
         run=ablationcam,
         needs_gradient=False,
@@ -180,5 +181,9 @@ register(
         "running again (skip connections around the layer included); the shortcut must "
         "reproduce the clean logits first, else each row runs the whole network as "
         "pytorch-grad-cam does. Same weights as whole-network passes (float rounding).",
+        signed="Zeroing a channel is defined at any layer, but pytorch-grad-cam's convention "
+        "(the channel set to its minimum − 10⁷ where that minimum is not 0) assumes a ReLU "
+        "follows: at a signed layer the two give different maps, so "
+        "figures published with that library do not carry over.",
     )
 )

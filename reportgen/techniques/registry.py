@@ -36,6 +36,9 @@ class Technique:
     # against float32's (evaluation/presets.py)
     bf16: bool = False
     notes: str = ""  # how we differ from a reference library, if we do
+    # Why the method is ill-posed at a layer whose activations are signed (its formula or a
+    # peer's convention assumes they are not); empty: well-posed at any layer
+    signed: str = ""
     # --quality presets: settings that differ from ``run``'s defaults under each preset
     # (e.g. {"fast": {"masks": 1000}}); "layers": N keeps the first N CAM layers. The one
     # place a shortened setting is declared, with the measurement that chose it in ``why``.
@@ -81,6 +84,7 @@ class Technique:
             "summary": self.summary,
             "cost": self.cost,
             "notes": self.notes,
+            "signed": self.signed,
             "scored": self.scored,
             "bf16": self.bf16,
         }
