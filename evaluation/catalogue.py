@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import metrics as M
+from .metrics.complexity import complexity, sparseness
 
 # --metrics groups: what each adds, in a sentence (its metrics are listed after it)
 GROUPS = {
@@ -27,11 +28,13 @@ GROUPS = {
     "localisation": "against the boxes of the explained class (and exact object masks "
     "where the data set has them)",
     "road": "ROAD: noisy linear imputation of the most / least relevant pixels",
+    "complexity": "how concentrated each map is: Gini sparseness and entropy of its "
+    "positive part (no model pass)",
     "sanity": "cascading randomisation (Adebayo et al. 2018) of the gradient CAMs and cheap "
     "gradient methods on the first images: Spearman and SSIM to the trained model's maps "
     "per step, in sanity.csv",
 }
-DEFAULT_GROUPS = ("faithfulness", "insertion_deletion", "localisation", "sanity")
+DEFAULT_GROUPS = ("faithfulness", "insertion_deletion", "localisation", "complexity", "sanity")
 
 # what a metric needs; ``score`` is called as ``score(map)`` ("map") or ``score(map, mask)``
 # ("mask"), the map at the model's input size; the others are computed by their group's
@@ -141,6 +144,10 @@ CATALOGUE: tuple[Metric, ...] = (
            headline=True),
     Metric("relevance_rank", "localisation", "Relevance rank %", "Relevance rank", "higher",
            EXACT, needs="mask", digits=0, percent=True, score=_percent(M.relevance_rank)),
+    Metric("sparseness", "complexity", "Sparseness (Gini)", "Gini", "higher",
+           "Chalasani et al. 2020 (Gini index)", needs="map", digits=3, score=sparseness),
+    Metric("complexity", "complexity", "Complexity (entropy)", "Entropy", "lower",
+           "Bhatt et al. 2020 (entropy)", needs="map", digits=2, score=complexity),
     Metric("instances", "localisation", "Instances", "Instances", "",
            "boxes of the explained class in the image", needs="record", digits=0,
            ranked=False, shown_from=2),
