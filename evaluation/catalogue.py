@@ -22,8 +22,8 @@ from .metrics.complexity import complexity, sparseness
 
 # --metrics groups: what each adds, in a sentence (its metrics are listed after it)
 GROUPS = {
-    "faithfulness": "Grad-CAM++'s Average Drop and Increase in Confidence, and Score-CAM's "
-    "variant that keeps the top 50 % of the map",
+    "faithfulness": "Grad-CAM++'s Average Drop and Increase in Confidence, Score-CAM's "
+    "variant that keeps the top 50 % of the map, and Bhatt et al.'s faithfulness correlation",
     "insertion_deletion": "RISE's insertion and deletion games (curves in run.json)",
     "localisation": "against the boxes of the explained class (and exact object masks "
     "where the data set has them)",
@@ -108,6 +108,10 @@ CATALOGUE: tuple[Metric, ...] = (
            SCORECAM, digits=1, percent=True),
     Metric("increase_top50", "faithfulness", "IC % (top 50 %)", "Increase (top 50 %)",
            "higher", SCORECAM, digits=1, percent=True),
+    Metric("faithfulness_correlation", "faithfulness", "Faithfulness correlation",
+           "Faith. corr.", "higher",
+           "Bhatt et al. 2020: Pearson r, map sum on random 5 % pixel subsets vs probability "
+           "drop when they turn black", digits=3),
     Metric("prob_full", "faithfulness", "Probability, full image", "Y (full image)", "",
            CHATTOPADHAY, digits=3, ranked=False, cell=True),
     Metric("prob_masked", "faithfulness", "Probability, explanation image", "O (explanation)",

@@ -8,6 +8,7 @@ blurred photos insertion starts from) is computed once per batch (``references``
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,10 +16,12 @@ import torch
 
 from evaluation import catalogue
 from evaluation import metrics as M
+from evaluation.metrics import correlation as C
 
 from . import figures
 from .batch import Batch, class_boxes
 from .batcher import Batcher
+from .options import METRIC_PRESETS
 from .store import overlay_path, raw_path
 from .techniques.cam import upsample
 
@@ -33,6 +36,8 @@ class References:
     photo: np.ndarray  # each photo's probability of its target (Average Drop, ...)
     curve_ends: dict[str, list[tuple[float, float]]]  # mode -> per image (first, last)
     blurred: list[np.ndarray]  # each photo's blur: where insertion starts
+    subsets: list[np.ndarray]  # per image: the pixel subsets of faithfulness correlation
+    subset_drops: list[np.ndarray]  # per image: the probability's drop without each subset
 
 
 def references(ctx, batch: Batch) -> References | None:
@@ -60,7 +65,17 @@ def references(ctx, batch: Batch) -> References | None:
         if curves
         else {}
     )
-    return References(photo, ends, blurred)
+    subsets, drops = [], []
+    if "faithfulness" in groups:  # the same perturbed images for every map of the image
+        runs = METRIC_PRESETS[ctx.config.quality]["correlation_runs"]
+        for k, (item, image) in enumerate(zip(batch.items, inputs, strict=True)):
+            seed = [ctx.config.seed, zlib.crc32(item.record.id.encode())]
+            chosen = C.random_subsets(
+                image.shape[0] * image.shape[1], runs, np.random.default_rng(seed)
+            )
+            subsets.append(chosen)
+            drops.append(photo[k] - ctx.probabilities(C.without(image, chosen))[:, targets[k]])
+    return References(photo, ends, blurred, subsets, drops)
 
 
 def draw(ctx, batch: Batch, method: str, layer: str, maps: torch.Tensor) -> np.ndarray:
@@ -143,6 +158,10 @@ def score(ctx, batch: Batch, refs: References | None, up: np.ndarray, values: li
 
                 batcher.add(M.explanation_images(inputs, up, mode), faithful)
             batcher.flush()
+            for k, v in enumerate(values):
+                v["faithfulness_correlation"] = C.faithfulness_correlation(
+                    up[k], refs.subsets[k], refs.subset_drops[k]
+                )
     curves: dict[str, list[float]] = {}
 
     def add_curve(k: int, mode: str, plan: M.CurvePlan, inner: np.ndarray) -> None:
