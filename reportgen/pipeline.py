@@ -49,6 +49,7 @@ TABLES = (
     "patches",
     "dead",
     "sanity",
+    "random_logit",
     "channels",
 )
 

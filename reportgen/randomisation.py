@@ -157,3 +157,34 @@ def cascading_randomisation(
                     }
                 )
     return rows
+
+
+def random_logit(
+    model: nn.Module, x: torch.Tensor, targets: torch.Tensor, explain: Explain, seed: int = 0
+) -> list[dict]:
+    """Sixt et al. 2020's random-logit test: each image explained for a class drawn at
+    random among the others (seeded), compared with its map for the target. Rows
+    ``{method, image, other, spearman, ssim}``; a map that stays the same whatever the
+    class (high similarity) does not explain the class."""
+    work = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        classes = work(x[:1]).shape[1]
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, classes - 1, len(targets))
+    others = torch.as_tensor(drawn + (drawn >= targets.cpu().numpy()), device=targets.device)
+    target_maps = _as_arrays(explain(work, x, targets))
+    other_maps = _as_arrays(explain(work, x, others))
+    rows = []
+    for method, stack in target_maps.items():
+        rho, ss = similarities(other_maps[method], stack)
+        for image in range(len(stack)):
+            rows.append(
+                {
+                    "method": method,
+                    "image": image,
+                    "other": int(others[image]),
+                    "spearman": float(rho[image]),
+                    "ssim": float(ss[image]),
+                }
+            )
+    return rows

@@ -151,3 +151,16 @@ def test_sanity_check_randomises_down_to_the_stem_and_flags_the_control(site):
     for method in sanity.method.unique():
         assert (site / "img" / learned_path("sanity", method)).is_file()
     assert "Sanity check" in (site / "index.html").read_text()
+
+
+def test_random_logit_test_runs_with_the_sanity_check(site):
+    """Each sanity image is explained for another class too: the edge baseline's map does
+    not change (class-blind, marked on the index), Grad-CAM's does."""
+    rows = table(site, "random_logit")
+    assert set(rows.method) == set(table(site, "sanity").method)
+    assert rows.image.nunique() == learned.SANITY_IMAGES
+    means = rows.groupby("method").spearman.mean()
+    assert means["baseline_edges@input"] == pytest.approx(1.0)
+    assert means["gradcam@bn2"] < 0.9
+    index = (site / "index.html").read_text()
+    assert 'id="random-logit"' in index and "class-blind" in index

@@ -10,7 +10,12 @@ import torchvision
 
 from evaluation.sanity import similarities, spearman, ssim, summary
 from reportgen import techniques
-from reportgen.randomisation import cascading_randomisation, randomisation_steps, randomised
+from reportgen.randomisation import (
+    cascading_randomisation,
+    random_logit,
+    randomisation_steps,
+    randomised,
+)
 from reportgen.techniques.baselines import sobel_edges
 from reportgen.techniques.cam import cam_maps, upsample
 
@@ -192,3 +197,23 @@ def test_summary_averages_images_per_step():
     assert summary(rows) == {
         "m": [(0, "none", 1.0, 0.5), (1, "fc", pytest.approx(0.3), pytest.approx(0.15))]
     }
+
+
+def test_random_logit_separates_class_blind_maps_from_class_maps(tiny, batch):
+    """Sixt et al. 2020: a class-independent map (edges) is identical for any class; the
+    tiny net's CAM weights differ per class, so its map for another class differs. The
+    other class is never the target, and a seed repeats the draw."""
+    targets = torch.tensor([0, 1, 2])
+
+    def explain(model, x, targets):
+        maps = cam_maps(model, x, targets, ["features.2"], ["cam"], "fc")
+        return {"cam": maps[("cam", "features.2")], "edges": sobel_edges(model, x)}
+
+    rows = random_logit(tiny, batch, targets, explain, seed=1)
+    assert len(rows) == 2 * 3
+    assert all(r["other"] != int(targets[r["image"]]) for r in rows)
+    edges = [r for r in rows if r["method"] == "edges"]
+    assert all(r["spearman"] == 1.0 and r["ssim"] == pytest.approx(1.0) for r in edges)
+    cams = [r for r in rows if r["method"] == "cam"]
+    assert max(r["spearman"] for r in cams) < 0.99
+    assert random_logit(tiny, batch, targets, explain, seed=1) == rows

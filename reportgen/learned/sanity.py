@@ -1,5 +1,5 @@
-"""Adebayo et al.'s cascading randomisation, run once per run like the views: a metric
-group (``--metrics sanity``), not a technique."""
+"""Adebayo et al.'s cascading randomisation and Sixt et al.'s random-logit test, run once
+per run like the views: a metric group (``--metrics sanity``), not a technique."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def sanity(ctx: Context) -> dict:
     first ``SANITY_IMAGES`` images, re-explained as the weights are re-initialised from
     the logits down (``evaluation.sanity``); rows for ``sanity.csv``, and per method a
     strip of the first image's map at every step."""
-    from ..randomisation import cascading_randomisation
+    from ..randomisation import cascading_randomisation, random_logit
 
     layer = ctx.cam_layers[0]
     units = [
@@ -62,11 +62,14 @@ def sanity(ctx: Context) -> dict:
         "seed": ctx.config.seed,
     }
 
-    def explain(model, x, targets) -> dict[str, torch.Tensor]:
+    def maps_of(model, x, targets) -> dict[str, torch.Tensor]:
         found = compute(
             model, x, targets, units, ctx.spec.classifier, settings=lambda t: common, strict=True
         )
-        maps = {f"{c.method}@{c.layer}": at_input(c.maps, x.shape[-2:]) for c in found}
+        return {f"{c.method}@{c.layer}": at_input(c.maps, x.shape[-2:]) for c in found}
+
+    def explain(model, x, targets) -> dict[str, torch.Tensor]:
+        maps = maps_of(model, x, targets)
         for key, m in maps.items():
             strips[key].append(m[0].detach().float().cpu().numpy())
         return maps
@@ -75,6 +78,7 @@ def sanity(ctx: Context) -> dict:
         rows = cascading_randomisation(
             ctx.model, x, targets, explain, seed=ctx.config.seed, progress=True
         )
+        logit = random_logit(ctx.model, x, targets, maps_of, seed=ctx.config.seed)
         for key, maps in strips.items():
             tiles = np.stack(
                 [
@@ -89,7 +93,10 @@ def sanity(ctx: Context) -> dict:
             )
             strip = figures.tile(tiles, gap=2, columns=len(tiles))
             ctx.store.save_image(learned_path(SANITY, key), strip, 85)
-    return {"sanity": [{**r, "image": images[int(r["image"])]} for r in rows]}
+    return {
+        "sanity": [{**r, "image": images[int(r["image"])]} for r in rows],
+        "random_logit": [{**r, "image": images[int(r["image"])]} for r in logit],
+    }
 
 
 register_view(View(SANITY, run_wide=sanity, wanted=lambda ctx: SANITY in ctx.metric_groups))

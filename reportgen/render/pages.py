@@ -44,7 +44,15 @@ from .plots import (
     timing_plot,
 )
 from .site import SiteWriter, environment, sections, site_size
-from .views import ViewData, bench_results, cell_scores, compare_data, optional_table, phase_view
+from .views import (
+    ViewData,
+    bench_results,
+    cell_scores,
+    compare_data,
+    optional_table,
+    phase_view,
+    random_logit_view,
+)
 
 # The site's menu, in order: (label, link). A link shows when its page exists.
 NAV = (
@@ -178,6 +186,7 @@ def index(r: Report, site: SiteWriter) -> list[Page]:
         "layers": r.layers,
         "sections": sections(site.env, "index", root="", **r.common),
         "rankings": ranked,
+        "random_logit": random_logit_view(optional_table(r.store, "random_logit")),
         "wilcoxon_images": images_for_wilcoxon(len(r.entries) - 1),
         "agreement": agreement_verdict(agreement, headings) if not agreement.empty else "",
     }

@@ -109,6 +109,26 @@ class ViewData:
         }
 
 
+CLASS_BLIND = 0.9  # mean Spearman from which a method's maps hardly depend on the class
+
+
+def random_logit_view(table: pd.DataFrame) -> list[dict]:
+    """The random-logit test per method: mean Spearman and SSIM between each image's map
+    for its target and for a random other class, most similar (most class-blind) first."""
+    if table.empty:
+        return []
+    means = table.groupby("method")[["spearman", "ssim"]].mean()
+    return [
+        {
+            "method": method,
+            "spearman": r.spearman,
+            "ssim": r.ssim,
+            "blind": r.spearman >= CLASS_BLIND,
+        }
+        for method, r in means.sort_values("spearman", ascending=False).iterrows()
+    ]
+
+
 def cell_scores(metrics: pd.DataFrame) -> dict[tuple[str, str], dict[str, float]]:
     """Per-image scores: ``(image, "method@layer") -> {metric: value}``."""
     scores: dict[tuple[str, str], dict[str, float]] = {}
