@@ -102,16 +102,18 @@ class Ranking:
         gap = self.mean_ranks[1] - self.mean_ranks[0]
         runner = images_for_cd(self.k, gap)
         friedman = f"Friedman p = {self.friedman_p:.2g}; " if self.k > 2 else ""
+        method, layer = self.keys[0]
         text = (
-            f"{worse} of {self.k - 1} rows differ significantly from the best "
+            f"Best: {method}@{layer} (mean rank {self.mean_ranks[0]:.1f}). "
+            f"{worse} of {self.k - 1} rows differ significantly from it "
             f"({friedman}Nemenyi critical difference {self.cd:.1f} mean ranks at "
             f"{self.n} images)."
         )
         if gap > 0 and runner > self.n:
+            need = f"about {runner:,} images" if runner <= 10_000 else "over 10,000 images"
             text += (
-                f" Separating the best row from the second (mean ranks "
-                f"{self.mean_ranks[0]:.1f} and {self.mean_ranks[1]:.1f}) would take about "
-                f"{runner} images."
+                f" Separating it from the second (mean rank {self.mean_ranks[1]:.1f}) by "
+                f"Nemenyi's test would take {need}."
             )
         return text
 
