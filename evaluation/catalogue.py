@@ -23,7 +23,8 @@ from .metrics.complexity import complexity, sparseness
 # --metrics groups: what each adds, in a sentence (its metrics are listed after it)
 GROUPS = {
     "faithfulness": "Grad-CAM++'s Average Drop and Increase in Confidence, Score-CAM's "
-    "variant that keeps the top 50 % of the map, and Bhatt et al.'s faithfulness correlation",
+    "variant that keeps the top 50 % of the map, Bhatt et al.'s faithfulness correlation "
+    "and Yeh et al.'s infidelity",
     "insertion_deletion": "RISE's insertion and deletion games (curves in run.json)",
     "localisation": "against the boxes of the explained class (and exact object masks "
     "where the data set has them)",
@@ -112,6 +113,9 @@ CATALOGUE: tuple[Metric, ...] = (
            "Faith. corr.", "higher",
            "Bhatt et al. 2020: Pearson r, map sum on random 5 % pixel subsets vs probability "
            "drop when they turn black", digits=3),
+    Metric("infidelity", "faithfulness", "Infidelity (relative)", "Infidelity", "lower",
+           "Yeh et al. 2019: random black squares (1/7 of the side), optimal map scale; "
+           "share of the probability drops' energy the map does not predict", digits=3),
     Metric("prob_full", "faithfulness", "Probability, full image", "Y (full image)", "",
            CHATTOPADHAY, digits=3, ranked=False, cell=True),
     Metric("prob_masked", "faithfulness", "Probability, explanation image", "O (explanation)",

@@ -38,6 +38,8 @@ class References:
     blurred: list[np.ndarray]  # each photo's blur: where insertion starts
     subsets: list[np.ndarray]  # per image: the pixel subsets of faithfulness correlation
     subset_drops: list[np.ndarray]  # per image: the probability's drop without each subset
+    noise: list[np.ndarray]  # per image: infidelity's removed squares, summed over channels
+    noise_drops: list[np.ndarray]  # per image: the probability's drop without each
 
 
 def references(ctx, batch: Batch) -> References | None:
@@ -65,17 +67,19 @@ def references(ctx, batch: Batch) -> References | None:
         if curves
         else {}
     )
-    subsets, drops = [], []
+    subsets, drops, noise, noise_drops = [], [], [], []
     if "faithfulness" in groups:  # the same perturbed images for every map of the image
         runs = METRIC_PRESETS[ctx.config.quality]["correlation_runs"]
         for k, (item, image) in enumerate(zip(batch.items, inputs, strict=True)):
-            seed = [ctx.config.seed, zlib.crc32(item.record.id.encode())]
-            chosen = C.random_subsets(
-                image.shape[0] * image.shape[1], runs, np.random.default_rng(seed)
-            )
+            rng = np.random.default_rng([ctx.config.seed, zlib.crc32(item.record.id.encode())])
+            chosen = C.random_subsets(image.shape[0] * image.shape[1], runs, rng)
+            squares, removed = C.square_removals(image, runs, rng)
+            out = ctx.probabilities(np.concatenate([C.without(image, chosen), squares]))
             subsets.append(chosen)
-            drops.append(photo[k] - ctx.probabilities(C.without(image, chosen))[:, targets[k]])
-    return References(photo, ends, blurred, subsets, drops)
+            drops.append(photo[k] - out[:runs, targets[k]])
+            noise.append(removed)
+            noise_drops.append(photo[k] - out[runs:, targets[k]])
+    return References(photo, ends, blurred, subsets, drops, noise, noise_drops)
 
 
 def draw(ctx, batch: Batch, method: str, layer: str, maps: torch.Tensor) -> np.ndarray:
@@ -162,6 +166,7 @@ def score(ctx, batch: Batch, refs: References | None, up: np.ndarray, values: li
                 v["faithfulness_correlation"] = C.faithfulness_correlation(
                     up[k], refs.subsets[k], refs.subset_drops[k]
                 )
+                v["infidelity"] = C.infidelity(up[k], refs.noise[k], refs.noise_drops[k])
     curves: dict[str, list[float]] = {}
 
     def add_curve(k: int, mode: str, plan: M.CurvePlan, inner: np.ndarray) -> None:

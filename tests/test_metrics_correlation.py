@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.metrics.correlation import faithfulness_correlation, random_subsets, without
+from evaluation.metrics.correlation import (
+    faithfulness_correlation,
+    infidelity,
+    random_subsets,
+    square_removals,
+    without,
+)
 
 
 def test_subsets_and_black_images():
@@ -79,3 +85,61 @@ def test_agrees_with_quantus_on_the_same_subsets(monkeypatch):
         drops = full - probabilities(without(image, subsets))[:, y[i]]
         ours.append(faithfulness_correlation(a[i, 0], subsets, drops))
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_square_removals():
+    rng = np.random.default_rng(0)
+    image = np.full((14, 14, 3), 0.5)
+    perturbed, removed = square_removals(image, 5, rng)
+    assert perturbed.shape == (5, 14, 14, 3) and removed.shape == (5, 14, 14)
+    for p, r in zip(perturbed, removed, strict=True):
+        black = (p == 0).all(-1)
+        assert black.sum() == 4  # side round(14 / 7) = 2
+        np.testing.assert_allclose(r, black * 1.5)  # 0.5 per channel, summed
+
+
+def test_infidelity_by_hand():
+    removed = np.array([[[1.0, 0.0]], [[0.0, 1.0]], [[1.0, 1.0]]])  # three perturbations
+    saliency = np.array([[2.0, 1.0]])
+    # a = 2, 1, 3; drops proportional to a: the map predicts them exactly
+    assert infidelity(saliency, removed, np.array([0.2, 0.1, 0.3])) == pytest.approx(0.0)
+    # a flat map predicts only drops proportional to the squares' sums
+    assert infidelity(np.zeros((1, 2)), removed, np.array([0.2, 0.1, 0.3])) == 1.0
+
+
+def test_infidelity_agrees_with_captum_normalised():
+    """captum.metrics.infidelity(normalize=True) with the same perturbations, the map
+    broadcast over colour channels; ours divides by the drops' mean square."""
+    from captum.metrics import infidelity as captum_infidelity
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4)).eval()
+    rng = np.random.default_rng(2)
+    image = rng.uniform(0, 1, (8, 8, 3)).astype(np.float32)
+    saliency = rng.normal(0, 1, (8, 8)).astype(np.float32)
+    runs, target = 12, 1
+    perturbed, removed = square_removals(image, runs, np.random.default_rng(5), share=3 / 8)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None]
+    batch = torch.from_numpy(perturbed).permute(0, 3, 1, 2)
+    perturbations = x - batch
+
+    def perturb(inputs):  # captum draws one perturbation per call: hand out ours in order
+        i = perturb.calls
+        perturb.calls += 1
+        return perturbations[i : i + 1], batch[i : i + 1]
+
+    perturb.calls = 0
+
+    def forward(inputs):
+        return torch.softmax(model(inputs), 1)
+
+    attribution = torch.from_numpy(saliency)[None, None].expand(1, 3, 8, 8)
+    theirs = captum_infidelity(
+        forward, perturb, x, attribution, target=target, n_perturb_samples=runs,
+        max_examples_per_batch=1, normalize=True,
+    ).item()  # fmt: skip
+    with torch.no_grad():
+        probs = forward(torch.cat([x, batch])).numpy()[:, target]
+    drops = probs[0] - probs[1:]
+    ours = infidelity(saliency, removed, drops)
+    assert ours * (drops**2).mean() == pytest.approx(theirs, rel=1e-4)
