@@ -156,6 +156,17 @@ def parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     bench.add_argument("-k", dest="select", help="only benchmarks matching this pytest -k")
 
+    benchmark = sub.add_parser(
+        "benchmark",
+        help="every scored method on the shipped data sets, each a report, rankings side by "
+        "side (README: Benchmarks)",
+    )
+    benchmark.add_argument("--out", default="benchmark", help="folder: one report per set")
+    benchmark.add_argument(
+        "run_options", nargs="*", metavar="-- RUN_OPTION",
+        help="after --, more `reportgen run` options for every set (e.g. -- --limit 20)",
+    )  # fmt: skip
+
     compare = sub.add_parser(
         "compare", help="check two run folders hold the same tables and pages (exit 1 if not)"
     )
@@ -428,6 +439,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from .benchmark import benchmark
+
+    code = benchmark(args.out, args.run_options, main)
+    if not code:
+        print(f"reportgen: benchmark: {Path(args.out) / 'index.html'}")
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     commands = {
@@ -435,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         "render": cmd_render,
         "merge": cmd_merge,
         "bench": cmd_bench,
+        "benchmark": cmd_benchmark,
         "compare": cmd_compare,
         "list": cmd_list,
     }
