@@ -72,8 +72,8 @@ class Ranking:
     means: np.ndarray
     mean_ranks: np.ndarray
     rank_ci: np.ndarray  # [k, 2]
-    p_first: np.ndarray  # share of image resamples where the row ranks first
-    p_top3: np.ndarray
+    p_first: np.ndarray  # share of image resamples where the row ranks first (ties split it)
+    p_top3: np.ndarray  # share where it is among the first three (ties at third included)
     friedman_p: float
     p_vs_best: np.ndarray  # Holm-corrected over the k − 1 rows; NaN for the best row
     cd: float
@@ -104,7 +104,8 @@ class Ranking:
         friedman = f"Friedman p = {self.friedman_p:.2g}; " if self.k > 2 else ""
         method, layer = self.keys[0]
         text = (
-            f"Best: {method}@{layer} (mean rank {self.mean_ranks[0]:.1f}). "
+            f"Best: {method}@{layer} (mean rank {self.mean_ranks[0]:.1f}; first in "
+            f"{100 * self.p_first[0]:.0f} % of image resamples). "
             f"{worse} of {self.k - 1} rows differ significantly from it "
             f"({friedman}Nemenyi critical difference {self.cd:.1f} mean ranks at "
             f"{self.n} images)."
@@ -141,7 +142,8 @@ def rank_metric(metrics: pd.DataFrame, metric: catalogue.Metric, seed: int = 0) 
     boot = np.empty((RESAMPLES, k))
     for b in range(RESAMPLES):
         boot[b] = r[rng.integers(0, n, n)].mean(axis=0)
-    boot_order = np.argsort(np.argsort(boot, axis=1, kind="stable"), axis=1, kind="stable")
+    first = boot == boot.min(axis=1, keepdims=True)  # ties for first share the credit
+    top3 = stats.rankdata(boot, axis=1, method="min") <= 3  # ties at third all count
     if k < 3:
         friedman_p = float("nan")
     elif np.ptp(table, axis=1).max() == 0:  # every row equal on every image
@@ -156,8 +158,8 @@ def rank_metric(metrics: pd.DataFrame, metric: catalogue.Metric, seed: int = 0) 
         means=table.mean(axis=0),
         mean_ranks=mean_ranks,
         rank_ci=np.percentile(boot, [2.5, 97.5], axis=0).T,
-        p_first=(boot_order == 0).mean(axis=0),
-        p_top3=(boot_order < 3).mean(axis=0),
+        p_first=(first / first.sum(axis=1, keepdims=True)).mean(axis=0),
+        p_top3=top3.mean(axis=0),
         friedman_p=friedman_p,
         p_vs_best=holm(raw),
         cd=nemenyi_cd(k, n),

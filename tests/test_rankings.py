@@ -142,3 +142,12 @@ def test_cliques_are_maximal_runs_within_the_critical_difference():
     ranks = np.array([1.0, 1.5, 2.6, 4.0, 4.2])
     assert cliques(ranks, 1.6) == [(0, 2), (2, 4)]
     assert cliques(ranks, 0.1) == []
+
+
+def test_stability_shares_ties_fairly():
+    """Rows that never differ split "first" evenly; the issue's artefact was a stable sort
+    that always crowned the first row."""
+    same = np.array([1.0, 0.0, 1.0, 0.0, 1.0, 1.0])
+    g = rank_metric(long({"a": same, "b": same, "c": same, "d": same + 1}), DROP)
+    assert g.p_first[:3] == pytest.approx([1 / 3] * 3) and g.p_first[3] == 0.0
+    assert g.p_top3.tolist() == [1.0, 1.0, 1.0, 0.0]
