@@ -101,7 +101,8 @@ class Ranking:
         worse = int(np.nansum(self.differs()))
         gap = self.mean_ranks[1] - self.mean_ranks[0]
         runner = images_for_cd(self.k, gap)
-        friedman = f"Friedman p = {self.friedman_p:.2g}; " if self.k > 2 else ""
+        p = f"= {self.friedman_p:.2g}" if self.friedman_p > 0 else "< 1e-300"  # underflow
+        friedman = f"Friedman p {p}; " if self.k > 2 else ""
         method, layer = self.keys[0]
         text = (
             f"Best: {method}@{layer} (mean rank {self.mean_ranks[0]:.1f}; first in "
