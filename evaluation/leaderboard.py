@@ -14,9 +14,9 @@ import pandas as pd
 from . import catalogue
 from .metrics import bootstrap_ci, group_mean, pairwise
 from .published import PUBLISHED
-from .rankings import Ranking, rankings
+from .rankings import ALPHA, Ranking, rankings
 
-SIGNIFICANCE = 0.05  # Holm-corrected Wilcoxon p below this: a real difference
+SIGNIFICANCE = ALPHA  # Holm-corrected Wilcoxon p below this: a real difference
 SIGNED_SHARE = 1.0  # % of a layer's activations below zero from which it counts as signed
 
 
@@ -114,15 +114,15 @@ def leaderboard(
     return entries, tables
 
 
-def signed_layers(metrics: pd.DataFrame, threshold: float = SIGNED_SHARE) -> dict[str, float]:
-    """Layers whose activations are signed on these images: ``{layer: mean % of its
-    activations below zero}`` where that mean reaches ``threshold`` (from the
-    ``negative_share`` records the gradient CAMs' capture makes)."""
+def negative_shares(metrics: pd.DataFrame) -> dict[str, float]:
+    """``{layer: mean % of its activations below zero}`` over the images, for every layer
+    the gradient CAMs' capture measured (its ``negative_share`` records); a layer is
+    signed from ``SIGNED_SHARE``."""
     rows = metrics[metrics.metric == catalogue.NEGATIVE.id]
     if rows.empty:
         return {}
     shares = rows.drop_duplicates(["image", "layer"]).groupby("layer").value.mean()
-    return {layer: float(v) for layer, v in shares.items() if v >= threshold}
+    return {layer: float(v) for layer, v in shares.items()}
 
 
 def image_classes(images: pd.DataFrame) -> pd.Series:

@@ -29,14 +29,18 @@ RANKING_COLUMNS = [
 AGREEMENT_COLUMNS = ["dataset", "metric_a", "metric_b", "kendall_tau", "n_methods"]
 
 
+def _q(k: int, alpha: float) -> float:
+    """Nemenyi's q_α for k rows: the studentized range quantile (infinite degrees of
+    freedom) divided by √2 (Demšar 2006, Table 5)."""
+    return stats.studentized_range.ppf(1 - alpha, k, np.inf) / math.sqrt(2)
+
+
 def nemenyi_cd(k: int, n: int, alpha: float = ALPHA) -> float:
     """Nemenyi's critical difference of mean ranks for k rows over n blocks:
-    ``q_α · sqrt(k (k + 1) / (6 n))``, q_α the studentized range quantile (infinite
-    degrees of freedom) divided by √2 (Demšar 2006, eq. 5 and Table 5)."""
+    ``q_α · sqrt(k (k + 1) / (6 n))`` (Demšar 2006, eq. 5)."""
     if k < 2 or n < 1:
         return float("nan")
-    q = stats.studentized_range.ppf(1 - alpha, k, np.inf) / math.sqrt(2)
-    return float(q * math.sqrt(k * (k + 1) / (6 * n)))
+    return float(_q(k, alpha) * math.sqrt(k * (k + 1) / (6 * n)))
 
 
 def images_for_cd(k: int, gap: float, alpha: float = ALPHA) -> int:
@@ -44,8 +48,7 @@ def images_for_cd(k: int, gap: float, alpha: float = ALPHA) -> int:
     ``gap`` (how many a data set would need to separate two rows that far apart)."""
     if gap <= 0:
         return -1  # no number of images separates equal ranks
-    q = stats.studentized_range.ppf(1 - alpha, k, np.inf) / math.sqrt(2)
-    return math.floor(q * q * k * (k + 1) / (6 * gap * gap)) + 1
+    return math.floor(_q(k, alpha) ** 2 * k * (k + 1) / (6 * gap * gap)) + 1
 
 
 def images_for_wilcoxon(tests: int, alpha: float = ALPHA) -> int:
@@ -92,11 +95,11 @@ class Ranking:
 
     def verdict(self) -> str:
         """What these images can and cannot decide, in a sentence."""
-        need = images_for_wilcoxon(self.k - 1)
-        if self.n < need:
+        if not self.can_differ():
             return (
                 f"With {self.n} images no row can be shown to differ from the best one: "
-                f"{self.k - 1} Holm-corrected comparisons need at least {need} images."
+                f"{self.k - 1} Holm-corrected comparisons need at least "
+                f"{images_for_wilcoxon(self.k - 1)} images."
             )
         worse = int(np.nansum(self.differs()))
         gap = self.mean_ranks[1] - self.mean_ranks[0]
@@ -140,9 +143,7 @@ def rank_metric(metrics: pd.DataFrame, metric: catalogue.Metric, seed: int = 0) 
     keys = [tuple(values.columns[i]) for i in order]
     n, k = table.shape
     rng = np.random.default_rng(seed)
-    boot = np.empty((RESAMPLES, k))
-    for b in range(RESAMPLES):
-        boot[b] = r[rng.integers(0, n, n)].mean(axis=0)
+    boot = r[rng.integers(0, n, size=(RESAMPLES, n))].mean(axis=1)  # [resamples, k]
     first = boot == boot.min(axis=1, keepdims=True)  # ties for first share the credit
     top3 = stats.rankdata(boot, axis=1, method="min") <= 3  # ties at third all count
     if k < 3:

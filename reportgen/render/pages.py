@@ -20,8 +20,8 @@ from evaluation.leaderboard import (
     image_classes,
     instance_split,
     leaderboard,
+    negative_shares,
     published_rows,
-    signed_layers,
 )
 from evaluation.published import PUBLISHED_WIN, WIN_METRIC, WIN_PAIR
 from evaluation.rankings import AGREEMENT_COLUMNS as AGREEMENT
@@ -43,7 +43,7 @@ from .plots import (
     spread_plot,
     timing_plot,
 )
-from .site import SiteWriter, environment, sections, site_size
+from .site import SiteWriter, environment, sections, site_size, where
 from .views import (
     ViewData,
     bench_results,
@@ -111,7 +111,7 @@ class Report:
             if not self.layers.empty
             else [layer for layer in self.run["model"]["feature_layers"] if layer in shown]
         )
-        negative = signed_layers(self.metrics, threshold=0.0)  # every layer measured
+        negative = negative_shares(self.metrics)
         signed = {layer: v for layer, v in negative.items() if v >= SIGNED_SHARE}
         ill_posed = [  # rows whose formula assumes non-negative activations, at a signed layer
             e
@@ -349,7 +349,7 @@ def layer_pages(r: Report, site: SiteWriter) -> list[Page]:
             "layer": layer,
             "stats": r.layers[r.layers.layer == layer],
             "pages": {int(c) for c in top},
-            "dead": r.views.table("dead")[r.views.table("dead").layer == layer],
+            "dead": where(r.views.table("dead"), layer=layer),
         }
         context["sections"] = sections(site.env, "layer", root="../", **context, **r.common)
         if context["sections"] or not context["stats"].empty:

@@ -3,6 +3,7 @@ incremental writer (a page or file is written only when its input changed)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import zlib
@@ -117,14 +118,21 @@ class Section:
     body: Markup
 
 
+@functools.cache
+def section_templates(kind: str) -> tuple[str, ...]:
+    """The section templates of a page kind, in name order (listed once per process: every
+    layer and channel page asks)."""
+    folder = resources.files("reportgen.templates").joinpath("sections", kind)
+    return tuple(sorted(p.name for p in folder.iterdir() if p.name.endswith(".html")))
+
+
 def sections(env: Environment, kind: str, **context) -> list[Section]:
     """The sections views add to pages of ``kind``: each template in
     ``templates/sections/<kind>/`` (in name order, so a number prefix places it) rendered
     with the page's context; one that renders nothing is left out. A section template sets
     ``anchor`` and ``title`` at its top."""
-    folder = resources.files("reportgen.templates").joinpath("sections", kind)
     found = []
-    for name in sorted(p.name for p in folder.iterdir() if p.name.endswith(".html")):
+    for name in section_templates(kind):
         module = env.get_template(f"sections/{kind}/{name}").make_module(vars=context)
         body = str(module)
         if body.strip():
