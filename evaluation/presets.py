@@ -80,7 +80,7 @@ def table(results: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    names = [s.method for s in GRID]
+    names = [s.part for s in GRID]
     parser = argparse.ArgumentParser(prog="python -m evaluation.presets", description=__doc__)
     parser.add_argument("--images", type=int, default=None, help="default photos (all: 12)")
     parser.add_argument(
@@ -151,8 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return keep
 
-    by_name = {setting.method: setting for setting in GRID}
-    order = [*(name for name in names if name != "rise"), "curves", "rise", "precision"]
+    by_name = {setting.part: setting for setting in GRID}
+    costly = ("rise", "rise_centred")
+    order = [*(name for name in names if name not in costly), "curves", *costly, "precision"]
     for part in (p for p in [*order, "synthesis"] if p in parts):  # cheap first
         if part == "synthesis":
             _log("synthesis step counts against the paper's")
@@ -173,8 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results["curves"]["note"] = f"on the first {images} of the {n} photos (CPU time)"
             save()
             continue
-        images = min(n, args.rise_images or n) if part == "rise" else n
-        floor_images = min(images, args.floor_images or images) if part == "rise" else images
+        images = min(n, args.rise_images or n) if part in costly else n
+        floor_images = min(images, args.floor_images or images) if part in costly else images
         _log(f"{part} on {images} photos")
         res = measure_setting(inp, by_name[part], images, floor_images, partial(part))
         if images < n:
@@ -185,13 +186,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         save()
     size = tuple(inp.spec.input_size)
     for name, res in results["maps"].items():
-        key = res["setting"]
+        key, method = res["setting"], res["method"]
         res["same_seed"] = SHARED_DRAWS.get(name, "")
         res["paper_passes_per_image"] = passes_per_image(
-            name, {**res["fixed"], key: res["paper"]}, size
+            method, {**res["fixed"], key: res["paper"]}, size
         )
         for c in res["candidates"]:
-            c["passes_per_image"] = passes_per_image(name, {**res["fixed"], key: c["value"]}, size)
+            c["passes_per_image"] = passes_per_image(
+                method, {**res["fixed"], key: c["value"]}, size
+            )
     if "curves" in results:
         curves = results["curves"]
         curves["paper_passes_per_image"] = passes_per_image("curves", {"steps": 100}, size)

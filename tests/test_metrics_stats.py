@@ -65,3 +65,13 @@ def test_pairwise_drops_non_finite_pairs_and_reports_untestable_ones():
     assert rows[0]["n"] == 2 and rows[0]["win_rate"] == 50.0
     assert rows[0]["mean_difference"] == pytest.approx(0.0)
     assert math.isnan(rows[0]["p_value"]) and math.isnan(rows[0]["p_holm"])
+
+
+def test_wilcoxon_exact_p_equals_scipys_on_random_samples():
+    """The exact p is looked up by (n, sum of the positive ranks): the same as scipy's."""
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(6, 40))
+        a = rng.normal(size=n)
+        b = a + rng.normal(0.5 * rng.normal(), 1, size=n)
+        assert wilcoxon(a, b) == stats.wilcoxon(a, b, method="exact").pvalue

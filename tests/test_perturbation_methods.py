@@ -166,15 +166,17 @@ def rise_expectation(size: int, cells: int, p: float, box: tuple[slice, slice]) 
     return (p + (1 - p) * ky[:, None] * kx[None, :]).float()
 
 
-@pytest.mark.parametrize("p", [0.5, 0.3])
-def test_rise_converges_to_its_expectation(p):
+@pytest.mark.parametrize("p, centred", [(0.5, False), (0.3, False), (0.5, True), (0.3, True)])
+def test_rise_converges_to_its_expectation(p, centred):
     box = (slice(1, 8), slice(2, 14))
     model = RegionMean(box)
     expected = rise_expectation(32, 4, p, box)
-    maps = rise(model, torch.ones(1, 3, 32, 32), 0, masks=4000, cells=4, p=p, seed=0)[0]
+    ones = torch.ones(1, 3, 32, 32)
+    maps = rise(model, ones, 0, masks=4000, cells=4, p=p, seed=0, centred=centred)[0]
     r = pearson(maps.numpy(), expected.numpy())
     print(
-        f"RISE vs closed form (p={p}): r = {r:.4f}, max |err| = {(maps - expected).abs().max():.4f}"
+        f"RISE{' centred' if centred else ''} vs closed form (p={p}): r = {r:.4f}, "
+        f"max |err| = {(maps - expected).abs().max():.4f}"
     )
     assert r >= 0.98
     assert (maps - expected).abs().max() < 0.03
@@ -198,6 +200,56 @@ def test_rise_is_the_weighted_mean_of_its_masks(tiny, batch):
             probs = tiny(batch[i : i + 1] * masks[:, None]).softmax(1)[:, t]
             expected = (probs[:, None, None] * masks).sum(0) / (40 * 0.4)
             assert torch.allclose(maps[i], expected, atol=1e-5)
+
+
+def test_centred_rise_is_the_mean_plus_the_covariance_with_each_pixel(tiny, batch):
+    targets = [1, 4, 0]
+    maps = rise(tiny, batch, targets, masks=40, cells=3, p=0.4, seed=3, centred=True)
+    masks = RiseMasks.draw(40, 3, 0.4, (16, 16), seed=3, device="cpu")(torch.arange(40))
+    with torch.no_grad():
+        for i, t in enumerate(targets):
+            probs = tiny(batch[i : i + 1] * masks[:, None]).softmax(1)[:, t]
+            covariance = ((probs - probs.mean())[:, None, None] * masks).sum(0) / 40
+            assert torch.allclose(maps[i], probs.mean() + covariance / 0.4, atol=1e-5)
+
+
+class Constant(nn.Module):
+    """The same logits whatever the input: no pixel matters."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([[0.3, -0.2]]).expand(len(x), 2) + 0 * x.mean()
+
+
+def test_centred_rise_removes_the_mask_density_pattern():
+    """A model that ignores its input has the flat map P: the centred estimate is exactly
+    flat, the paper's sum shows the drawn masks' density (the same on every image)."""
+    x, probability = torch.rand(1, 3, 32, 32), torch.tensor([0.3, -0.2]).softmax(0)[0]
+    plain = rise(Constant(), x, 0, masks=200, cells=4, seed=0)[0]
+    centred = rise(Constant(), x, 0, masks=200, cells=4, seed=0, centred=True)[0]
+    assert torch.allclose(centred, probability.expand(32, 32), atol=1e-6)
+    density = RiseMasks.draw(200, 4, 0.5, (32, 32), 0, "cpu")(torch.arange(200)).mean(0) / 0.5
+    assert torch.allclose(plain, probability * density, atol=1e-6)
+    assert plain.std() > 0.01
+
+
+def test_centred_rise_is_closer_to_the_expectation_with_few_masks():
+    box = (slice(1, 8), slice(2, 14))
+    expected = rise_expectation(32, 4, 0.5, box).numpy()
+    r = {False: [], True: []}
+    for seed in range(3):
+        for centred in r:
+            m = rise(
+                RegionMean(box),
+                torch.ones(1, 3, 32, 32),
+                0,
+                masks=300,
+                cells=4,
+                seed=seed,
+                centred=centred,
+            )
+            r[centred].append(pearson(m[0].numpy(), expected))
+    print(f"r with the expectation at 300 masks: paper sum {r[False]}, centred {r[True]}")
+    assert min(r[True]) > max(r[False])
 
 
 def test_rise_reproducible_and_independent_of_batch_size(tiny, batch):

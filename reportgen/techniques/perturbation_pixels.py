@@ -135,6 +135,7 @@ def rise(
     cells: int = 7,
     p: float = 0.5,
     seed: int = 0,
+    centred: bool = False,
     batch_size: int | None = None,
     **_,
 ) -> torch.Tensor:
@@ -142,6 +143,13 @@ def rise(
 
     The same seeded masks serve every image of the call, so maps are reproducible and
     independent of ``batch_size`` and of how images are batched.
+
+    ``centred``: the same expectation, ``E[P | u kept] = E[P] + Cov(P, M(u)) / p``,
+    estimated as ``P̄ + Σ_i (P_i − P̄) · M_i / (N · p)``. The paper's sum carries
+    ``P̄ · mean_i M_i(u) / p``, whose mean is ``P̄`` but which varies from pixel to pixel
+    with the drawn masks' density, the same pattern on every image; centring replaces
+    that term by its expectation, so far fewer masks reach a given agreement (measured
+    in ``docs/performance.md``).
     """
     n, _, h, w = x.shape
     bank = RiseMasks.draw(masks, cells, p, (h, w), seed, x.device)
@@ -158,7 +166,10 @@ def rise(
     # bfloat16 product per chunk would round each chunk's sum, so the map would depend
     # on ``batch_size`` (0.3 % of its range on a small model)
     with torch.autocast(x.device.type, enabled=False):
+        probs = probs.float()
+        offset = probs.mean(1, keepdim=True) if centred else torch.zeros(n, 1, device=x.device)
+        probs = probs - offset
         for start in range(0, masks, batch_size):  # rebuilding a chunk is cheap next to its passes
             v = torch.arange(start, min(start + batch_size, masks), device=x.device)
-            saliency += probs[:, v].float() @ bank(v).view(len(v), -1).float()
-    return saliency.view(n, h, w) / (masks * p)
+            saliency += probs[:, v] @ bank(v).view(len(v), -1).float()
+    return (saliency / (masks * p) + offset).view(n, h, w)
