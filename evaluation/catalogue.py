@@ -29,11 +29,14 @@ GROUPS = {
     "localisation": "against the boxes of the explained class (and exact object masks "
     "where the data set has them)",
     "road": "ROAD: noisy linear imputation of the most / least relevant pixels",
+    "robustness": "Yeh et al.'s max-sensitivity of the methods of a pass or two per image, "
+    "re-explained under uniform input noise (Quantus' default radius 0.2)",
     "complexity": "how concentrated each map is: Gini sparseness and entropy of its "
     "positive part (no model pass)",
-    "sanity": "cascading randomisation (Adebayo et al. 2018) of the gradient CAMs and cheap "
-    "gradient methods on the first images: Spearman and SSIM to the trained model's maps "
-    "per step, in sanity.csv",
+    "sanity": "cascading and independent randomisation (Adebayo et al. 2018) of the gradient "
+    "CAMs and cheap gradient methods on the first images: Spearman and SSIM to the trained "
+    "model's maps per step, in sanity.csv and sanity_independent.csv; and the random-logit "
+    "test",
 }
 DEFAULT_GROUPS = ("faithfulness", "insertion_deletion", "localisation", "complexity", "sanity")
 
@@ -152,6 +155,9 @@ CATALOGUE: tuple[Metric, ...] = (
            headline=True),
     Metric("relevance_rank", "localisation", "Relevance rank %", "Relevance rank", "higher",
            EXACT, needs="mask", digits=0, percent=True, score=_percent(M.relevance_rank)),
+    Metric("max_sensitivity", "robustness", "Max-sensitivity", "Max-sens.", "lower",
+           "Yeh et al. 2019: the largest ‖Φ(x + ε) − Φ(x)‖ / ‖Φ(x)‖ over draws of uniform "
+           "noise ε in [−0.2, 0.2] (the model's input space), the class held", digits=3),
     Metric("sparseness", "complexity", "Sparseness (Gini)", "Gini", "higher",
            "Chalasani et al. 2020 (Gini index)", needs="map", digits=3, score=sparseness),
     Metric("complexity", "complexity", "Complexity (entropy)", "Entropy", "lower",

@@ -26,8 +26,13 @@ DEFAULT_METRICS = catalogue.DEFAULT_GROUPS
 # Faithfulness correlation: "paper" 100 random subsets per image (Bhatt et al., Quantus's
 # default), "fast" 50 (shared by every map of the image: 50 rows per image in all).
 METRIC_PRESETS = {
-    "fast": {"curve_steps": 12, "forward": "bf16", "correlation_runs": 50},
-    "paper": {"curve_steps": 100, "forward": "fp32", "correlation_runs": 100},
+    "fast": {"curve_steps": 12, "forward": "bf16", "correlation_runs": 50, "sensitivity_draws": 10},
+    "paper": {
+        "curve_steps": 100,
+        "forward": "fp32",
+        "correlation_runs": 100,
+        "sensitivity_draws": 200,
+    },
 }
 CURVE_STEPS_WHY = (
     "12 steps in the fast preset: on the 12 default photos the AUCs rank maps as 100 steps "

@@ -28,7 +28,7 @@ from .compute import compute, problem_of
 from .config import RunConfig
 from .context import Context, open_context
 from .options import OptionError, check_same_settings
-from .scoring import references, scored
+from .scoring import references, scored, sensitivities
 from .store import MODEL, Store, batch_name, overlay_path
 from .timing import (
     Phases,
@@ -49,6 +49,7 @@ TABLES = (
     "patches",
     "dead",
     "sanity",
+    "sanity_independent",
     "random_logit",
     "channels",
 )
@@ -119,10 +120,11 @@ def process(ctx: Context, index: int, records: list[data.ImageRecord]) -> None:
         (t, lay) for t in ctx.methods for lay in ctx.layers_of(t) if f"{t.name}@{lay}" in pending
     ]
     maps = [(t, layer) for t, layer in units if t.scored]
-    refs = None
+    refs, robust = None, {}
     if maps:  # a batch resumed with only views left needs no metric pass
         with ctx.phases("metric: references"):
             refs = references(ctx, batch)
+        robust = sensitivities(ctx, batch, maps, lambda t: unit_settings(ctx, t))
     bar = tqdm(total=len(units), desc="units", leave=False, disable=len(units) < 2)
     for c in compute(
         ctx.model,
@@ -140,7 +142,15 @@ def process(ctx: Context, index: int, records: list[data.ImageRecord]) -> None:
         part = {"problem": c.problem}
         if not c.problem:
             part = {
-                **scored(ctx, batch, refs, c.method, c.layer, c.maps, c.records),
+                **scored(
+                    ctx,
+                    batch,
+                    refs,
+                    c.method,
+                    c.layer,
+                    c.maps,
+                    {**c.records, **robust.get((c.method, c.layer), {})},
+                ),
                 "timing": timing,
             }
         ctx.store.write_part(name, f"{c.method}@{c.layer}", part)

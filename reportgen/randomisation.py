@@ -1,6 +1,7 @@
-"""Cascading model randomisation (Adebayo et al. 2018): the weights re-initialised block
-by block from the logits down, the maps recomputed at each step and compared with the
-trained model's (``evaluation.sanity`` holds the definitions and the statistics)."""
+"""Model randomisation (Adebayo et al. 2018): the weights re-initialised block by block
+from the logits down (cascading) or one block at a time (independent), the maps
+recomputed at each step and compared with the trained model's (``evaluation.sanity``
+holds the definitions and the statistics)."""
 
 from __future__ import annotations
 
@@ -121,6 +122,25 @@ def _as_arrays(maps: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return {k: v.detach().double().cpu().numpy() for k, v in maps.items()}
 
 
+def _rows(step: int, block: str, maps: dict[str, np.ndarray], trained: dict[str, Maps]) -> list:
+    """One row per (method, image): its map at this step against the trained model's."""
+    rows = []
+    for method, stack in maps.items():
+        rho, ss = similarities(stack, trained[method])
+        rows += [
+            {
+                "step": step,
+                "block": block,
+                "method": method,
+                "image": image,
+                "spearman": float(rho[image]),
+                "ssim": float(ss[image]),
+            }
+            for image in range(len(stack))
+        ]
+    return rows
+
+
 def cascading_randomisation(
     model: nn.Module,
     x: torch.Tensor,
@@ -143,19 +163,31 @@ def cascading_randomisation(
             _reinitialise(work, block, seed)
             work.eval()
         maps = trained if step == 0 else _as_arrays(explain(work, x, targets))
-        for method, stack in maps.items():
-            rho, ss = similarities(stack, prepared[method])
-            for image in range(len(stack)):
-                rows.append(
-                    {
-                        "step": step,
-                        "block": block,
-                        "method": method,
-                        "image": image,
-                        "spearman": float(rho[image]),
-                        "ssim": float(ss[image]),
-                    }
-                )
+        rows += _rows(step, block, maps, prepared)
+    return rows
+
+
+def independent_randomisation(
+    model: nn.Module,
+    x: torch.Tensor,
+    targets: torch.Tensor,
+    explain: Explain,
+    seed: int = 0,
+    steps: Sequence[str] | None = None,
+    progress: bool = False,
+) -> list[dict]:
+    """Adebayo et al. 2018's independent variant: at step k only block k is re-initialised
+    (with the weights the cascade gives it), every other block keeps its trained weights.
+    It asks whether a map depends on each block by itself, where the cascade cannot tell
+    a block that matters from one whose effect the blocks after it already destroyed.
+    Rows as :func:`cascading_randomisation`'s (step 0: the trained model)."""
+    steps = randomisation_steps(model, x) if steps is None else list(steps)
+    trained = _as_arrays(explain(copy.deepcopy(model).eval(), x, targets))
+    prepared = {method: Maps(stack) for method, stack in trained.items()}
+    rows = _rows(0, TRAINED, trained, prepared)
+    for step, block in enumerate(tqdm(steps, desc="independent", disable=not progress), 1):
+        maps = _as_arrays(explain(randomised(model, [block], seed), x, targets))
+        rows += _rows(step, block, maps, prepared)
     return rows
 
 

@@ -8,6 +8,7 @@ blurred photos insertion starts from) is computed once per batch (``references``
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from .options import METRIC_PRESETS
 from .store import overlay_path, raw_path
 from .techniques.cam import upsample
 
+SENSITIVITY_RADIUS = 0.2  # uniform noise in the model's input space (Quantus' default)
 POINTING_TOLERANCE = 15  # px at the image's own resolution (Zhang et al. 2016)
 LOCALISE_SIDE = 1024  # localisation metrics at the image's resolution, capped here
 
@@ -82,6 +84,62 @@ def references(ctx, batch: Batch) -> References | None:
     return References(photo, ends, blurred, subsets, drops, noise, noise_drops)
 
 
+def sensitivities(ctx, batch: Batch, units: list, settings) -> dict[tuple[str, str], dict]:
+    """Max-sensitivity (Yeh et al. 2019) of the maps of the ``cheap`` units among ``units``:
+    per image, the largest ``‖Φ(x + ε) − Φ(x)‖_F / ‖Φ(x)‖_F`` over the preset's draws of
+    ``ε ~ U[−r, r]`` per input value (the model's input space, the explained class held),
+    as Quantus' ``MaxSensitivity`` defines it. Every draw re-explains all those units at
+    once (the gradient CAMs from one capture), so only methods of a pass or two take
+    part. Noise is seeded per image, so a map's score does not depend on its batch.
+    Returns ``(method, layer) -> {"max_sensitivity": per-image values}`` for
+    ``scored``'s records (NaN where the clean map is zero)."""
+    from .compute import compute
+
+    cheap = [(t, layer) for t, layer in units if t.cheap]
+    if "robustness" not in ctx.metric_groups or not cheap:
+        return {}
+    draws = METRIC_PRESETS[ctx.config.quality]["sensitivity_draws"]
+    x = batch.x
+
+    def maps_of(inputs: torch.Tensor) -> dict[tuple[str, str], torch.Tensor]:
+        found = compute(
+            ctx.model, inputs, batch.targets, cheap, ctx.spec.classifier, settings=settings
+        )
+        return {
+            (c.method, c.layer): torch.nan_to_num(c.maps.detach().float().flatten(1))
+            for c in found
+            if not c.problem
+        }
+
+    gens = [
+        torch.Generator().manual_seed(zlib.crc32(f"{ctx.config.seed}:{item.record.id}".encode()))
+        for item in batch.items
+    ]
+    noises = (
+        (2 * torch.stack([torch.rand(x.shape[1:], generator=g) for g in gens]) - 1)
+        * SENSITIVITY_RADIUS
+        for _ in range(draws)
+    )
+    with ctx.phases("metric: robustness"):
+        worst = max_sensitivity(maps_of, x, noises)
+    return {key: {"max_sensitivity": w.tolist()} for key, w in worst.items()}
+
+
+def max_sensitivity(maps_of, x: torch.Tensor, noises) -> dict[tuple[str, str], torch.Tensor]:
+    """Per map and image, the largest relative change ``‖Φ(x + ε) − Φ(x)‖_F / ‖Φ(x)‖_F``
+    over the ``noises`` ε; ``maps_of(inputs)`` gives each map's ``[N, ...]`` values (NaN
+    where the clean map is zero: no change can be relative to it)."""
+    clean = maps_of(x)
+    norms = {key: m.norm(dim=1) for key, m in clean.items()}
+    worst = {key: torch.zeros(len(x)) for key in clean}
+    for noise in noises:
+        for key, m in maps_of(x + noise.to(x.device)).items():
+            change = (m - clean[key]).norm(dim=1) / norms[key]
+            change[norms[key] == 0] = float("nan")
+            worst[key] = torch.maximum(worst[key], change.cpu())
+    return worst
+
+
 def draw(ctx, batch: Batch, method: str, layer: str, maps: torch.Tensor) -> np.ndarray:
     """Save each image's raw map, its heat image and its overlay; returns the maps
     up-sampled to the model's input size ``[N, H, W]``."""
@@ -126,7 +184,8 @@ def scored(
             values[k]["nonfinite"] = count
     for name, per_image in (records or {}).items():
         for k, value in enumerate(per_image):
-            values[k][name] = value
+            if not math.isnan(value):  # undefined for this image (e.g. a zero map)
+                values[k][name] = value
     curves = score(ctx, batch, refs, up, values)
     table = []
     base = {"model": ctx.spec.name, "layer": layer, "method": method}

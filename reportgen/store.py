@@ -92,6 +92,7 @@ COLUMNS = {  # fixed columns, so an empty table still reads back with its header
     ],
     "dead": ["layer", "depth", "channels", "silent", "silent_share"],
     "sanity": ["step", "block", "method", "image", "spearman", "ssim"],
+    "sanity_independent": ["step", "block", "method", "image", "spearman", "ssim"],
     "random_logit": ["method", "image", "other", "spearman", "ssim"],
     "timings": [
         "model",

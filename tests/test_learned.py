@@ -153,6 +153,22 @@ def test_sanity_check_randomises_down_to_the_stem_and_flags_the_control(site):
     assert "Sanity check" in (site / "index.html").read_text()
 
 
+def test_independent_randomisation_runs_with_the_sanity_check(site):
+    """One block at a time, for the CAMs, the gradient and the control: every step of the
+    cascade, the control flat at 1, Grad-CAM below it where its layer's block is random."""
+    alone, cascade = table(site, "sanity_independent"), table(site, "sanity")
+    assert set(alone.method) == {"gradcam@bn2", "gradcampp@bn2", "saliency@input"} | {
+        "baseline_edges@input"
+    }
+    steps = lambda t: t.drop_duplicates("step")[["step", "block"]].values.tolist()  # noqa: E731
+    assert steps(alone) == steps(cascade)
+    assert np.allclose(alone[alone.method == "baseline_edges@input"].spearman, 1)
+    first = alone[alone.step == 1].groupby("method").spearman.mean()  # the classifier alone
+    assert first["gradcam@bn2"] < 0.5
+    index = (site / "index.html").read_text()
+    assert 'id="sanity-independent"' in index and (site / "img/sanity_independent.svg").is_file()
+
+
 def test_random_logit_test_runs_with_the_sanity_check(site):
     """Each sanity image is explained for another class too: the edge baseline's map does
     not change (class-blind, marked on the index), Grad-CAM's does."""

@@ -1,4 +1,4 @@
-"""Cascading model-parameter randomisation (Adebayo et al. 2018): the statistics
+"""Cascading and independent model-parameter randomisation (Adebayo et al. 2018): the statistics
 (evaluation/sanity.py) and the randomisation (reportgen/randomisation.py)."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from evaluation.sanity import similarities, spearman, ssim, summary
 from reportgen import techniques
 from reportgen.randomisation import (
     cascading_randomisation,
+    independent_randomisation,
     random_logit,
     randomisation_steps,
     randomised,
@@ -105,13 +106,47 @@ def test_randomised_resets_only_the_given_blocks_and_is_cumulative():
     assert not torch.equal(other.layer4[1].conv1.weight, one.layer4[1].conv1.weight)
 
 
+def test_independent_randomisation_changes_one_block_at_a_time(tiny, batch):
+    """Step k's model differs from the trained one in block k only, with the weights the
+    cascade gives that block; the first step (the output layer) is the cascade's."""
+    trained = {k: v.clone() for k, v in tiny.state_dict().items()}
+    changed: list[set[str]] = []
+
+    def explain(model, x, targets):
+        state = model.state_dict()
+        changed.append(
+            {k.rsplit(".", 1)[0] for k in state if not torch.equal(state[k], trained[k])}
+        )
+        return tiny_explain(model, x, targets)
+
+    targets = torch.tensor([0, 1, 2])
+    rows = independent_randomisation(tiny, batch, targets, explain, seed=2)
+    assert changed == [set(), {"fc"}, {"features.2"}, {"features.0"}]
+    assert all(torch.equal(v, trained[k]) for k, v in tiny.state_dict().items())
+    cascade = cascading_randomisation(tiny, batch, targets, tiny_explain, seed=2)
+    assert [r for r in rows if r["step"] <= 1] == [r for r in cascade if r["step"] <= 1]
+    alone = randomised(tiny, ["features.0"], seed=2)
+    both = randomised(tiny, ["fc", "features.2", "features.0"], seed=2)
+    assert torch.equal(alone.features[0].weight, both.features[0].weight)
+    assert torch.equal(alone.fc.weight, tiny.fc.weight)
+    # each step's rows compare that step's maps with the trained ones
+    last = independent_randomisation(tiny, batch, targets, tiny_explain, seed=2)
+    maps, reference = tiny_explain(alone, batch, targets), tiny_explain(tiny, batch, targets)
+    rho = [r["spearman"] for r in last if r["step"] == 3 and r["method"] == "gradcam"]
+    expected = [
+        spearman(maps["gradcam"][i].detach(), reference["gradcam"][i].detach()) for i in range(3)
+    ]
+    assert rho == pytest.approx(expected)
+
+
 def test_a_map_that_ignores_the_model_keeps_spearman_one(tiny, batch):
     def explain(model, x, targets):
         return {"edges": sobel_edges(model, x), "shifted_mean": x.mean(1) + 0.3}
 
-    rows = cascading_randomisation(tiny, batch, torch.tensor([0, 1, 2]), explain)
-    assert len(rows) == 4 * 2 * 3  # steps (trained + 3) x methods x images
-    assert all(r["spearman"] == 1.0 and r["ssim"] == pytest.approx(1.0) for r in rows)
+    for check in (cascading_randomisation, independent_randomisation):
+        rows = check(tiny, batch, torch.tensor([0, 1, 2]), explain)
+        assert len(rows) == 4 * 2 * 3  # steps (trained + 3) x methods x images
+        assert all(r["spearman"] == 1.0 and r["ssim"] == pytest.approx(1.0) for r in rows)
 
 
 def test_gradcam_falls_apart_when_the_weights_are_destroyed(small_resnet):

@@ -1,5 +1,6 @@
-"""Adebayo et al.'s cascading randomisation and Sixt et al.'s random-logit test, run once
-per run like the views: a metric group (``--metrics sanity``), not a technique."""
+"""Adebayo et al.'s cascading and independent randomisation and Sixt et al.'s random-logit
+test, run once per run like the views: a metric group (``--metrics sanity``), not a
+technique."""
 
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ SANITY_METHODS = (
     "baseline_centre",
     "baseline_edges",
 )
+# The independent randomisation re-runs fewer: the gradient CAMs, the plain gradient and
+# guided backpropagation (the paper's contrast), and one baseline as the control
+INDEPENDENT_METHODS = ("saliency", "guided_backprop", "baseline_edges")
 STRIP_SIDE = 72  # px of each map in a sanity strip
 
 
@@ -39,7 +43,7 @@ def sanity(ctx: Context) -> dict:
     first ``SANITY_IMAGES`` images, re-explained as the weights are re-initialised from
     the logits down (``evaluation.sanity``); rows for ``sanity.csv``, and per method a
     strip of the first image's map at every step."""
-    from ..randomisation import cascading_randomisation, random_logit
+    from ..randomisation import cascading_randomisation, independent_randomisation, random_logit
 
     layer = ctx.cam_layers[0]
     units = [
@@ -62,11 +66,13 @@ def sanity(ctx: Context) -> dict:
         "seed": ctx.config.seed,
     }
 
-    def maps_of(model, x, targets) -> dict[str, torch.Tensor]:
+    def maps_of(model, x, targets, units=units) -> dict[str, torch.Tensor]:
         found = compute(
             model, x, targets, units, ctx.spec.classifier, settings=lambda t: common, strict=True
         )
         return {f"{c.method}@{c.layer}": at_input(c.maps, x.shape[-2:]) for c in found}
+
+    few = [(t, lay) for t, lay in units if t.name in REGISTRY_CAM or t.name in INDEPENDENT_METHODS]
 
     def explain(model, x, targets) -> dict[str, torch.Tensor]:
         maps = maps_of(model, x, targets)
@@ -77,6 +83,14 @@ def sanity(ctx: Context) -> dict:
     with ctx.timer(SANITY, "all", len(images)):
         rows = cascading_randomisation(
             ctx.model, x, targets, explain, seed=ctx.config.seed, progress=True
+        )
+        alone = independent_randomisation(
+            ctx.model,
+            x,
+            targets,
+            lambda *a: maps_of(*a, units=few),
+            seed=ctx.config.seed,
+            progress=True,
         )
         logit = random_logit(ctx.model, x, targets, maps_of, seed=ctx.config.seed)
         for key, maps in strips.items():
@@ -95,6 +109,7 @@ def sanity(ctx: Context) -> dict:
             ctx.store.save_image(learned_path(SANITY, key), strip, 85)
     return {
         "sanity": [{**r, "image": images[int(r["image"])]} for r in rows],
+        "sanity_independent": [{**r, "image": images[int(r["image"])]} for r in alone],
         "random_logit": [{**r, "image": images[int(r["image"])]} for r in logit],
     }
 

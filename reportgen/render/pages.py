@@ -104,6 +104,7 @@ class Report:
         names = dict(enumerate(self.run["model"].get("class_names", [])))
         self.views = ViewData(store, names)
         self.sanity = optional_table(store, "sanity")
+        self.independent = optional_table(store, "sanity_independent")
         self.channels = optional_table(store, "channels")
         shown = self.views.layers()
         self.feature_layers = (
@@ -132,6 +133,7 @@ class Report:
             "ill_posed_methods": list(dict.fromkeys(e.method for e in ill_posed)),
             "sanity_methods": list(dict.fromkeys(self.sanity.method)),
             "sanity_images": self.sanity.image.nunique(),
+            "sanity_independent": list(dict.fromkeys(self.independent.method)),
         }
 
     def card(self, image: str, method: str, layer: str, title: str, link: str, anchor: str):
@@ -223,6 +225,13 @@ def learned(r: Report, site: SiteWriter) -> list[Page]:
         r.plot(site, "img/silent.svg", "dead", lambda path: silent_plot(dead, path))
     if not r.sanity.empty:
         r.plot(site, "img/sanity.svg", "sanity", lambda path: sanity_plot(r.sanity, path))
+    if not r.independent.empty:
+        r.plot(
+            site,
+            "img/sanity_independent.svg",
+            "sanity_independent",
+            lambda path: sanity_plot(r.independent, path, cumulative=False),
+        )
     found = sections(site.env, "learned", root="", **r.common)
     r.common["learned_titles"] = [s.title for s in found]
     if not found:

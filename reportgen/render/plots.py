@@ -124,9 +124,10 @@ def silent_plot(dead: pd.DataFrame, path: Path) -> None:
         ax.grid(alpha=0.3, axis="y")
 
 
-def sanity_plot(sanity: pd.DataFrame, path: Path) -> None:
+def sanity_plot(sanity: pd.DataFrame, path: Path, cumulative: bool = True) -> None:
     """Mean Spearman and SSIM to the trained model's maps, per method, as the weights are
-    re-initialised from the logits down (Adebayo et al. 2018, fig. 2)."""
+    re-initialised from the logits down (Adebayo et al. 2018, fig. 2), cumulatively or
+    one block at a time (fig. 3)."""
     steps = sanity.drop_duplicates("step").sort_values("step")
     means = sanity.groupby(["method", "step"])[["spearman", "ssim"]].mean()
     from matplotlib import colormaps
@@ -145,6 +146,9 @@ def sanity_plot(sanity: pd.DataFrame, path: Path) -> None:
             ax.set_ylim(min(-0.1, float(means.min().min()) - 0.05), 1.05)
             ax.grid(alpha=0.3)
         axes[0].set_ylabel("similarity to the trained model's map")
+        axes[0].set_xlabel(
+            "blocks randomised, cumulatively" if cumulative else "block randomised alone"
+        )
         axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
 
 

@@ -69,5 +69,6 @@ for name, title, run, summary in [
             cost="no pass: the model is not used",
             run=run,
             needs_gradient=False,
+            cheap=True,
         )
     )

@@ -198,7 +198,7 @@ def _register(name: str, formula: Callable[[Captured], torch.Tensor], **kw) -> N
         return cam_maps(model, x, targets, [layer], [name], classifier)[(name, layer)]
 
     FORMULAS[name] = formula
-    REGISTRY_CAM[name] = register(Technique(name=name, family="cam", run=run, **kw))
+    REGISTRY_CAM[name] = register(Technique(name=name, family="cam", run=run, cheap=True, **kw))
 
 
 _register(

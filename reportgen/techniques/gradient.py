@@ -217,6 +217,7 @@ register(
         "the class score, taking the largest magnitude over colour channels.",
         cost="1 forward pass + 1 backward pass to the input",
         run=saliency,
+        cheap=True,
     )
 )
 register(
@@ -236,6 +237,7 @@ register(
             rule="f′(x) · ReLU(R_out): the activation's true local derivative times the "
             "positive part of the signal (for ReLU6 that is ReLU(R_out) · 1[0 < x < 6])"
         ),
+        cheap=True,
     )
 )
 register(
@@ -260,6 +262,7 @@ register(
             "upper bound (captum would mask x ≥ 6 if ReLU6 were written as ReLU then "
             "min(·, 6))"
         ),
+        cheap=True,
     )
 )
 register(
@@ -281,6 +284,7 @@ register(
         "tests pin captum to bilinear. In a run the layer is the model's last spatial "
         "layer (the default CAM layer), not the --layers list. Guided backprop rules for "
         "non-ReLU activations as on the guided_backprop page.",
+        cheap=True,
     )
 )
 register(

@@ -39,6 +39,9 @@ class Technique:
     # Why the method is ill-posed at a layer whose activations are signed (its formula or a
     # peer's convention assumes they are not); empty: well-posed at any layer
     signed: str = ""
+    # A pass or two per image (no sampling, no per-channel passes): the robustness metric
+    # may re-explain it under noise many times
+    cheap: bool = False
     # --quality presets: settings that differ from ``run``'s defaults under each preset
     # (e.g. {"fast": {"masks": 1000}}); "layers": N keeps the first N CAM layers. The one
     # place a shortened setting is declared, with the measurement that chose it in ``why``.
