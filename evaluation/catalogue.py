@@ -31,6 +31,9 @@ GROUPS = {
     "road": "ROAD: noisy linear imputation of the most / least relevant pixels",
     "robustness": "Yeh et al.'s max-sensitivity of the methods of a pass or two per image, "
     "re-explained under uniform input noise (Quantus' default radius 0.2)",
+    "settings": "the insertion / deletion games again with other settings (blurred or "
+    "mean-colour substrate, half the steps), to see how their rankings move: compared in "
+    "the metrics' agreement view, not leaderboard columns",
     "complexity": "how concentrated each map is: Gini sparseness and entropy of its "
     "positive part (no model pass)",
     "sanity": "cascading and independent randomisation (Adebayo et al. 2018) of the gradient "
@@ -66,7 +69,9 @@ class Metric:
     ``shown_from``: the smallest value listed under a map (a record worth reading only
     when it says something: two instances or more, a non-finite value; ``inf``: never);
     ``headline``: the index draws its critical-difference diagram;
-    ``score``: for ``needs`` "map" and "mask", the function the run calls."""
+    ``score``: for ``needs`` "map" and "mask", the function the run calls;
+    ``variant_of``: the metric this one recomputes with ``change`` (setting, value) made,
+    compared with it in the agreement view and not a leaderboard column."""
 
     id: str
     group: str
@@ -84,6 +89,8 @@ class Metric:
     shown_from: float = -math.inf
     headline: bool = False
     score: Callable[..., float] | None = None
+    variant_of: str = ""
+    change: tuple[str, object] | None = None
 
     @property
     def name(self) -> str:
@@ -127,6 +134,20 @@ CATALOGUE: tuple[Metric, ...] = (
            RISE, digits=3, headline=True),
     Metric("deletion_auc", "insertion_deletion", "Deletion AUC", "Deletion AUC", "lower", RISE,
            digits=3, headline=True),
+    Metric("deletion_auc_blur", "settings", "Deletion AUC (to blur)", "Deletion (blur)",
+           "lower", RISE, digits=3, variant_of="deletion_auc", change=("substrate", "blur")),
+    Metric("deletion_auc_mean", "settings", "Deletion AUC (to mean colour)",
+           "Deletion (mean)", "lower", RISE, digits=3, variant_of="deletion_auc",
+           change=("substrate", "mean")),
+    Metric("insertion_auc_mean", "settings", "Insertion AUC (from mean colour)",
+           "Insertion (mean)", "higher", RISE, digits=3, variant_of="insertion_auc",
+           change=("substrate", "mean")),
+    Metric("deletion_auc_half", "settings", "Deletion AUC (half the steps)",
+           "Deletion (half)", "lower", RISE, digits=3, variant_of="deletion_auc",
+           change=("steps", 0.5)),
+    Metric("insertion_auc_half", "settings", "Insertion AUC (half the steps)",
+           "Insertion (half)", "higher", RISE, digits=3, variant_of="insertion_auc",
+           change=("steps", 0.5)),
     Metric("road_morf", "road", "ROAD MoRF", "ROAD MoRF", "lower", ROAD, digits=3),
     Metric("road_lerf", "road", "ROAD LeRF", "ROAD LeRF", "higher", ROAD, digits=3),
     # Loc(delta) at the default deltas; --loc-deltas may add others (``get`` names them)
@@ -186,6 +207,12 @@ NEGATIVE = BY_ID["negative_share"]
 
 def ranked() -> list[Metric]:
     """The leaderboard's columns, in order."""
+    return [m for m in CATALOGUE if m.ranked and not m.variant_of]
+
+
+def compared() -> list[Metric]:
+    """The metrics whose rankings the agreement view compares: the leaderboard's and their
+    variants under other settings."""
     return [m for m in CATALOGUE if m.ranked]
 
 

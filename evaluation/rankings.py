@@ -209,7 +209,7 @@ def agreement_rows(metrics: pd.DataFrame, dataset: str) -> list[dict]:
     """``metric_agreement.csv``: Kendall's tau between the orders two metrics give the
     rows (each oriented so that better comes first), over the rows both score."""
     means = {}
-    for m in catalogue.ranked():
+    for m in catalogue.compared():
         rows = metrics[metrics.metric == m.id]
         if rows.empty:
             continue
@@ -232,6 +232,37 @@ def agreement_rows(metrics: pd.DataFrame, dataset: str) -> list[dict]:
                 }
             )
     return rows
+
+
+def setting_moves(metrics: pd.DataFrame, agreement: pd.DataFrame) -> list[dict]:
+    """Per metric variant the run scored (another substrate, fewer steps): Kendall's tau
+    with the metric it varies, and the best row under each. ``agreement``: the rows of
+    :func:`agreement_rows`."""
+    found = []
+    for m in catalogue.CATALOGUE:
+        if not m.variant_of or m.id not in set(metrics.metric):
+            continue
+        base = catalogue.BY_ID[m.variant_of]
+        pair = agreement[
+            ((agreement.metric_a == base.id) & (agreement.metric_b == m.id))
+            | ((agreement.metric_a == m.id) & (agreement.metric_b == base.id))
+        ]
+        best = {}
+        for metric in (base, m):
+            means = metrics[metrics.metric == metric.id].groupby(["method", "layer"]).value.mean()
+            top = means.idxmin() if metric.better == "lower" else means.idxmax()
+            best[metric.id] = "@".join(top) if len(means) else ""
+        found.append(
+            {
+                "metric": m,
+                "base": base,
+                "tau": float(pair.kendall_tau.iloc[0]) if len(pair) else float("nan"),
+                "n_methods": int(pair.n_methods.iloc[0]) if len(pair) else 0,
+                "best_base": best[base.id],
+                "best": best[m.id],
+            }
+        )
+    return found
 
 
 def agreement_verdict(rows: pd.DataFrame, headings: dict[str, str]) -> str:

@@ -250,6 +250,9 @@ def score(ctx, batch: Batch, refs: References | None, up: np.ndarray, values: li
                         ),
                     )
             batcher.flush()
+    if "settings" in groups:
+        with ctx.phases("metric: settings"):
+            settings_variants(ctx, inputs, up, classes, values)
     if "road" in groups:
         with ctx.phases("metric: road"):
             for k in rows:
@@ -266,6 +269,30 @@ def score(ctx, batch: Batch, refs: References | None, up: np.ndarray, values: li
             for k in rows:
                 values[k].update({m.id: float(m.score(up[k])) for m in by_map})
     return curves
+
+
+def settings_variants(ctx, inputs, up: np.ndarray, classes, values: list[dict]) -> None:
+    """The ``settings`` group: each variant of the insertion / deletion games (another
+    substrate, or a share of the run's steps) as a whole curve per map, batched."""
+    batcher = Batcher(ctx.probabilities, ctx.rows)
+    for m in catalogue.of_group("settings"):
+        mode = m.variant_of.removesuffix("_auc")
+        key, value = m.change
+        for k in range(len(inputs)):
+            steps = ctx.curve_steps * (value if key == "steps" else 1)
+            substrate = None if key == "steps" else value
+            if substrate == "mean":  # the photo's mean colour
+                substrate = inputs[k].mean((0, 1))
+            plan = M.curve_plan(
+                inputs[k], up[k], mode=mode, step=-(-up[k].size // max(1, round(steps))),
+                substrate=substrate,
+            )  # fmt: skip
+
+            def keep(out, k=k, plan=plan, metric=m.id) -> None:
+                values[k][metric] = plan.curve(out[:, classes[k]]).auc
+
+            batcher.add(plan.images(), keep)
+    batcher.flush()
 
 
 def localise(ctx, batch: Batch, v: dict, item, saliency: np.ndarray, target: int) -> None:

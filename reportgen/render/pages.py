@@ -30,6 +30,7 @@ from evaluation.rankings import (
     agreement_verdict,
     images_for_wilcoxon,
     rankings,
+    setting_moves,
 )
 
 from ..store import Store, overlay_path
@@ -191,6 +192,7 @@ def index(r: Report, site: SiteWriter) -> list[Page]:
         "random_logit": random_logit_view(optional_table(r.store, "random_logit")),
         "wilcoxon_images": images_for_wilcoxon(len(r.entries) - 1),
         "agreement": agreement_verdict(agreement, headings) if not agreement.empty else "",
+        "setting_moves": setting_moves(r.metrics, agreement) if not agreement.empty else [],
     }
     return [Page("index.html", "index.html", context)]
 
