@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from evaluation.sanity import TRAINED
+
 from .. import figures
 from ..compute import at_input, compute
 from ..store import PIXEL_LAYER, learned_path
@@ -35,6 +37,9 @@ SANITY_METHODS = (
 # The independent randomisation re-runs fewer: the gradient CAMs, the plain gradient and
 # guided backpropagation (the paper's contrast), and one baseline as the control
 INDEPENDENT_METHODS = ("saliency", "guided_backprop", "baseline_edges")
+# The other scored methods (hundreds of passes a map: RISE, Occlusion, Score-CAM, ...) take
+# the cascade on the first image only, at its first and last steps, in the run's preset
+COSTLY_IMAGES = 1
 STRIP_SIDE = 72  # px of each map in a sanity strip
 
 
@@ -43,7 +48,12 @@ def sanity(ctx: Context) -> dict:
     first ``SANITY_IMAGES`` images, re-explained as the weights are re-initialised from
     the logits down (``evaluation.sanity``); rows for ``sanity.csv``, and per method a
     strip of the first image's map at every step."""
-    from ..randomisation import cascading_randomisation, independent_randomisation, random_logit
+    from ..randomisation import (
+        cascading_randomisation,
+        independent_randomisation,
+        random_logit,
+        randomisation_steps,
+    )
 
     layer = ctx.cam_layers[0]
     units = [
@@ -57,6 +67,11 @@ def sanity(ctx: Context) -> dict:
     _, x = model_inputs(ctx, images)
     with torch.no_grad():
         targets = ctx.model(x).argmax(1)
+    costly = [
+        (t, layer if t.needs_layer else PIXEL_LAYER)
+        for t in ctx.methods
+        if t.scored and t.name not in REGISTRY_CAM and t.name not in SANITY_METHODS
+    ]
     strips: dict[str, list[np.ndarray]] = defaultdict(list)
     common = {
         "layer": layer,
@@ -68,14 +83,21 @@ def sanity(ctx: Context) -> dict:
 
     def maps_of(model, x, targets, units=units) -> dict[str, torch.Tensor]:
         found = compute(
-            model, x, targets, units, ctx.spec.classifier, settings=lambda t: common, strict=True
+            model,
+            x,
+            targets,
+            units,
+            ctx.spec.classifier,
+            settings=lambda t: {**common, **ctx.options(t), "batch_size": ctx.rows},
+            around=lambda label, layer, t: ctx.autocast(t),
+            strict=True,
         )
         return {f"{c.method}@{c.layer}": at_input(c.maps, x.shape[-2:]) for c in found}
 
     few = [(t, lay) for t, lay in units if t.name in REGISTRY_CAM or t.name in INDEPENDENT_METHODS]
 
-    def explain(model, x, targets) -> dict[str, torch.Tensor]:
-        maps = maps_of(model, x, targets)
+    def explain(model, x, targets, units=units) -> dict[str, torch.Tensor]:
+        maps = maps_of(model, x, targets, units)
         for key, m in maps.items():
             strips[key].append(m[0].detach().float().cpu().numpy())
         return maps
@@ -84,6 +106,20 @@ def sanity(ctx: Context) -> dict:
         rows = cascading_randomisation(
             ctx.model, x, targets, explain, seed=ctx.config.seed, progress=True
         )
+        if costly:  # the first and last steps: the same models as the cascade's there
+            steps = randomisation_steps(ctx.model, x[:1])
+            label = {0: (0, TRAINED), 1: (1, steps[0]), 2: (len(steps), steps[-1])}
+            coarse = cascading_randomisation(
+                ctx.model,
+                x[:COSTLY_IMAGES],
+                targets[:COSTLY_IMAGES],
+                lambda *a: explain(*a, units=costly),
+                seed=ctx.config.seed,
+                steps=[steps[0], "+".join(steps[1:])],
+            )
+            rows += [
+                {**r, "step": label[r["step"]][0], "block": label[r["step"]][1]} for r in coarse
+            ]
         alone = independent_randomisation(
             ctx.model,
             x,
