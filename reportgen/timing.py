@@ -431,7 +431,8 @@ def probe(
 ) -> dict:
     """The model's best per-row inference time on this device: each memory layout at each
     batch size of ``PROBE_ROWS`` (a warm-up pass at each, as a new shape picks its kernels
-    on its first call, then the best of two timed passes), in the precision the run's
+    on its first call, then the best of two timed passes; a layout stops growing once a
+    larger pass is slower a row), in the precision the run's
     batched passes will use (bfloat16 autocast with ``half``, else float32). The best
     (layout, rows) is what every batched phase of the run uses. At it, the other
     precision's forward and a forward + backward to the input are timed too: the per-row
@@ -457,6 +458,9 @@ def probe(
                 ahead(x[:rows])  # warm-up: allocator, kernel choice for this shape
                 seconds = _best_seconds(lambda r=rows, x=x: ahead(x[:r]), 2, device)
                 tried.append({"layout": layout, "rows": rows, "ms_per_row": 1000 * seconds / rows})
+                if len(tried) > 1 and tried[-2]["layout"] == layout:
+                    if tried[-1]["ms_per_row"] > tried[-2]["ms_per_row"]:
+                        break  # slower a row than a smaller pass: larger ones will not win
     best = min(tried, key=lambda t: t["ms_per_row"])
     for m in {id(model): model, id(ahead): ahead}.values():
         m.to(memory_format=LAYOUTS[best["layout"]])

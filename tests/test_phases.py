@@ -194,3 +194,33 @@ def test_a_run_times_the_probe_again_at_its_end(site):  # noqa: F811
     end = totals["probe_end"]
     assert end["forward_ms"] > 0 and end["backward_ms"] > 0
     assert totals["probe"]["forward_ms"] <= end["forward_ms"]
+
+
+def test_the_probe_stops_growing_a_layout_once_a_row_costs_more(monkeypatch):
+    """Per-row times of 10 ms at 8 rows, 12.5 at 16 and 3 at 32: 32 is never tried (a
+    larger pass that is already slower a row ends the layout), and 8 rows win."""
+    import torch
+
+    seen: list[int] = []
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 2, 3)
+
+        def forward(self, x):
+            seen.append(len(x))
+            return self.conv(x).mean((2, 3))
+
+    ms = {8: 10.0, 16: 12.5, 32: 3.0}
+
+    def fake(fn, repeats, device):
+        fn()
+        return ms.get(seen[-1], 1.0) * seen[-1] / 1000
+
+    monkeypatch.setattr(timing, "_best_seconds", fake)
+    found = timing.probe(Net(), (8, 8), torch.device("cpu"), sizes=(8, 16, 32))
+    assert [(t["layout"], t["rows"]) for t in found["tried"]] == [
+        ("nchw", 8), ("nchw", 16), ("nhwc", 8), ("nhwc", 16)
+    ]  # fmt: skip
+    assert found["rows"] == 8
