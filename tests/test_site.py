@@ -253,3 +253,20 @@ def test_methods_that_assume_non_negative_activations_are_flagged_at_a_signed_la
     page = (out / "methods" / "gradcampp.html").read_text()
     assert "Ill-posed in this run at blocks.5" in page
     assert "Ill-posed in this run" not in (out / "methods" / "gradcam.html").read_text()
+
+
+@pytest.mark.parametrize(
+    "target, words",
+    [("predicted", "top-1 prediction"), ("label", "first labelled class"), ("7", "class 7")],
+)
+def test_pages_state_the_target_rule_the_run_used(site, tmp_path, target, words):
+    copy = tmp_path / "copy"
+    shutil.copytree(site, copy)
+    run_json = copy / "data" / "run.json"
+    run = json.loads(run_json.read_text())
+    run["settings"]["target"] = target
+    run_json.write_text(json.dumps(run))
+    render(copy)
+    image = next((copy / "images").glob("*.html"))
+    for page in (copy / "index.html", copy / "published.html", image):
+        assert re.search(rf"xplain(s|ing)? [^.<]*{words}", page.read_text()), page.name

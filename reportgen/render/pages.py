@@ -53,6 +53,7 @@ from .views import (
     optional_table,
     phase_view,
     random_logit_view,
+    target_rule,
 )
 
 # The site's menu, in order: (label, link). A link shows when its page exists.
@@ -123,6 +124,7 @@ class Report:
         self.common = {  # what every template sees (and the views' results)
             **self.views.context(),
             "run": self.run,
+            "target_rule": target_rule(self.run["settings"].get("target", "predicted")),
             "methods": self.methods,
             "feature_layers": self.feature_layers,
             "metric_defs": [m for m in catalogue.ranked() if m.id in self.present],

@@ -112,6 +112,15 @@ class ViewData:
 CLASS_BLIND = 0.9  # mean Spearman from which a method's maps hardly depend on the class
 
 
+def target_rule(target: str) -> str:
+    """What every map of a run explains, from its ``--target`` setting, in words."""
+    if target == "predicted":
+        return "the image's top-1 prediction"
+    if target == "label":
+        return "the image's first labelled class (its top-1 prediction when it has no label)"
+    return f"class {target}"
+
+
 def random_logit_view(table: pd.DataFrame) -> list[dict]:
     """The random-logit test per method: mean Spearman and SSIM between each image's map
     for its target and for a random other class, most similar (most class-blind) first."""
