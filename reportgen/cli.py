@@ -327,7 +327,7 @@ def finish(out: str, phases=None, started: float | None = None) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     """Copy the other shards' parts, maps and images into --out, then finish there."""
-    from .options import check_same_settings
+    from .options import check_same_settings, warn_other_version
     from .store import MODEL, Store
 
     target = Store(args.out)
@@ -339,6 +339,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
         mine = target.read_part(MODEL, "run")
         if mine is not None:
             check_same_settings(mine["settings"], about["settings"], folder)
+            warn_other_version(about.get("versions", {}), mine.get("versions", {}), folder)
         for sub in ("data/parts", "data/maps", "img"):
             if (Path(folder) / sub).is_dir():
                 shutil.copytree(Path(folder) / sub, Path(args.out) / sub, dirs_exist_ok=True)

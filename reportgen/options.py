@@ -5,6 +5,8 @@ Imported by the engine (``context``), which calls these once, before any image i
 
 from __future__ import annotations
 
+import sys
+
 import torch
 
 from evaluation import catalogue
@@ -110,6 +112,24 @@ def parse_target(text: str, classes: int) -> str | int:
     if text in ("predicted", "label"):
         return text
     return parse_class(text, classes, "--target", "predicted, label, or ")
+
+
+def warn_other_version(earlier: dict, now: dict, where) -> bool:
+    """Warn (stderr) when results in ``where`` were made by another reportgen version or
+    commit than ``now``'s (``run.json``'s ``versions``): mixing them may mix definitions."""
+    keys = ("reportgen", "commit")
+    changed = [
+        f"{key} {earlier.get(key)!r} -> {now.get(key)!r}"
+        for key in keys
+        if earlier.get(key) != now.get(key)
+    ]
+    if changed:
+        print(
+            f"reportgen: warning: '{where}' was made by another reportgen "
+            f"({'; '.join(changed)}): results of the two may differ in definitions",
+            file=sys.stderr,
+        )
+    return bool(changed)
 
 
 def check_same_settings(earlier: dict, now: dict, out) -> None:

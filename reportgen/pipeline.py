@@ -26,8 +26,8 @@ from . import data, figures, learned
 from .batch import Batch, load_batch
 from .compute import compute, problem_of
 from .config import RunConfig
-from .context import Context, open_context
-from .options import OptionError, check_same_settings
+from .context import Context, open_context, versions
+from .options import OptionError, check_same_settings, warn_other_version
 from .scoring import references, scored, sensitivities
 from .store import MODEL, Store, batch_name, overlay_path
 from .timing import (
@@ -76,6 +76,7 @@ def begin(ctx: Context, fresh: bool) -> Context:
         raise OptionError(f"--resume: '{store.out}' holds no run to continue; run without --resume")
     if earlier is not None and (config.resume or not fresh):
         check_same_settings(earlier["settings"], config.results_settings(), store.out)
+        warn_other_version(earlier.get("versions", {}), versions(), store.out)
     if fresh and not config.resume:
         store.reset()
     elif earlier is not None and config.layout == "auto":

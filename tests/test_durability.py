@@ -88,6 +88,45 @@ def test_resume_refuses_other_settings(reference, tmp_path, capsys):
     assert "holds no run to continue" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_resume_or_merge_of_another_version_warns(reference, tmp_path, capsys):
+    """run.json names the reportgen version and commit; continuing or merging results of
+    another says so on stderr (the results stand, but definitions may differ)."""
+    import json
+    import shutil
+
+    from reportgen.context import commit
+
+    root = Path(__file__).resolve().parent.parent
+    if (root / ".git").exists():
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert commit().removesuffix("+changes") == head
+
+    def older(name: str) -> Path:
+        out = tmp_path / name
+        shutil.copytree(reference, out)
+        run_part = out / "data" / "parts" / "model" / "run.json"
+        about = json.loads(run_part.read_text())
+        about["versions"]["reportgen"] = "0.0.1"
+        run_part.write_text(json.dumps(about))
+        return out
+
+    capsys.readouterr()
+    assert main(["run", "--out", str(older("resumed")), *RUN, "--resume"]) == 0
+    assert "another reportgen (reportgen '0.0.1' -> " in capsys.readouterr().err
+    merged = tmp_path / "merged"
+    shutil.copytree(reference, merged)
+    assert main(["merge", "--out", str(merged), str(reference)]) == 0
+    assert "another reportgen" not in capsys.readouterr().err
+    assert main(["merge", "--out", str(merged), str(older("shard"))]) == 0
+    assert "another reportgen" in capsys.readouterr().err
+
+
 def test_resume_of_a_finished_run_recomputes_nothing(reference, tmp_path):
     out = tmp_path / "again"
     assert main(["run", "--out", str(out), *RUN]) == 0
