@@ -30,14 +30,16 @@ GROUPS = {
     "where the data set has them)",
     "road": "ROAD: noisy linear imputation of the most / least relevant pixels",
     "robustness": "Yeh et al.'s max-sensitivity of the methods of a pass or two per image, "
-    "re-explained under uniform input noise (Quantus' default radius 0.2)",
+    "re-explained under uniform input noise (Quantus' default radius 0.2; 10 draws in the "
+    "fast preset, 200 in paper)",
     "settings": "the insertion / deletion games again with other settings (blurred or "
     "mean-colour substrate, half the steps), to see how their rankings move: compared in "
     "the metrics' agreement view, not leaderboard columns",
     "complexity": "how concentrated each map is: Gini sparseness and entropy of its "
     "positive part (no model pass)",
     "sanity": "cascading and independent randomisation (Adebayo et al. 2018) of the gradient "
-    "CAMs and cheap gradient methods on the first images: Spearman and SSIM to the trained "
+    "CAMs and cheap gradient methods on the first images (the other methods on the first "
+    "image, at the cascade's first and last steps): Spearman and SSIM to the trained "
     "model's maps per step, in sanity.csv and sanity_independent.csv; and the random-logit "
     "test",
 }
@@ -135,19 +137,20 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric("deletion_auc", "insertion_deletion", "Deletion AUC", "Deletion AUC", "lower", RISE,
            digits=3, headline=True),
     Metric("deletion_auc_blur", "settings", "Deletion AUC (to blur)", "Deletion (blur)",
-           "lower", RISE, digits=3, variant_of="deletion_auc", change=("substrate", "blur")),
+           "lower", RISE, digits=3, variant_of="deletion_auc", change=("substrate", "blur"),
+           shown_from=math.inf),
     Metric("deletion_auc_mean", "settings", "Deletion AUC (to mean colour)",
            "Deletion (mean)", "lower", RISE, digits=3, variant_of="deletion_auc",
-           change=("substrate", "mean")),
+           change=("substrate", "mean"), shown_from=math.inf),
     Metric("insertion_auc_mean", "settings", "Insertion AUC (from mean colour)",
            "Insertion (mean)", "higher", RISE, digits=3, variant_of="insertion_auc",
-           change=("substrate", "mean")),
+           change=("substrate", "mean"), shown_from=math.inf),
     Metric("deletion_auc_half", "settings", "Deletion AUC (half the steps)",
            "Deletion (half)", "lower", RISE, digits=3, variant_of="deletion_auc",
-           change=("steps", 0.5)),
+           change=("steps", 0.5), shown_from=math.inf),
     Metric("insertion_auc_half", "settings", "Insertion AUC (half the steps)",
            "Insertion (half)", "higher", RISE, digits=3, variant_of="insertion_auc",
-           change=("steps", 0.5)),
+           change=("steps", 0.5), shown_from=math.inf),
     Metric("road_morf", "road", "ROAD MoRF", "ROAD MoRF", "lower", ROAD, digits=3),
     Metric("road_lerf", "road", "ROAD LeRF", "ROAD LeRF", "higher", ROAD, digits=3),
     # Loc(delta) at the default deltas; --loc-deltas may add others (``get`` names them)

@@ -238,9 +238,9 @@ def setting_moves(metrics: pd.DataFrame, agreement: pd.DataFrame) -> list[dict]:
     """Per metric variant the run scored (another substrate, fewer steps): Kendall's tau
     with the metric it varies, and the best row under each. ``agreement``: the rows of
     :func:`agreement_rows`."""
-    found = []
+    found, scored = [], set(metrics.metric)
     for m in catalogue.CATALOGUE:
-        if not m.variant_of or m.id not in set(metrics.metric):
+        if not m.variant_of or m.id not in scored or m.variant_of not in scored:
             continue
         base = catalogue.BY_ID[m.variant_of]
         pair = agreement[
@@ -250,8 +250,9 @@ def setting_moves(metrics: pd.DataFrame, agreement: pd.DataFrame) -> list[dict]:
         best = {}
         for metric in (base, m):
             means = metrics[metrics.metric == metric.id].groupby(["method", "layer"]).value.mean()
-            top = means.idxmin() if metric.better == "lower" else means.idxmax()
-            best[metric.id] = "@".join(top) if len(means) else ""
+            best[metric.id] = "@".join(
+                means.idxmin() if metric.better == "lower" else means.idxmax()
+            )
         found.append(
             {
                 "metric": m,
@@ -266,7 +267,10 @@ def setting_moves(metrics: pd.DataFrame, agreement: pd.DataFrame) -> list[dict]:
 
 
 def agreement_verdict(rows: pd.DataFrame, headings: dict[str, str]) -> str:
-    """Which metrics order the rows most and least alike, in a sentence."""
+    """Which metrics order the rows most and least alike, in a sentence (a metric and its
+    variants under other settings are the settings table's business, not this one's)."""
+    variants = {m.id for m in catalogue.CATALOGUE if m.variant_of}
+    rows = rows[~rows.metric_a.isin(variants) & ~rows.metric_b.isin(variants)]
     rows = rows.dropna(subset=["kendall_tau"]).sort_values("kendall_tau")
     if rows.empty:
         return ""

@@ -75,8 +75,8 @@ def parser() -> argparse.ArgumentParser:
         "--metrics",
         default=d.metrics,
         help="metric groups, comma-separated, or default (all but settings, five more curves "
-        "per map; robustness, which re-explains every image 10 times; and road, which solves "
-        "a sparse system per image: slow on CPU) or all. "
+        "per map; robustness, which re-explains every image 10 times in the fast preset; and "
+        "road, which solves a sparse system per image: slow on CPU) or all. "
         # argparse formats help with %: a literal one is doubled
         + "; ".join(f"{g}: {catalogue.group_help(g)}" for g in catalogue.GROUPS).replace("%", "%%"),
     )

@@ -103,7 +103,13 @@ def sensitivities(ctx, batch: Batch, units: list, settings) -> dict[tuple[str, s
 
     def maps_of(inputs: torch.Tensor) -> dict[tuple[str, str], torch.Tensor]:
         found = compute(
-            ctx.model, inputs, batch.targets, cheap, ctx.spec.classifier, settings=settings
+            ctx.model,
+            inputs,
+            batch.targets,
+            cheap,
+            ctx.spec.classifier,
+            settings=settings,
+            around=lambda label, layer, t: ctx.autocast(t),  # the scored maps' precision
         )
         return {
             (c.method, c.layer): torch.nan_to_num(c.maps.detach().float().flatten(1))

@@ -65,3 +65,17 @@ def test_setting_moves_compare_each_variant_with_its_metric():
     assert move["tau"] == pytest.approx(4 / 6)  # one discordant pair of six
     assert (move["best_base"], move["best"]) == ("a@input", "b@input")
     assert "deletion_auc_blur" not in {m.id for m in catalogue.ranked()}  # not a column
+
+
+def test_a_variant_without_its_metric_is_left_out_and_the_verdict_ignores_variants():
+    from evaluation.rankings import agreement_verdict
+
+    rows = [
+        {"metric": m, "method": x, "layer": "input", "image": 0, "value": v}
+        for m in ("deletion_auc_blur", "deletion_auc_half", "insertion_auc")
+        for x, v in (("a", 0.1), ("b", 0.3), ("c", 0.2))
+    ]
+    metrics = pd.DataFrame(rows)
+    agreement = pd.DataFrame(agreement_rows(metrics, "d"))
+    assert setting_moves(metrics, agreement) == []  # deletion_auc itself was not scored
+    assert agreement_verdict(agreement, {}) == ""  # its only pairs involve variants

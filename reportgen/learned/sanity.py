@@ -23,17 +23,9 @@ if TYPE_CHECKING:
 
 SANITY = "sanity"  # the --metrics group of the cascading randomisation check, a part too
 SANITY_IMAGES = 4  # the check re-explains the first images at every step
-# Besides the gradient CAMs (one capture for all), the cheap methods the check re-runs; the
-# baselines are its controls (they ignore the weights: their maps cannot change)
-SANITY_METHODS = (
-    "saliency",
-    "guided_backprop",
-    "deconvnet",
-    "guided_gradcam",
-    "baseline_random",
-    "baseline_centre",
-    "baseline_edges",
-)
+# The check re-runs the ``cheap`` methods (the gradient CAMs from one capture, the gradient
+# methods of a pass or two, the baselines: its controls, which ignore the weights) at every
+# step
 # The independent randomisation re-runs fewer: the gradient CAMs, the plain gradient and
 # guided backpropagation (the paper's contrast), and one baseline as the control
 INDEPENDENT_METHODS = ("saliency", "guided_backprop", "baseline_edges")
@@ -44,10 +36,12 @@ STRIP_SIDE = 72  # px of each map in a sanity strip
 
 
 def sanity(ctx: Context) -> dict:
-    """The gradient CAMs (at the first CAM layer) and ``SANITY_METHODS`` of the run on the
-    first ``SANITY_IMAGES`` images, re-explained as the weights are re-initialised from
-    the logits down (``evaluation.sanity``); rows for ``sanity.csv``, and per method a
-    strip of the first image's map at every step."""
+    """The gradient CAMs (at the first CAM layer) and the run's other ``cheap`` methods on
+    the first ``SANITY_IMAGES`` images, re-explained as the weights are re-initialised
+    from the logits down (``evaluation.sanity``), the rest on the first image at the
+    first and last steps; then one block at a time, and the random-logit test. Rows for
+    ``sanity.csv``, ``sanity_independent.csv`` and ``random_logit.csv``, and per method
+    a strip of the first image's map at every step."""
     from ..randomisation import (
         cascading_randomisation,
         independent_randomisation,
@@ -59,7 +53,7 @@ def sanity(ctx: Context) -> dict:
     units = [
         (t, layer if t.name in REGISTRY_CAM else PIXEL_LAYER)
         for t in ctx.methods
-        if t.name in REGISTRY_CAM or t.name in SANITY_METHODS
+        if t.scored and t.cheap
     ]
     images = ok_ids(ctx)[:SANITY_IMAGES]
     if not images or not units:
@@ -70,7 +64,7 @@ def sanity(ctx: Context) -> dict:
     costly = [
         (t, layer if t.needs_layer else PIXEL_LAYER)
         for t in ctx.methods
-        if t.scored and t.name not in REGISTRY_CAM and t.name not in SANITY_METHODS
+        if t.scored and not t.cheap
     ]
     strips: dict[str, list[np.ndarray]] = defaultdict(list)
     common = {
@@ -106,8 +100,10 @@ def sanity(ctx: Context) -> dict:
         rows = cascading_randomisation(
             ctx.model, x, targets, explain, seed=ctx.config.seed, progress=True
         )
-        if costly:  # the first and last steps: the same models as the cascade's there
-            steps = randomisation_steps(ctx.model, x[:1])
+        steps = randomisation_steps(ctx.model, x[:1])
+        if (
+            costly and len(steps) > 1
+        ):  # the first and last steps: the same models as the cascade's there
             label = {0: (0, TRAINED), 1: (1, steps[0]), 2: (len(steps), steps[-1])}
             coarse = cascading_randomisation(
                 ctx.model,
