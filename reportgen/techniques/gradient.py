@@ -306,9 +306,10 @@ register(
         "(evaluation/bench/presets/cpu-2core.json).",
         notes="The average is over saliency maps (absolute gradient, max over channels), "
         "the paper's 'absolute value' variant; captum's NoiseTunnel with Saliency "
-        "averages |∂S/∂x| per channel before any reduction. The noise is seeded (seed=0) "
-        "and one draw per sample is shared by the images of a batch, so an image's map "
-        "does not depend on the batch it ran in. σ is taken in the model's normalised "
+        "averages |∂S/∂x| per channel before any reduction. The noise is seeded by the "
+        "run's --seed (0 by default) and one draw per sample is shared by the images of a "
+        "batch, so an image's map does not depend on the batch it ran in. σ is taken in "
+        "the model's normalised "
         "input space.",
     )
 )

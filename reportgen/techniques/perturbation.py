@@ -110,7 +110,8 @@ register(
         bf16=True,
         notes="Masks multiply the model's (normalised) input, so a hidden pixel becomes 0 "
         "there, the data set's mean colour, as in the authors' code. Masks come from a "
-        "seeded generator (seed=0) and are shared by every image, so maps are reproducible. "
+        "generator seeded by the run's --seed (0 by default) and are shared by every image, so "
+        "maps are reproducible. "
         "Up-sampling is bilinear with half-pixel centres and edge clamping (the authors use "
         "skimage's resize with mode='reflect'; only the cropped-away border differs). No "
         "reference library ships RISE: tested against its expectation on hand-built models.",

@@ -129,6 +129,8 @@ def parse_setting(text: str) -> tuple[str, str, object]:
     if not sep or not dot:
         raise ValueError(f"--set '{text}': write METHOD.KEY=VALUE, e.g. rise.masks=1000")
     settings = get(method).defaults()
+    if key == "seed":
+        raise ValueError(f"--set '{text}': the run's --seed seeds every method's draws")
     if key not in settings:
         valid = ", ".join(settings) or "none"
         raise ValueError(f"--set '{text}': {method} has no setting '{key}'. Valid: {valid}")
