@@ -47,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="explain, score and render a site")
     run.add_argument(
         "--model",
-        help="registered name, torchvision/ARCH or package.module:factory (default "
+        help="registered name, torchvision/ARCH, timm/NAME or package.module:factory (default "
         f"{d.model}; with --data synthetic: {SYNTHETIC_MODEL})",
     )
     run.add_argument("--weights", help="state-dict file for the model (loaded weights_only)")
@@ -424,6 +424,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name, spec in REGISTRY.items():
             print(f"{name:20s} {spec.description}")
         print(f"{'torchvision/ARCH':20s} any torchvision classifier (hub weights or --weights)")
+        print(
+            f"{'timm/NAME':20s} any timm model, its own input size and normalisation (hub "
+            'weights or --weights; names: python -c "import timm; print(timm.list_models())")'
+        )
         print(f"{'package.module:fn':20s} your own nn.Module factory (with --weights)")
         return 0
     model, spec = load_model(get_spec(args.model), args.weights)

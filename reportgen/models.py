@@ -4,6 +4,8 @@ Three kinds of name are accepted by ``--model``:
 
 * a registered name (``efficientnet_lite0``, the default, works offline);
 * ``torchvision/NAME`` for any torchvision classifier (hub weights, or ``--weights``);
+* ``timm/NAME`` for any timm model, with its own input size, mean and std (hub weights,
+  or ``--weights``);
 * ``package.module:factory`` for the user's own model (plus ``--weights``).
 """
 
@@ -186,6 +188,37 @@ def _torchvision_loader(arch: str) -> Callable[[str | None], nn.Module]:
     return load
 
 
+def _timm_loader(arch: str) -> Callable[[str | None], nn.Module]:
+    def load(weights: str | None) -> nn.Module:
+        import timm
+
+        if weights:
+            return apply_weights(timm.create_model(arch, pretrained=False), weights)
+        return timm.create_model(arch, pretrained=True)  # needs internet once
+
+    return load
+
+
+def _timm_spec(name: str) -> ModelSpec:
+    """A timm model by name, with the input size and normalisation of its own pretrained
+    configuration (bundled with timm: no download)."""
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    arch = name.split("/", 1)[1]
+    if not timm.is_model(arch):
+        raise ModelError(
+            f"--model '{name}': timm has no model '{arch}'; `python -c \"import timm; "
+            f"print(timm.list_models('*{arch[:6]}*'))\"` lists names."
+            + did_you_mean(arch, timm.list_models(), n=5)
+        )
+    cfg = get_pretrained_cfg(arch)
+    extra = {}
+    if cfg is not None:
+        extra = {"input_size": tuple(cfg.input_size[1:]), "mean": cfg.mean, "std": cfg.std}
+    return ModelSpec(name=name, loader=_timm_loader(arch), description=f"timm {arch}", **extra)
+
+
 def _factory_loader(target: str) -> Callable[[str | None], nn.Module]:
     module_name, _, attr = target.partition(":")
 
@@ -222,9 +255,11 @@ def get_spec(name: str) -> ModelSpec:
         return ModelSpec(
             name=name, loader=_torchvision_loader(arch), description=f"torchvision {arch}"
         )
+    if name.startswith("timm/"):
+        return _timm_spec(name)
     if ":" in name:
         return ModelSpec(name=name, loader=_factory_loader(name), description=f"user model {name}")
-    choices = list(REGISTRY) + ["torchvision/<arch>", "package.module:factory"]
+    choices = list(REGISTRY) + ["torchvision/<arch>", "timm/<name>", "package.module:factory"]
     raise ModelError(
         f"--model '{name}' is unknown.{did_you_mean(name, REGISTRY)} Valid: {', '.join(choices)}"
     )

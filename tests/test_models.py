@@ -67,6 +67,34 @@ def test_unknown_names_suggest_close_matches():
         get_spec("efficientnet_lite")
     with pytest.raises(ModelError, match="resnet18"):
         get_spec("torchvision/resnt18")
+    with pytest.raises(ModelError, match="timm has no model 'resnt18'.*resnet18"):
+        get_spec("timm/resnt18")
+
+
+def test_a_timm_model_by_name_with_its_own_configuration_and_weights(tmp_path):
+    """``timm/NAME`` takes timm's bundled configuration (no download) and ``--weights``;
+    a run on it explains and scores like any model."""
+    import timm
+
+    from reportgen.cli import main
+
+    spec = get_spec("timm/tf_efficientnet_lite0")
+    assert spec.input_size == (224, 224) and spec.mean == (0.5, 0.5, 0.5)
+    assert get_spec("timm/resnet18").mean == (0.485, 0.456, 0.406)
+    torch.manual_seed(0)
+    path = tmp_path / "resnet18.pt"
+    torch.save(timm.create_model("resnet18", pretrained=False, num_classes=10).state_dict(), path)
+    spec = get_spec("timm/resnet18")
+    with pytest.raises(ModelError):  # a 10-class state dict does not fit 1000 classes
+        load_model(spec, str(path))
+    torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), path)
+    model, filled = load_model(spec, str(path))
+    assert filled.cam_layers == ("layer4",) and filled.classifier == "fc"
+    out = tmp_path / "run"
+    argv = ["run", "--model", "timm/resnet18", "--weights", str(path), "--out", str(out)]
+    argv += ["--limit", "2", "--methods", "gradcam,saliency", "--metrics", "complexity"]
+    assert main(argv) == 0
+    assert (out / "methods" / "gradcam.html").is_file()
 
 
 def test_user_factory_and_weights(tmp_path):
