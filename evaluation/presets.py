@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         res = measure_setting(inp, by_name[part], images, floor_images, partial(part))
         if images < n:
             res["note"] = f"measured on the first {images} of the {n} photos (CPU time)"
-        if floor_images < images:
+        if floor_images < images and "noise_floor" in res:
             res["noise_floor"]["note"] = f"on the first {floor_images} photos (CPU time)"
         results["maps"][part] = res
         save()

@@ -232,6 +232,10 @@ def test_rankings_tables_and_figures(site):
     rows = rankings.drop_duplicates(["method", "layer"]).shape[0]
     assert f"need at least {images_for_wilcoxon(rows - 1)} images" in index
     assert 'src="img/agreement.svg"' in index
+    assert 'src="img/stability.svg"' in index
+    svg = (site / "img" / "stability.svg").read_text()
+    headline = [m for m in CATALOGUE if m.headline and m.id in set(rankings.metric)]
+    assert all(f"{m.name} ({IMAGES} images)" in svg for m in headline)
 
 
 def test_methods_that_assume_non_negative_activations_are_flagged_at_a_signed_layer(tmp_path):

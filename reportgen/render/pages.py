@@ -42,6 +42,7 @@ from .plots import (
     silent_plot,
     sparsity_plot,
     spread_plot,
+    stability_plot,
     timing_plot,
 )
 from .site import SiteWriter, environment, sections, site_size, where
@@ -174,6 +175,8 @@ def index(r: Report, site: SiteWriter) -> list[Page]:
     ranked = [g for g in r.rankings.values() if g.metric.headline]
     for g in ranked:
         r.plot(site, f"img/cd-{g.metric.id}.svg", "metrics", lambda path, g=g: cd_plot(g, path))
+    if ranked:
+        r.plot(site, "img/stability.svg", "metrics", lambda path: stability_plot(ranked, path))
     agreement = pd.DataFrame(agreement_rows(r.metrics, r.run["dataset"]), columns=AGREEMENT)
     headings = {m.id: m.name for m in catalogue.CATALOGUE}
     if not agreement.empty:

@@ -203,6 +203,34 @@ def cd_plot(ranking: Ranking, path: Path) -> None:
             ax.plot([ranks[a] - 0.1, ranks[b] + 0.1], [y, y], color="#3d7ea6", lw=2.5)
 
 
+STABLE_ROWS = 6  # rows per metric in the stability plot
+
+
+def stability_plot(rankings: list[Ranking], path: Path) -> None:
+    """How stable each headline ranking is: for the rows most often in the top three over
+    the bootstrap resamples of the images, how often each comes first (dark) and in the
+    top three (light)."""
+    columns = min(3, len(rankings))
+    rows = -(-len(rankings) // columns)
+    size = (4.2 * columns, 0.32 * STABLE_ROWS * rows + 0.9 * rows)
+    with svg_figure(path, rows, columns, figsize=size, squeeze=False) as (fig, axes):
+        for ax in axes.flat[len(rankings) :]:
+            ax.axis("off")
+        for ax, g in zip(axes.flat, rankings, strict=False):
+            order = np.argsort(-g.p_top3, kind="stable")[:STABLE_ROWS][::-1]
+            y = np.arange(len(order))
+            ax.barh(y, 100 * g.p_top3[order], color="#b9d3e6", label="in the top 3")
+            ax.barh(y, 100 * g.p_first[order], color="#2f6f9f", label="first")
+            ax.set_yticks(y, ["@".join(g.keys[i]) for i in order], fontsize=7)
+            ax.set_xlim(0, 100)
+            ax.set_title(f"{g.metric.name} ({g.n} images)", fontsize=9)
+            ax.tick_params(axis="x", labelsize=7)
+            ax.grid(alpha=0.3, axis="x")
+        axes.flat[0].legend(fontsize=7, loc="lower right")
+        for ax in axes[-1]:
+            ax.set_xlabel("% of resamples", fontsize=8)
+
+
 def agreement_plot(agreement: pd.DataFrame, headings: dict[str, str], path: Path) -> None:
     """Kendall's tau between the orders each pair of metrics gives the rows, as a heat
     map (1: the same order; 0: unrelated; -1: reversed)."""
