@@ -88,6 +88,13 @@ def parser() -> argparse.ArgumentParser:
         "fast 12, paper 100: 1 %% of the pixels a step)",
     )
     run.add_argument(
+        "--input-size",
+        help="the model's input, H,W or one side (default: the model's own; timm models: "
+        "their pretrained configuration's)",
+    )
+    run.add_argument("--mean", help="per-channel mean of the model's normalisation, R,G,B")
+    run.add_argument("--std", help="per-channel std of the model's normalisation, R,G,B")
+    run.add_argument(
         "--classes",
         default=d.classes,
         help="class ids class_model also draws, besides every predicted class (e.g. 1,130)",
@@ -211,6 +218,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         target=args.target,
         metrics=args.metrics,
         curve_steps=args.curve_steps,
+        input_size=numbers(args.input_size, "--input-size", int, (1, 2), positive=True),
+        mean=numbers(args.mean, "--mean", float, (3,)),
+        std=numbers(args.std, "--std", float, (3,), positive=True),
         classes=args.classes,
         quality=args.quality,
         precision=args.precision,
@@ -323,6 +333,26 @@ def finish(out: str, phases=None, started: float | None = None) -> int:
     print(f"  site: {out}/index.html ({pages} pages); tables: {out}/data/")
     print(f"  {SiteSize.recorded(out)}")
     return 0 if done else EXIT_NOTHING_DONE
+
+
+def numbers(text: str | None, option: str, kind: type, counts: tuple[int, ...], positive=False):
+    """``"a,b,c"`` as a tuple of ``kind`` with one of ``counts`` values (one side stands for
+    a square input); None when not given."""
+    from .options import OptionError
+
+    if text is None:
+        return None
+    try:
+        values = tuple(kind(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) not in counts or (positive and min(values) <= 0):
+        sizes = " or ".join(str(c) for c in counts)
+        raise OptionError(
+            f"{option} '{text}': give {sizes} comma-separated {'positive ' if positive else ''}"
+            f"{'integers' if kind is int else 'numbers'}"
+        )
+    return values * 2 if len(values) == 1 else values
 
 
 def cmd_merge(args: argparse.Namespace) -> int:

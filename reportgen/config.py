@@ -32,6 +32,10 @@ class RunConfig:
     precision: str = "fp32"  # techniques under autocast: fp32 (off), bf16, fp16 (GPU only)
     layout: str = "auto"  # memory layout: nchw, nhwc, or auto (the start-up probe's fastest)
     curve_steps: int | None = None  # insertion / deletion steps; None: the --quality preset's
+    # the model's input (H, W) and normalisation; None: its spec's (or timm's configuration)
+    input_size: tuple[int, int] | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
     resume: bool = False  # continue the run in ``out``; not a setting of the results
     shard: tuple[int, int] = (0, 1)  # (index, count): this process's share of the batches
     profile: bool = False  # kernel tables per technique (first batch); slows that batch
@@ -60,6 +64,8 @@ class RunConfig:
                 parts += [f"--set {m}.{k}={v}" for m, kv in value.items() for k, v in kv.items()]
             elif key in ("loc_deltas", *self.LOCAL) or value in (None, getattr(defaults, key)):
                 continue
+            elif isinstance(value, (tuple, list)):
+                parts.append(f"--{key.replace('_', '-')} {','.join(str(v) for v in value)}")
             else:
                 parts.append(f"--{key.replace('_', '-')} {value}")
         return " ".join(parts)

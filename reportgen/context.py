@@ -212,7 +212,10 @@ def open_context(config: RunConfig, local_rank: int = 0, phases: Phases | None =
     phases = phases or Phases()
     device = resolve_device(config.device, local_rank)
     with phases("load model"):
-        model, spec = load_model(get_spec(config.model), config.weights)
+        given = {"input_size": config.input_size, "mean": config.mean, "std": config.std}
+        spec = get_spec(config.model)
+        spec = dataclasses.replace(spec, **{k: tuple(v) for k, v in given.items() if v})
+        model, spec = load_model(spec, config.weights)
         model = model.to(device).eval()
     if config.precision == "fp16" and device.type != "cuda":
         raise OptionError(

@@ -285,3 +285,27 @@ def test_seed_reaches_the_seeded_methods(tmp_path):
         assert not np.allclose(maps["a"][m], maps["c"][m]), m
     assert np.array_equal(maps["a"]["saliency"], maps["c"]["saliency"])  # nothing drawn
     assert main(["run", "--out", str(tmp_path / "d"), "--set", "rise.seed=3", *args]) == 2
+
+
+def test_input_size_mean_and_std_override_the_models(tmp_path, capsys):
+    """--input-size / --mean / --std replace the model's own (a user model defaults to 224
+    px and ImageNet's); the run records and reproduces them; bad values exit 2."""
+    import json
+
+    out = tmp_path / "run"
+    args = ["--model", "tests.conftest:TinyGapNet", "--limit", "2", "--methods", "gradcam"]
+    args += ["--metrics", "complexity", "--input-size", "64", "--mean", "0.5,0.5,0.5"]
+    args += ["--std", "0.25,0.25,0.25"]
+    assert main(["run", "--out", str(out), *args]) == 0
+    run = json.loads((out / "data" / "run.json").read_text())
+    assert run["model"]["input_size"] == [64, 64]
+    assert run["model"]["mean"] == [0.5] * 3 and run["model"]["std"] == [0.25] * 3
+    assert "--input-size 64,64 --mean 0.5,0.5,0.5 --std 0.25,0.25,0.25" in run["command"]
+    for bad, message in (
+        (["--input-size", "0"], "--input-size '0': give 1 or 2 comma-separated positive"),
+        (["--mean", "0.5,0.5"], "--mean '0.5,0.5': give 3 comma-separated numbers"),
+        (["--std", "1,0,1"], "--std '1,0,1': give 3 comma-separated positive numbers"),
+    ):
+        capsys.readouterr()
+        assert main(["run", "--out", str(tmp_path / "bad"), *bad]) == 2
+        assert message in capsys.readouterr().err
