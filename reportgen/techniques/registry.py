@@ -23,7 +23,7 @@ class Technique:
 
     name: str
     title: str
-    family: str  # gradient | perturbation | cam | baseline | view
+    family: str  # gradient | perturbation | cam | baseline | view | plugin
     paper: str
     url: str
     summary: str  # one paragraph: what it computes, with the formula
@@ -39,6 +39,9 @@ class Technique:
     # Why the method is ill-posed at a layer whose activations are signed (its formula or a
     # peer's convention assumes they are not); empty: well-posed at any layer
     signed: str = ""
+    # Runs at the run's CAM layers, given each one's name (a plug-in with a ``layer``
+    # parameter; the CAM family always does)
+    at_layer: bool = False
     # A pass or two per image (no sampling, no per-channel passes): the robustness metric
     # may re-explain it under noise many times
     cheap: bool = False
@@ -95,11 +98,11 @@ class Technique:
     @property
     def scored(self) -> bool:
         """Saliency-producing techniques are scored by the metrics; views are not."""
-        return self.family in ("gradient", "perturbation", "cam", "baseline")
+        return self.family in ("gradient", "perturbation", "cam", "baseline", "plugin")
 
     @property
     def needs_layer(self) -> bool:
-        return self.family == "cam"
+        return self.family == "cam" or self.at_layer
 
 
 def register(technique: Technique) -> Technique:
@@ -116,6 +119,13 @@ class UnknownMethod(ValueError):
 def get(name: str) -> Technique:
     if name in REGISTRY:
         return REGISTRY[name]
+    if ":" in name:  # package.module:function or captum:NAME, registered on first use
+        from .plugins import plugin
+
+        try:
+            return plugin(name)
+        except ValueError as err:
+            raise UnknownMethod(str(err)) from err
     raise UnknownMethod(
         f"method '{name}' is unknown.{did_you_mean(name, REGISTRY)} Valid: {', '.join(REGISTRY)}"
     )
