@@ -4,6 +4,7 @@ valid one, a layer whose output is not a feature map."""
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Iterable
 
 
@@ -19,3 +20,15 @@ def not_a_feature_map(layer: str, shape: object) -> str:
         f"layer '{layer}' has output {shape}; CAM methods need a spatial [N, C, H, W] "
         "output. Pick a convolutional layer (`reportgen list layers`)"
     )
+
+
+def imported(reference: str, option: str, error: type[ValueError] = ValueError) -> object:
+    """The object ``package.module:name`` names, or ``error`` saying why it cannot be had."""
+    module_name, _, attr = reference.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise error(
+            f"{option} '{reference}': cannot import '{attr}' from '{module_name}' ({err}); "
+            "give an importable package.module:callable"
+        ) from err

@@ -11,7 +11,6 @@ Three kinds of name are accepted by ``--model``:
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from torch import nn
 from . import synthetic_model
 from .capture import LayerOutput, hooks, record_outputs
 from .config import SYNTHETIC_MODEL
-from .hints import did_you_mean
+from .hints import did_you_mean, imported
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -220,17 +219,8 @@ def _timm_spec(name: str) -> ModelSpec:
 
 
 def _factory_loader(target: str) -> Callable[[str | None], nn.Module]:
-    module_name, _, attr = target.partition(":")
-
     def load(weights: str | None) -> nn.Module:
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as err:
-            raise ModelError(
-                f"--model '{target}': cannot import '{attr}' from '{module_name}' ({err}); "
-                "give an importable package.module:callable"
-            ) from err
-        model = factory()
+        model = imported(target, "--model", ModelError)()
         if not isinstance(model, nn.Module):
             raise ModelError(f"--model '{target}' returned {type(model).__name__}, not nn.Module")
         return apply_weights(model, weights) if weights else model

@@ -6,6 +6,7 @@ holds the definitions and the statistics)."""
 from __future__ import annotations
 
 import copy
+import functools
 import zlib
 from collections.abc import Callable, Sequence
 
@@ -141,7 +142,7 @@ def _rows(step: int, block: str, maps: dict[str, np.ndarray], trained: dict[str,
     return rows
 
 
-def cascading_randomisation(
+def model_randomisation(
     model: nn.Module,
     x: torch.Tensor,
     targets: torch.Tensor,
@@ -149,46 +150,36 @@ def cascading_randomisation(
     seed: int = 0,
     steps: Sequence[str] | None = None,
     progress: bool = False,
+    independent: bool = False,
 ) -> list[dict]:
-    """Rows ``{step, block, method, image, spearman, ssim}``: every map after each cumulative
-    step compared with the trained model's map (step 0, block ``"none"``). ``explain`` is
-    called once per step, in order, always on a copy of the model."""
+    """Rows ``{step, block, method, image, spearman, ssim}``: every map at each step compared
+    with the trained model's map (step 0, block ``"none"``). ``explain`` is called once per
+    step, in order, always on a copy of the model.
+
+    Cascading (the default): the blocks re-initialised cumulatively from the output down.
+    ``independent`` (Adebayo et al. 2018's other variant): at step k only block k is
+    re-initialised (with the weights the cascade gives it), every other block keeps its
+    trained weights; it asks whether a map depends on each block by itself, where the
+    cascade cannot tell a block that matters from one whose effect the blocks after it
+    already destroyed."""
     steps = randomisation_steps(model, x) if steps is None else list(steps)
     work = copy.deepcopy(model).eval()
     trained = _as_arrays(explain(work, x, targets))
     prepared = {method: Maps(stack) for method, stack in trained.items()}
-    rows: list[dict] = []
-    for step, block in enumerate(tqdm([TRAINED, *steps], desc="sanity", disable=not progress)):
-        if step:
-            _reinitialise(work, block, seed)
-            work.eval()
-        maps = trained if step == 0 else _as_arrays(explain(work, x, targets))
-        rows += _rows(step, block, maps, prepared)
-    return rows
-
-
-def independent_randomisation(
-    model: nn.Module,
-    x: torch.Tensor,
-    targets: torch.Tensor,
-    explain: Explain,
-    seed: int = 0,
-    steps: Sequence[str] | None = None,
-    progress: bool = False,
-) -> list[dict]:
-    """Adebayo et al. 2018's independent variant: at step k only block k is re-initialised
-    (with the weights the cascade gives it), every other block keeps its trained weights.
-    It asks whether a map depends on each block by itself, where the cascade cannot tell
-    a block that matters from one whose effect the blocks after it already destroyed.
-    Rows as :func:`cascading_randomisation`'s (step 0: the trained model)."""
-    steps = randomisation_steps(model, x) if steps is None else list(steps)
-    trained = _as_arrays(explain(copy.deepcopy(model).eval(), x, targets))
-    prepared = {method: Maps(stack) for method, stack in trained.items()}
     rows = _rows(0, TRAINED, trained, prepared)
-    for step, block in enumerate(tqdm(steps, desc="independent", disable=not progress), 1):
-        maps = _as_arrays(explain(randomised(model, [block], seed), x, targets))
-        rows += _rows(step, block, maps, prepared)
+    label = "independent" if independent else "sanity"
+    for step, block in enumerate(tqdm(steps, desc=label, disable=not progress), 1):
+        if independent:
+            now = randomised(model, [block], seed)
+        else:
+            _reinitialise(work, block, seed)
+            now = work.eval()
+        rows += _rows(step, block, _as_arrays(explain(now, x, targets)), prepared)
     return rows
+
+
+cascading_randomisation = model_randomisation
+independent_randomisation = functools.partial(model_randomisation, independent=True)
 
 
 def random_logit(

@@ -18,13 +18,13 @@ the run's index, never the run's end.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from ..hints import imported
 from .registry import REGISTRY, Technique, register
 
 PLUGIN = "plugin"
@@ -40,13 +40,7 @@ def plugin(reference: str) -> Technique:
     if owner == "captum":
         fn, doc = _captum(attr)
     else:
-        try:
-            fn = getattr(importlib.import_module(owner), attr)
-        except (ImportError, AttributeError) as err:
-            raise ValueError(
-                f"method '{reference}': cannot import '{attr}' from '{owner}' ({err}); give "
-                "an importable package.module:function or captum:AttributionName"
-            ) from err
+        fn = imported(reference, "method")
         if not callable(fn):
             raise ValueError(f"method '{reference}': '{attr}' is not callable")
         doc = inspect.getdoc(fn) or ""
