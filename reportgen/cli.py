@@ -192,6 +192,7 @@ def parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace) -> int:
     started = time.perf_counter()  # the run's wall clock: the phase table accounts for it
     from . import pipeline
+    from .options import numbers
     from .techniques import parse_setting
     from .timing import Phases
 
@@ -333,26 +334,6 @@ def finish(out: str, phases=None, started: float | None = None) -> int:
     print(f"  site: {out}/index.html ({pages} pages); tables: {out}/data/")
     print(f"  {SiteSize.recorded(out)}")
     return 0 if done else EXIT_NOTHING_DONE
-
-
-def numbers(text: str | None, option: str, kind: type, counts: tuple[int, ...], positive=False):
-    """``"a,b,c"`` as a tuple of ``kind`` with one of ``counts`` values (one side stands for
-    a square input); None when not given."""
-    from .options import OptionError
-
-    if text is None:
-        return None
-    try:
-        values = tuple(kind(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) not in counts or (positive and min(values) <= 0):
-        sizes = " or ".join(str(c) for c in counts)
-        raise OptionError(
-            f"{option} '{text}': give {sizes} comma-separated {'positive ' if positive else ''}"
-            f"{'integers' if kind is int else 'numbers'}"
-        )
-    return values * 2 if len(values) == 1 else values
 
 
 def cmd_merge(args: argparse.Namespace) -> int:

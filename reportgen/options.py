@@ -144,3 +144,21 @@ def check_same_settings(earlier: dict, now: dict, out) -> None:
             f"'{out}' holds a run with other settings ({'; '.join(changed)}): use the same "
             "options to continue it, or another --out (or no --resume) to start afresh"
         )
+
+
+def numbers(text: str | None, option: str, kind: type, counts: tuple[int, ...], positive=False):
+    """``"a,b,c"`` as a tuple of ``kind`` with one of ``counts`` values (one side stands for
+    a square input); None when not given."""
+    if text is None:
+        return None
+    try:
+        values = tuple(kind(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) not in counts or (positive and min(values) <= 0):
+        sizes = " or ".join(str(c) for c in counts)
+        raise OptionError(
+            f"{option} '{text}': give {sizes} comma-separated {'positive ' if positive else ''}"
+            f"{'integers' if kind is int else 'numbers'}"
+        )
+    return values * 2 if len(values) == 1 else values

@@ -15,7 +15,16 @@ or arrays. Families:
 """
 
 # Importing the family modules fills the registry (one file per family).
-from . import baselines, cam, gradient, neurons, perturbation, synthesis, views  # noqa: E402, F401
+from . import (  # noqa: E402, F401
+    baselines,
+    cam,
+    gradient,
+    neurons,
+    perturbation,
+    plugins,
+    synthesis,
+    views,
+)
 from .registry import (  # noqa: F401  (the package's interface)
     LAYERS,
     QUALITIES,

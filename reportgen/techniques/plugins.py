@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..hints import imported
-from .registry import REGISTRY, Technique, register
+from .registry import REGISTRY, RESOLVERS, Technique, register
 
 PLUGIN = "plugin"
 
@@ -58,6 +58,13 @@ def plugin(reference: str) -> Technique:
             at_layer="layer" in params,
         )
     )
+
+
+def _resolve(name: str) -> Technique | None:
+    return plugin(name) if ":" in name else None
+
+
+RESOLVERS.append(_resolve)
 
 
 def _checked(reference: str, fn: Callable, params) -> Callable:

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from ..hints import did_you_mean
 
 REGISTRY: dict[str, Technique] = {}
+# What ``get`` asks about a name no module registered: a technique made for it, or None
+# (``plugins``: ``package.module:function`` and ``captum:NAME``)
+RESOLVERS: list[Callable[[str], Technique | None]] = []
 QUALITIES = ("fast", "paper")  # --quality presets: the default run, and the published settings
 # A preset may also say at how many of the run's CAM layers (the first ones) a technique runs
 LAYERS = "layers"
@@ -119,13 +122,13 @@ class UnknownMethod(ValueError):
 def get(name: str) -> Technique:
     if name in REGISTRY:
         return REGISTRY[name]
-    if ":" in name:  # package.module:function or captum:NAME, registered on first use
-        from .plugins import plugin
-
+    for resolve in RESOLVERS:  # names registered on first use (plug-ins)
         try:
-            return plugin(name)
+            found = resolve(name)
         except ValueError as err:
             raise UnknownMethod(str(err)) from err
+        if found is not None:
+            return found
     raise UnknownMethod(
         f"method '{name}' is unknown.{did_you_mean(name, REGISTRY)} Valid: {', '.join(REGISTRY)}"
     )
