@@ -102,10 +102,11 @@ register(
         "the paper's sum also carries P̄ times the drawn masks' density, which varies from "
         "pixel to pixel (by 2 % of P̄ at 1000 masks) in the same pattern on every image and "
         "swamps the signal where the class probability barely moves under masking. "
-        "Measured on the default photos against a 4000-mask paper map of another seed: "
-        "mean r 0.88 for 500 centred masks, against 0.80 for 1000 masks of the paper's "
-        "sum (the fast preset before) and 0.90 for two paper maps of different seeds "
-        "(docs/performance.md).",
+        "Measured on 4 default photos against the 4000-mask paper map (python -m "
+        "evaluation.presets --only rise,rise_centred): mean r 0.879 for 500 centred masks "
+        "(0.817 / 0.906 at 250 / 1000), against 0.852 for 1000 masks of the paper's sum "
+        "(the fast preset before; 0.821 at 500); two 4000-mask paper maps of different "
+        "seeds agree at 0.80 (evaluation/bench/presets/cpu-2core.json).",
         needs_gradient=False,
         bf16=True,
         notes="Masks multiply the model's (normalised) input, so a hidden pixel becomes 0 "
