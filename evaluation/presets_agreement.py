@@ -96,11 +96,6 @@ def map_agreement(
 # --- insertion / deletion ------------------------------------------------------------------
 
 
-def curve_step(shape: tuple[int, int], steps: int) -> int:
-    """Pixels per step for ``steps`` steps over an ``H × W`` map (the pipeline's rule)."""
-    return -(-shape[0] * shape[1] // steps)
-
-
 def passes_per_image(method: str, settings: Mapping[str, int], size: tuple[int, int]) -> str:
     """The model passes one image costs with ``settings``: the cost that does not depend
     on the machine's load (``curves``: per scored map, insertion and deletion)."""
@@ -137,7 +132,7 @@ def curve_aucs(
     for image, named, target in zip(images, maps, targets, strict=True):
         for saliency in named.values():
             saliency = np.nan_to_num(np.asarray(saliency, dtype=np.float32))
-            step = curve_step(saliency.shape, steps)
+            step = M.curve_step(saliency.shape, steps)
             for mode in modes:
                 curve = M.insertion_deletion(
                     probabilities, image, saliency, int(target), mode=mode, step=step

@@ -245,7 +245,7 @@ def score(ctx, batch: Batch, refs: References | None, up: np.ndarray, values: li
         with ctx.phases("metric: insertion_deletion"):
             batcher = Batcher(ctx.probabilities, ctx.rows)
             for k in rows:
-                step = -(-up[k].size // ctx.curve_steps)
+                step = M.curve_step(up[k].shape, ctx.curve_steps)
                 for mode in ("insertion", "deletion"):
                     substrate = refs.blurred[k] if mode == "insertion" else None
                     plan = M.curve_plan(inputs[k], up[k], mode=mode, step=step, substrate=substrate)
@@ -290,7 +290,7 @@ def settings_variants(ctx, inputs, up: np.ndarray, classes, values: list[dict]) 
             if substrate == "mean":  # the photo's mean colour
                 substrate = inputs[k].mean((0, 1))
             plan = M.curve_plan(
-                inputs[k], up[k], mode=mode, step=-(-up[k].size // max(1, round(steps))),
+                inputs[k], up[k], mode=mode, step=M.curve_step(up[k].shape, max(1, round(steps))),
                 substrate=substrate,
             )  # fmt: skip
 

@@ -80,7 +80,7 @@ def test_curve_agreement_is_exact_at_equal_steps_and_uses_the_pipeline_step():
     by_default = M.insertion_deletion(
         probabilities, images[0], maps[0]["random"], tg[0], mode="deletion"
     )
-    assert agreement.curve_step((SIDE, SIDE), 100) == math.ceil(SIDE * SIDE / 100)
+    assert M.curve_step((SIDE, SIDE), 100) == math.ceil(SIDE * SIDE / 100)
     assert aucs["deletion"][0] == by_default.auc
 
     coarse = agreement.curve_agreement(

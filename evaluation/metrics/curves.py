@@ -106,6 +106,12 @@ class CurvePlan(NamedTuple):
         return Curve(values, fractions, float(np.trapezoid(values, fractions)))
 
 
+def curve_step(shape: tuple[int, int], steps: int) -> int:
+    """Pixels per step for ``steps`` steps over an ``H × W`` map (rounded up, so the curve
+    has ``steps`` steps, the last possibly partial)."""
+    return -(-shape[0] * shape[1] // steps)
+
+
 def curve_plan(
     image: np.ndarray,
     saliency: np.ndarray,

@@ -25,8 +25,7 @@ SANITY = "sanity"  # the --metrics group of the cascading randomisation check, a
 SANITY_IMAGES = 4  # the check re-explains the first images at every step
 # The check re-runs the ``cheap`` methods (the gradient CAMs from one capture, the gradient
 # methods of a pass or two, the baselines: its controls, which ignore the weights) at every
-# step
-# The independent randomisation re-runs fewer: the gradient CAMs, the plain gradient and
+# step. The independent randomisation re-runs fewer: the gradient CAMs, the plain gradient and
 # guided backpropagation (the paper's contrast), and one baseline as the control
 INDEPENDENT_METHODS = ("saliency", "guided_backprop", "baseline_edges")
 # The other scored methods (hundreds of passes a map: RISE, Occlusion, Score-CAM, ...) take
@@ -97,13 +96,11 @@ def sanity(ctx: Context) -> dict:
         return maps
 
     with ctx.timer(SANITY, "all", len(images)):
-        rows = cascading_randomisation(
-            ctx.model, x, targets, explain, seed=ctx.config.seed, progress=True
-        )
         steps = randomisation_steps(ctx.model, x[:1])
-        if (
-            costly and len(steps) > 1
-        ):  # the first and last steps: the same models as the cascade's there
+        rows = cascading_randomisation(
+            ctx.model, x, targets, explain, seed=ctx.config.seed, steps=steps, progress=True
+        )
+        if costly and len(steps) > 1:  # the first and last steps: the cascade's models there
             label = {0: (0, TRAINED), 1: (1, steps[0]), 2: (len(steps), steps[-1])}
             coarse = cascading_randomisation(
                 ctx.model,
@@ -122,6 +119,7 @@ def sanity(ctx: Context) -> dict:
             targets,
             lambda *a: maps_of(*a, units=few),
             seed=ctx.config.seed,
+            steps=steps,
             progress=True,
         )
         logit = random_logit(ctx.model, x, targets, maps_of, seed=ctx.config.seed)
