@@ -189,6 +189,8 @@ def test_torchvision_model_with_local_weights(tmp_path):
         "gradcam,cam,saliency",
         "--layers",
         "layer4,layer3",
+        "--metrics",
+        "faithfulness,localisation",
         "--out",
         str(out),
     ]

@@ -28,6 +28,9 @@ RUN = [
     "occlusion.window=112",
     "--set",
     "occlusion.stride=112",
+    # every default group but the sanity check (its resume: test_learned.py)
+    "--metrics",
+    "faithfulness,insertion_deletion,localisation",
 ]
 TABLES = ["images", "predictions", "metrics", "layers"]
 

@@ -14,6 +14,7 @@ import pytest
 
 from reportgen import learned
 from reportgen.cli import main
+from reportgen.learned import sanity as sanity_module
 from reportgen.store import Store, learned_path
 
 from .conftest import LEARNED_METHODS, LEARNED_TINY
@@ -162,6 +163,7 @@ def test_independent_randomisation_runs_with_the_sanity_check(site):
     }
     steps = lambda t: t.drop_duplicates("step")[["step", "block"]].values.tolist()  # noqa: E731
     assert steps(alone) == steps(cascade)
+    assert alone.image.nunique() == sanity_module.INDEPENDENT_IMAGES
     assert np.allclose(alone[alone.method == "baseline_edges@input"].spearman, 1)
     first = alone[alone.step == 1].groupby("method").spearman.mean()  # the classifier alone
     assert first["gradcam@bn2"] < 0.5
