@@ -14,7 +14,6 @@ import pytest
 
 from reportgen import learned
 from reportgen.cli import main
-from reportgen.learned import sanity as sanity_module
 from reportgen.store import Store, learned_path
 
 from .conftest import LEARNED_METHODS, LEARNED_TINY
@@ -163,12 +162,13 @@ def test_independent_randomisation_runs_with_the_sanity_check(site):
     }
     steps = lambda t: t.drop_duplicates("step")[["step", "block"]].values.tolist()  # noqa: E731
     assert steps(alone) == steps(cascade)
-    assert alone.image.nunique() == sanity_module.INDEPENDENT_IMAGES
+    assert alone.image.nunique() == learned.INDEPENDENT_IMAGES
     assert np.allclose(alone[alone.method == "baseline_edges@input"].spearman, 1)
     first = alone[alone.step == 1].groupby("method").spearman.mean()  # the classifier alone
     assert first["gradcam@bn2"] < 0.5
     index = (site / "index.html").read_text()
     assert 'id="sanity-independent"' in index and (site / "img/sanity_independent.svg").is_file()
+    assert f"the cascade's first {learned.INDEPENDENT_IMAGES} images" in index
 
 
 def test_random_logit_test_runs_with_the_sanity_check(site):

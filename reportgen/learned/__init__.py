@@ -20,4 +20,4 @@ from . import channels, optimised, sanity  # noqa: F401
 from .channels import PATCHES, embedding_rows  # noqa: F401  (the package's interface)
 from .common import AFTER, TOP_CHANNELS, VIEWS, View, after, register_view  # noqa: F401
 from .optimised import INVERSION_DEPTHS, PIXEL_RECIPE_UNITS, inversion_layers  # noqa: F401
-from .sanity import SANITY, SANITY_IMAGES  # noqa: F401
+from .sanity import INDEPENDENT_IMAGES, SANITY, SANITY_IMAGES  # noqa: F401

@@ -26,9 +26,9 @@ SANITY_IMAGES = 4  # the check re-explains the first images at every step
 # The check re-runs the ``cheap`` methods (the gradient CAMs from one capture, the gradient
 # methods of a pass or two, the baselines: its controls, which ignore the weights) at every
 # step. The independent randomisation re-runs fewer: the gradient CAMs, the plain gradient and
-# guided backpropagation (the paper's contrast), and one baseline as the control
-# on the first ``INDEPENDENT_IMAGES`` images: a contrast to the cascade, not a second
-# headline (it re-explains at every block as the cascade does, half its cost this way)
+# guided backpropagation (the paper's contrast), and one baseline as the control, on the
+# first ``INDEPENDENT_IMAGES`` of the cascade's images: a contrast to the cascade, not a
+# second headline, so it re-explains half as many images at each of its steps
 INDEPENDENT_METHODS = ("saliency", "guided_backprop", "baseline_edges")
 INDEPENDENT_IMAGES = 2
 # The other scored methods (hundreds of passes a map: RISE, Occlusion, Score-CAM, ...) take

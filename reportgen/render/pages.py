@@ -138,6 +138,7 @@ class Report:
             "sanity_methods": list(dict.fromkeys(self.sanity.method)),
             "sanity_images": self.sanity.image.nunique(),
             "sanity_independent": list(dict.fromkeys(self.independent.method)),
+            "independent_images": self.independent.image.nunique(),
         }
 
     def card(self, image: str, method: str, layer: str, title: str, link: str, anchor: str):
