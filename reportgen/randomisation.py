@@ -151,6 +151,7 @@ def model_randomisation(
     steps: Sequence[str] | None = None,
     progress: bool = False,
     independent: bool = False,
+    trained: dict[str, torch.Tensor] | None = None,
 ) -> list[dict]:
     """Rows ``{step, block, method, image, spearman, ssim}``: every map at each step compared
     with the trained model's map (step 0, block ``"none"``). ``explain`` is called once per
@@ -161,12 +162,16 @@ def model_randomisation(
     re-initialised (with the weights the cascade gives it), every other block keeps its
     trained weights; it asks whether a map depends on each block by itself, where the
     cascade cannot tell a block that matters from one whose effect the blocks after it
-    already destroyed."""
+    already destroyed.
+
+    ``trained``: the trained model's maps (step 0) when the caller already has them (every
+    variant starts from the same maps, and a run has stored those of its costly methods);
+    ``explain`` is then not called for step 0."""
     steps = randomisation_steps(model, x) if steps is None else list(steps)
     work = copy.deepcopy(model).eval()
-    trained = _as_arrays(explain(work, x, targets))
-    prepared = {method: Maps(stack) for method, stack in trained.items()}
-    rows = _rows(0, TRAINED, trained, prepared)
+    start = _as_arrays(explain(work, x, targets) if trained is None else trained)
+    prepared = {method: Maps(stack) for method, stack in start.items()}
+    rows = _rows(0, TRAINED, start, prepared)
     label = "independent" if independent else "sanity"
     for step, block in enumerate(tqdm(steps, desc=label, disable=not progress), 1):
         if independent:
@@ -183,19 +188,25 @@ independent_randomisation = functools.partial(model_randomisation, independent=T
 
 
 def random_logit(
-    model: nn.Module, x: torch.Tensor, targets: torch.Tensor, explain: Explain, seed: int = 0
+    model: nn.Module,
+    x: torch.Tensor,
+    targets: torch.Tensor,
+    explain: Explain,
+    seed: int = 0,
+    target_maps: dict[str, torch.Tensor] | None = None,
 ) -> list[dict]:
     """Sixt et al. 2020's random-logit test: each image explained for a class drawn at
     random among the others (seeded), compared with its map for the target. Rows
     ``{method, image, other, spearman, ssim}``; a map that stays the same whatever the
     class (high similarity) does not explain the class. Nothing is randomised, so
-    ``explain`` runs on the model itself (which it leaves as it found it)."""
+    ``explain`` runs on the model itself (which it leaves as it found it); ``target_maps``
+    are the maps for ``targets`` when the caller already has them (the cascade's step 0)."""
     with torch.no_grad():
         classes = model(x[:1]).shape[1]
     rng = np.random.default_rng(seed)
     drawn = rng.integers(0, classes - 1, len(targets))
     others = torch.as_tensor(drawn + (drawn >= targets.cpu().numpy()), device=targets.device)
-    target_maps = _as_arrays(explain(model, x, targets))
+    target_maps = _as_arrays(explain(model, x, targets) if target_maps is None else target_maps)
     other_maps = _as_arrays(explain(model, x, others))
     rows = []
     for method, stack in target_maps.items():

@@ -130,3 +130,19 @@ LEARNED_TINY = [
         "fooling.steps=2",
     )
 ]
+
+# The fast site: FAST_RUN with the learned views at tiny settings over the first photos, in
+# two batches. Built once per session for every module that reads a site (the command line,
+# the site, the phase table, the browser); a test that changes it puts it back.
+FAST_SITE_IMAGES = 3
+
+
+@pytest.fixture(scope="session")
+def fast_site(tmp_path_factory):
+    from reportgen.cli import main
+
+    out = tmp_path_factory.mktemp("fast-site")
+    methods = ["--methods", f"{FAST_METHODS},{LEARNED_METHODS}", *LEARNED_TINY]
+    argv = ["run", "--out", str(out), "--limit", str(FAST_SITE_IMAGES), "--batch-size", "2"]
+    assert main([*argv, *FAST_RUN, *methods]) == 0
+    return out

@@ -12,11 +12,10 @@ from .conftest import FAST_RUN
 from .sitecheck import check_site
 
 
-@pytest.fixture(scope="module")
-def small_site(tmp_path_factory):
-    out = tmp_path_factory.mktemp("site")
-    assert main(["run", "--out", str(out), "--limit", "3", "--batch-size", "2", *FAST_RUN]) == 0
-    return out
+@pytest.fixture
+def small_site(fast_site):
+    """The session's fast site (conftest)."""
+    return fast_site
 
 
 def test_run_writes_tidy_tables(small_site):

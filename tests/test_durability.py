@@ -82,8 +82,9 @@ def test_killed_twice_and_resumed_equals_uninterrupted(reference, tmp_path):
 
 def test_resume_refuses_other_settings(reference, tmp_path, capsys):
     out = tmp_path / "other"
-    assert main(["run", "--out", str(out), *RUN[:4], "--methods", "saliency"]) == 0
-    argv = ["run", "--out", str(out), *RUN[:4], "--methods", "gradcam", "--resume"]
+    small = [*RUN[:2], "--limit", "1", "--metrics", "complexity"]  # a finished run, quickly
+    assert main(["run", "--out", str(out), *small, "--methods", "saliency"]) == 0
+    argv = ["run", "--out", str(out), *small, "--methods", "gradcam", "--resume"]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "other settings" in err and "methods 'saliency' -> 'gradcam'" in err
@@ -131,8 +132,10 @@ def test_resume_or_merge_of_another_version_warns(reference, tmp_path, capsys):
 
 
 def test_resume_of_a_finished_run_recomputes_nothing(reference, tmp_path):
+    import shutil
+
     out = tmp_path / "again"
-    assert main(["run", "--out", str(out), *RUN]) == 0
+    shutil.copytree(reference, out)  # a finished run (the reference itself stays untouched)
     parts = {p: p.stat().st_mtime_ns for p in (out / "data" / "parts").rglob("b*/*.json")}
     assert main(["run", "--out", str(out), *RUN, "--resume"]) == 0
     assert {p: p.stat().st_mtime_ns for p in parts} == parts

@@ -11,7 +11,11 @@ from reportgen import timing
 from reportgen.batcher import Batcher
 from reportgen.timing import Phases, merge_phases, phase_rows
 
-from .test_site import site  # noqa: F401  (the module's small site, built once)
+
+@pytest.fixture
+def site(fast_site):
+    """The session's fast site (conftest)."""
+    return fast_site
 
 
 class Clock:
@@ -152,7 +156,7 @@ def test_batcher_runs_full_passes_and_answers_in_order():
     assert len(got["empty"]) == 0
 
 
-def test_a_run_accounts_for_its_wall_time(site):  # noqa: F811
+def test_a_run_accounts_for_its_wall_time(site):
     totals = json.loads((site / "data" / "phases.json").read_text())
     table = pd.read_csv(site / "data" / "phases.csv")
     assert totals["coverage"] >= 0.95
@@ -189,7 +193,7 @@ def test_floor_takes_the_better_of_the_start_and_end_probes():
     assert timing.best_times(start, None) == start and timing.best_times(None) == {}
 
 
-def test_a_run_times_the_probe_again_at_its_end(site):  # noqa: F811
+def test_a_run_times_the_probe_again_at_its_end(site):
     totals = json.loads((site / "data" / "phases.json").read_text())
     end = totals["probe_end"]
     assert end["forward_ms"] > 0 and end["backward_ms"] > 0

@@ -69,6 +69,29 @@ def test_step_zero_is_the_trained_model(tiny, batch):
     assert {r["block"] for r in rows} == {"none", "fc", "features.2", "features.0"}
 
 
+def test_given_trained_maps_stand_for_step_zero(tiny, batch):
+    """The run makes the trained model's maps once and hands them to both randomisations
+    and the random-logit test: the rows are those ``explain`` would give, with one call
+    fewer (step 0 is not explained again)."""
+    targets = torch.tensor([0, 1, 2])
+    calls = []
+
+    def counted(model, x, t):
+        calls.append(1)
+        return tiny_explain(model, x, t)
+
+    for variant in (cascading_randomisation, independent_randomisation):
+        rows = variant(tiny, batch, targets, counted, seed=3)
+        made = len(calls)
+        trained = tiny_explain(tiny, batch, targets)
+        assert variant(tiny, batch, targets, counted, seed=3, trained=trained) == rows
+        assert len(calls) == 2 * made - 1
+        calls.clear()
+    rows = random_logit(tiny, batch, targets, counted, seed=1)
+    given = random_logit(tiny, batch, targets, counted, seed=1, target_maps=trained)
+    assert given == rows and len(calls) == 3
+
+
 def test_the_model_is_left_as_it_was_and_a_seed_repeats(tiny, batch):
     tiny.train()
     tiny.features[0].weight.requires_grad_(False)

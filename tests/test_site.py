@@ -16,20 +16,16 @@ from PIL import Image
 from reportgen.cli import main
 from reportgen.render import BUDGET_FIXED, BUDGET_PER_IMAGE, THUMB_SIZE, SiteSize, render, site_size
 
-from .conftest import FAST_RUN
+from .conftest import FAST_SITE_IMAGES
 from .sitecheck import check_site
 
-IMAGES = 2
+IMAGES = FAST_SITE_IMAGES
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("site")
-    assert (
-        main(["run", "--out", str(out), "--limit", str(IMAGES), "--batch-size", "2", *FAST_RUN])
-        == 0
-    )
-    return out
+@pytest.fixture
+def site(fast_site) -> Path:
+    """The session's fast site (conftest)."""
+    return fast_site
 
 
 def files(out: Path) -> dict[str, tuple[int, bytes]]:
@@ -141,10 +137,8 @@ def compare_data(site: Path) -> dict:
 
 def test_compare_data_names_files_that_exist(site):
     data = compare_data(site)
-    assert list(data["scores"]) == ["chelsea", "coffee"] and data["default"]["i"] == [
-        "chelsea",
-        "coffee",
-    ]
+    photos = ["chelsea", "coffee", "rocket"][:IMAGES]
+    assert list(data["scores"]) == photos and data["default"]["i"] == photos
     assert len(data["default"]["m"]) == 4 and not any(
         k.startswith("baseline") for k in data["default"]["m"]
     )

@@ -92,19 +92,32 @@ def sanity(ctx: Context) -> dict:
 
     few = [(t, lay) for t, lay in units if t.name in REGISTRY_CAM or t.name in INDEPENDENT_METHODS]
 
-    def explain(model, x, targets, units=units) -> dict[str, torch.Tensor]:
-        maps = maps_of(model, x, targets, units)
-        for key, m in maps.items():
+    def shown(maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        for key, m in maps.items():  # each step's map of the first image, for the strips
             strips[key].append(m[0].detach().float().cpu().numpy())
         return maps
 
+    def explain(model, x, targets, units=units) -> dict[str, torch.Tensor]:
+        return shown(maps_of(model, x, targets, units))
+
     with ctx.timer(SANITY, "all", len(images)):
         steps = randomisation_steps(ctx.model, x[:1])
+        # the trained model's maps, made once: step 0 of both randomisations and the
+        # target maps of the random-logit test
+        trained = explain(ctx.model, x, targets)
         rows = cascading_randomisation(
-            ctx.model, x, targets, explain, seed=ctx.config.seed, steps=steps, progress=True
+            ctx.model,
+            x,
+            targets,
+            explain,
+            seed=ctx.config.seed,
+            steps=steps,
+            progress=True,
+            trained=trained,
         )
         if costly and len(steps) > 1:  # the first and last steps: the cascade's models there
             label = {0: (0, TRAINED), 1: (1, steps[0]), 2: (len(steps), steps[-1])}
+            first = stored_maps(ctx, images[0], costly, x.shape[-2:])
             coarse = cascading_randomisation(
                 ctx.model,
                 x[:COSTLY_IMAGES],
@@ -112,6 +125,7 @@ def sanity(ctx: Context) -> dict:
                 lambda *a: explain(*a, units=costly),
                 seed=ctx.config.seed,
                 steps=[steps[0], "+".join(steps[1:])],
+                trained=None if first is None else shown(first),
             )
             rows += [
                 {**r, "step": label[r["step"]][0], "block": label[r["step"]][1]} for r in coarse
@@ -124,8 +138,15 @@ def sanity(ctx: Context) -> dict:
             seed=ctx.config.seed,
             steps=steps,
             progress=True,
+            trained={
+                key: m[:INDEPENDENT_IMAGES]
+                for key, m in trained.items()
+                if key in {f"{t.name}@{lay}" for t, lay in few}
+            },
         )
-        logit = random_logit(ctx.model, x, targets, maps_of, seed=ctx.config.seed)
+        logit = random_logit(
+            ctx.model, x, targets, maps_of, seed=ctx.config.seed, target_maps=trained
+        )
         for key, maps in strips.items():
             tiles = np.stack(
                 [
@@ -145,6 +166,24 @@ def sanity(ctx: Context) -> dict:
         "sanity_independent": [{**r, "image": images[int(r["image"])]} for r in alone],
         "random_logit": [{**r, "image": images[int(r["image"])]} for r in logit],
     }
+
+
+def stored_maps(
+    ctx: Context, image: str, units: list, size: tuple[int, int]
+) -> dict[str, torch.Tensor] | None:
+    """The maps the run stored for ``image`` (its first batch made them with the same
+    settings, seed and precision), at the input's ``size``: the costly methods' step 0,
+    which would cost as much again to recompute. None when one is missing, or when the
+    run explains another class than the prediction (``--target``), which the check uses."""
+    if ctx.target != "predicted":
+        return None
+    maps = {}
+    for t, layer in units:
+        found = ctx.store.load_map(image, f"{t.name}@{layer}")
+        if found is None:
+            return None
+        maps[f"{t.name}@{layer}"] = at_input(torch.from_numpy(found)[None], size)
+    return maps
 
 
 register_view(View(SANITY, run_wide=sanity, wanted=lambda ctx: SANITY in ctx.metric_groups))
