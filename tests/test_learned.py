@@ -22,7 +22,7 @@ from .sitecheck import check_site
 IMAGES = 5
 LEARNED = "feature_maps,gradcam,gradcampp,saliency,baseline_edges," + LEARNED_METHODS
 ARGS = ["--limit", str(IMAGES), "--batch-size", "3", "--methods", LEARNED, "--classes", "1"]
-ARGS += LEARNED_TINY
+ARGS += [*LEARNED_TINY, "--curve-steps", "4"]  # the curves: test_site.py, test_metrics.py
 
 
 @pytest.fixture(scope="module")
