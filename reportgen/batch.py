@@ -67,7 +67,7 @@ def load_batch(ctx, index: int, records: list[data.ImageRecord]) -> Batch:
         batch.pixels = np.stack([data.model_input(item.rgb, size) for item in batch.items])
         batch.x = ctx.normalise(batch.pixels).contiguous(memory_format=ctx.layout)
     with ctx.timer("predict", PIXEL_LAYER, len(batch.items)), torch.inference_mode():
-        batch.probs = torch.softmax(ctx.model(batch.x).float(), dim=1).cpu()
+        batch.probs = torch.softmax(ctx.forward_model(batch.x).float(), dim=1).cpu()
     batch.predictions = top5(ctx.spec.class_names, batch.ids, batch.probs)
     batch.targets = choose_targets(ctx.target, batch)
     return batch

@@ -337,9 +337,12 @@ def finish(out: str, phases=None, started: float | None = None) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    """Copy the other shards' parts, maps and images into --out, then finish there."""
+    """Copy the other shards' parts, maps and images into --out, make the run-wide views
+    there once every shard is in (``pipeline.after_merge``), then finish."""
+    from . import pipeline
     from .options import check_same_settings, warn_other_version
     from .store import MODEL, Store
+    from .timing import Phases
 
     target = Store(args.out)
     for folder in args.folders:
@@ -354,7 +357,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
         for sub in ("data/parts", "data/maps", "img"):
             if (Path(folder) / sub).is_dir():
                 shutil.copytree(Path(folder) / sub, Path(args.out) / sub, dirs_exist_ok=True)
-    return finish(args.out)
+    started, phases = time.perf_counter(), Phases()
+    pipeline.after_merge(args.out, phases)
+    return finish(args.out, phases, started)
 
 
 def cmd_render(args: argparse.Namespace) -> int:

@@ -60,7 +60,6 @@ def compute(
     *,
     settings: Callable[[Technique], dict] = lambda technique: {},
     around: Callable = _around,
-    model_for: Callable[[Technique], torch.nn.Module] | None = None,
     strict: bool = False,
 ) -> Iterator[Computed]:
     """Maps of every ``(technique, layer)`` in ``units`` for ``targets`` (one class per
@@ -68,10 +67,9 @@ def compute(
 
     ``settings(t)``: keyword arguments for ``t`` (preset, ``--set``, normalisation);
     ``around(label, layer, t)``: a context each computation runs in (the run's timer,
-    profiler and autocast; ``t`` is None for the shared capture); ``model_for(t)``: the
-    model ``t`` runs on (forward-only techniques: the copy with folded batch norms). A
-    technique's ``ValueError`` or ``RuntimeError`` becomes the unit's ``problem`` (one
-    unit's failure is the run's note, not its end), or is raised if ``strict``."""
+    profiler and autocast; ``t`` is None for the shared capture). A technique's
+    ``ValueError`` or ``RuntimeError`` becomes the unit's ``problem`` (one unit's failure
+    is the run's note, not its end), or is raised if ``strict``."""
     fused = [(t, layer) for t, layer in units if t.name in REGISTRY_CAM]
     if fused:
         methods = list(dict.fromkeys(t.name for t, _ in fused))
@@ -101,9 +99,7 @@ def compute(
         where = {"layer": layer, "classifier": classifier} if t.needs_layer else {}
         try:
             with around(t.name, layer, t):
-                maps = t.run(
-                    model_for(t) if model_for else model, x, targets, **{**where, **settings(t)}
-                )
+                maps = t.run(model, x, targets, **{**where, **settings(t)})
         except (ValueError, RuntimeError) as err:
             if strict:
                 raise

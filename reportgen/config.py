@@ -50,6 +50,15 @@ class RunConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_settings(cls, settings: dict) -> RunConfig:
+        """The config back from ``results_settings`` (plus any local fields): JSON's lists
+        become the tuples they were."""
+        tuples = ("loc_deltas", "input_size", "mean", "std", "shard")
+        return cls(
+            **{k: tuple(v) if k in tuples and v is not None else v for k, v in settings.items()}
+        )
+
     def digest(self) -> str:
         """A short hash of the settings that change results (not where they are written)."""
         text = json.dumps(self.results_settings(), sort_keys=True)

@@ -48,7 +48,11 @@ class Context:
     phases: Phases
     device: torch.device
     model: torch.nn.Module
-    forward_model: torch.nn.Module  # batch norms folded: forward-only passes run on it
+    # batch norms folded: every pass that keeps the trained weights runs on it (forward
+    # and gradient: 1.8x faster a step in channel visualisation on a CPU); ``model`` is
+    # the original, for its structure (layers, first filters, receptive fields) and the
+    # sanity check's randomisation (which re-initialises the norms too)
+    forward_model: torch.nn.Module
     folded: int  # how many batch norms the copy folded
     spec: ModelSpec
     methods: list[techniques.Technique]
@@ -164,7 +168,7 @@ class Context:
             "curve_steps": self.curve_steps,
             "curve_steps_why": CURVE_STEPS_WHY if config.quality == "fast" else "",
             "forward_precision": "bf16" if self.forward_dtype else "fp32",
-            "folded_norms": self.folded,  # batch norms folded for forward-only passes
+            "folded_norms": self.folded,  # batch norms folded in the copy the passes run on
             "probe": self.probe,
             "other_quality": {  # the command for the other preset, for the index and about
                 "name": other,
@@ -297,8 +301,8 @@ def probed(
 ) -> dict:
     """The start-up probe (``timing.probe``) in the precision of the preset's batched
     passes on this device, once per process for the same model, device, thread count,
-    layouts and precision (tests run many small runs in one process). Forward passes are
-    timed on ``forward_model`` (the folded copy the run's forward-only passes use)."""
+    layouts and precision (tests run many small runs in one process). Passes are timed on
+    ``forward_model`` (the folded copy the run's passes use)."""
     half = METRIC_PRESETS[quality]["forward"] == "bf16" and native_bf16(device)
     key = (spec.name, tuple(spec.input_size), str(device), torch.get_num_threads(), layouts, half)
     if key not in PROBES:

@@ -27,7 +27,7 @@ from .batch import Batch, load_batch
 from .compute import compute, problem_of
 from .config import RunConfig
 from .context import Context, open_context, versions
-from .options import OptionError, check_same_settings, warn_other_version
+from .options import OptionError, check_same_settings, parse_metrics, warn_other_version
 from .scoring import references, scored, sensitivities
 from .store import MODEL, Store, batch_name, overlay_path
 from .timing import (
@@ -128,14 +128,13 @@ def process(ctx: Context, index: int, records: list[data.ImageRecord]) -> None:
         robust = sensitivities(ctx, batch, maps, lambda t: unit_settings(ctx, t))
     bar = tqdm(total=len(units), desc="units", leave=False, disable=len(units) < 2)
     for c in compute(
-        ctx.model,
+        ctx.forward_model,  # batch norms folded, for gradient passes too
         batch.x,
         batch.targets,
         maps,
         ctx.spec.classifier,
         settings=lambda t: unit_settings(ctx, t),
         around=lambda label, layer, t: around(ctx, batch, label, layer, t),
-        model_for=lambda t: ctx.forward_model if t.bf16 else ctx.model,
     ):
         timing = {**ctx.timer.last, "method": c.method, "layer": c.layer}
         if c.shared > 1:
@@ -217,7 +216,7 @@ def after(ctx: Context) -> None:
 def save_phases(ctx: Context) -> None:
     """This process's phase table so far, as a part (``finish`` adds up the shards')."""
     index, count = ctx.config.shard
-    ctx.phases.part = f"phases-{index}-of-{count}"
+    ctx.phases.part = ctx.phases.part or f"phases-{index}-of-{count}"
     ctx.store.write_part(MODEL, ctx.phases.part, ctx.phases.snapshot())
 
 
@@ -300,6 +299,43 @@ class Gathered:
         }
 
 
+def owed_views(store: Store, about: dict) -> list[str]:
+    """The run-wide views the run in ``store`` asked for and has not made."""
+    groups = parse_metrics(about["settings"]["metrics"])
+    return learned.owed(store.done_units(MODEL), about["methods"], groups)
+
+
+def after_merge(out: str, phases: Phases) -> None:
+    """What a merge of shard folders still owes once every shard's batches are in ``out``:
+    the run-wide work (``after``), as the last shard or torchrun's rank 0 does it, on the
+    model the run's settings name. When a shard is missing or the model does not load, it
+    says so and leaves the views to a later merge (``finish`` lists them as not made)."""
+    store = Store(out)
+    about = store.read_part(MODEL, "run")
+    done = store.done_units(MODEL)
+    lacking = owed_views(store, about)
+    if not lacking and "after" in done:
+        return
+    counts = {int(u.rsplit("-of-", 1)[1]) for u in done if u.startswith("shard-")}
+    absent = [f"{i}/{n}" for n in counts for i in range(n) if f"shard-{i}-of-{n}" not in done]
+    if absent:
+        print(f"reportgen: shard(s) {', '.join(absent)} not merged yet: run-wide views wait")
+        return
+    settings = {**about["settings"], "out": out, "resume": True}
+    config = RunConfig.from_settings(settings)
+    try:
+        ctx = begin(open_context(config, phases=phases), fresh=False)
+    except (OSError, RuntimeError, ValueError, ImportError) as err:
+        print(
+            f"reportgen: merge could not load the model '{config.model}' ({err}); "
+            f"not made: {', '.join(lacking) or 'the end probe'}"
+        )
+        return
+    ctx.phases.part = "phases-merge"  # the shards keep their own tables
+    print(f"reportgen: merge makes the run-wide views: {', '.join(lacking) or 'none'}")
+    after(ctx)
+
+
 def finish(out: str, phases: Phases | None = None) -> Summary:
     """Tables, shared-scale overlays and ``run.json`` from the parts; no model needed.
     Raises if any batch of the run is unfinished (a shard still working or lost)."""
@@ -325,6 +361,12 @@ def finish(out: str, phases: Phases | None = None) -> Summary:
             f"'{out}' has {len(missing)} unfinished units (first: {', '.join(missing[:3])}): "
             "finish them with `reportgen run --resume` (same options), or run the missing "
             "shards and `reportgen merge`"
+        )
+    lacking = owed_views(store, about)
+    if lacking:  # listed on the index page and in the closing summary, never left out silently
+        found.problems.append(
+            f"run-wide views not made: {', '.join(lacking)} (they need every batch and the "
+            "model: `reportgen merge` or `reportgen run --resume` where the model loads)"
         )
     rows = found.rows
     for table in TABLES:

@@ -103,7 +103,7 @@ def sensitivities(ctx, batch: Batch, units: list, settings) -> dict[tuple[str, s
 
     def maps_of(inputs: torch.Tensor) -> dict[tuple[str, str], torch.Tensor]:
         found = compute(
-            ctx.model,
+            ctx.forward_model,
             inputs,
             batch.targets,
             cheap,

@@ -385,9 +385,9 @@ def per_row_times(
     rows: int,
     forward_model: nn.Module | None = None,
 ) -> dict[str, float]:
-    """At one shape: ms a row forward in float32 and in bfloat16 (autocast), on
-    ``forward_model`` when given (what forward-only passes run on), and forward + backward
-    to the input on ``model``, each after a warm-up pass, best of two. The probe's figures
+    """At one shape: ms a row forward in float32 and in bfloat16 (autocast), and forward +
+    backward to the input, on ``forward_model`` when given (the folded copy the run's
+    passes run on), each after a warm-up pass, best of two. The probe's figures
     at its chosen shape, and again at the end of a run (``finish`` takes the better)."""
     x = torch.zeros(rows, 3, *input_size, device=device).contiguous(memory_format=LAYOUTS[layout])
     ahead = forward_model if forward_model is not None else model
@@ -402,7 +402,7 @@ def per_row_times(
     x.requires_grad_(True)
 
     def backward() -> None:
-        model(x).sum().backward(inputs=[x])
+        ahead(x).sum().backward(inputs=[x])
 
     with torch.enable_grad():
         backward()  # warm-up: autograd's first backward
@@ -439,9 +439,9 @@ def probe(
     times the run's floor is built on; and each layer's share of a pass's time there
     (``time_shares``, for ``PassCounter.weigh``).
 
-    Forward passes are timed on ``forward_model`` when given (the copy with batch norms
-    folded that the run's forward-only passes use), backward ones on ``model``. Both are
-    left in the best layout. Takes a few seconds on a 2-core CPU."""
+    Passes are timed on ``forward_model`` when given (the copy with batch norms folded
+    that the run's passes use). Both models are left in the best layout. Takes a few
+    seconds on a 2-core CPU."""
     sizes = sizes or PROBE_ROWS.get(device.type, PROBE_ROWS["cpu"])
 
     def cast(bf16: bool):

@@ -39,6 +39,12 @@ def tables(out: Path) -> dict[str, bytes]:
     return {name: (out / "data" / f"{name}.csv").read_bytes() for name in TABLES}
 
 
+def every_table(out: Path) -> dict[str, bytes]:
+    """Every CSV the run wrote but its timings (wall-clock figures differ run to run)."""
+    timed = {"timings.csv", "phases.csv"}
+    return {p.name: p.read_bytes() for p in (out / "data").glob("*.csv") if p.name not in timed}
+
+
 def overlays(out: Path) -> dict[str, bytes]:
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in (out / "img").rglob("*.jpg")}
 
@@ -149,38 +155,81 @@ def test_same_seed_gives_identical_tables_and_images(reference, tmp_path):
     assert overlays(out) == overlays(reference)
 
 
-def test_shards_in_separate_folders_merge_to_the_same_tables(reference, tmp_path, capsys):
+def test_shards_in_separate_folders_merge_to_the_same_tables(
+    reference, tmp_path, capsys, monkeypatch
+):
+    """The merge makes the run-wide views (here the channel pages) as the single run does;
+    when the model does not load it names them, on the index page too, and a later merge
+    makes them."""
+    from reportgen import pipeline
+
     first, second = tmp_path / "shard0", tmp_path / "shard1"
     assert main(["run", "--out", str(first), *RUN, "--shard", "0/2"]) == 0
     assert "shard 0/2 done" in capsys.readouterr().out
     assert main(["merge", "--out", str(first)]) == 2  # half the batches are missing
     assert "unfinished units" in capsys.readouterr().err
     assert main(["run", "--out", str(second), *RUN, "--shard", "1/2"]) == 0
-    assert main(["merge", "--out", str(first), str(second)]) == 0
+
+    def gone(*args, **kwargs):
+        raise FileNotFoundError("weights.pt is not there")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(pipeline, "open_context", gone)
+        assert main(["merge", "--out", str(first), str(second)]) == 0
+    out = capsys.readouterr().out
+    assert "could not load the model 'efficientnet_lite0' (weights.pt is not there)" in out
+    assert "run-wide views not made: feature_maps" in out
+    assert "run-wide views not made: feature_maps" in (first / "index.html").read_text()
     assert tables(first) == tables(reference)
+    assert main(["merge", "--out", str(first)]) == 0
+    assert "merge makes the run-wide views: feature_maps" in capsys.readouterr().out
+    assert every_table(first) == every_table(reference)
+    assert "not made" not in (first / "index.html").read_text()
+
+
+# Every default metric group (the sanity check included) and a synthesis view (filter
+# visualisation, at a plumbing-only step count) over the durability run's images
+EVERYTHING = [*RUN[:-2], "--methods", "gradcam,saliency,occlusion,feature_maps,filter_vis"]
+EVERYTHING += ["--set", "filter_vis.steps=2", "--set", "filter_vis.size=64"]
+
+
+def pages(out: Path) -> set[str]:
+    return {p.relative_to(out).as_posix() for p in out.rglob("*.html")}
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_match_one(tmp_path):
-    """Two CPU processes under torchrun (gloo): rank 0 merges and renders the site. Asked
-    for every core each, they share the cores instead (oversubscribed thread pools made
-    this run over 18 times slower); CPU kernels sum in another order with another thread count,
-    so the one-process reference runs with the same threads per process."""
+def test_one_process_shards_and_torchrun_give_one_report(tmp_path, capsys):
+    """One process, two shards in separate folders joined by `reportgen merge`, and two
+    CPU processes under torchrun (gloo; rank 0 makes the run-wide views and the site):
+    every table but the timings equal cell for cell, and the same pages. Asked for every
+    core each, torchrun's processes share the cores instead (oversubscribed thread pools
+    made a run over 18 times slower); CPU kernels sum in another order with another
+    thread count, so the other two run with the same threads per process."""
     cores = len(os.sched_getaffinity(0))
     fair = max(1, cores // 2)
     saved = torch.get_num_threads()
     torch.set_num_threads(fair)
+    one, shards = tmp_path / "one", [tmp_path / "shard0", tmp_path / "shard1"]
     try:
-        assert main(["run", "--out", str(tmp_path / "one"), *RUN]) == 0
+        assert main(["run", "--out", str(one), *EVERYTHING]) == 0
+        for k, shard in enumerate(shards):
+            assert main(["run", "--out", str(shard), *EVERYTHING, "--shard", f"{k}/2"]) == 0
+        assert main(["merge", "--out", str(shards[0]), str(shards[1])]) == 0
     finally:
         torch.set_num_threads(saved)
+    assert "merge makes the run-wide views: feature_maps, filter_vis, sanity" in (
+        capsys.readouterr().out
+    )
     out = tmp_path / "torchrun"
     env = {**os.environ, "OMP_NUM_THREADS": str(cores)}
     argv = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
-    argv += ["--master-port", "29533", "-m", "reportgen", "run", "--out", str(out), *RUN]
+    argv += ["--master-port", "29533", "-m", "reportgen", "run", "--out", str(out), *EVERYTHING]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     if cores > fair:
         assert f"2 CPU processes share {cores} cores: {cores} -> {fair} threads" in done.stderr
-    assert (out / "index.html").is_file()
-    assert tables(out) == tables(tmp_path / "one")
+    reference = every_table(one)
+    assert {"sanity.csv", "synthesis.csv", "channels.csv", "metrics.csv"} <= set(reference)
+    for other in (shards[0], out):
+        assert every_table(other) == reference, other.name
+        assert pages(other) == pages(one), other.name

@@ -18,6 +18,6 @@ Images are written under ``img/learned/<technique>/``; values go to the long tab
 # Importing the modules registers the views, in the run-wide order (channel pages first).
 from . import channels, optimised, sanity  # noqa: F401
 from .channels import PATCHES, embedding_rows  # noqa: F401  (the package's interface)
-from .common import AFTER, TOP_CHANNELS, VIEWS, View, after, register_view  # noqa: F401
+from .common import AFTER, TOP_CHANNELS, VIEWS, View, after, owed, register_view  # noqa: F401
 from .optimised import INVERSION_DEPTHS, PIXEL_RECIPE_UNITS, inversion_layers  # noqa: F401
 from .sanity import INDEPENDENT_IMAGES, SANITY, SANITY_IMAGES  # noqa: F401

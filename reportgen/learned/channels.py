@@ -45,7 +45,7 @@ def feature_maps(ctx: Context, batch: Batch, layer: str) -> dict:
     for the channel pages; the rows of ``layers.csv``."""
     with ctx.timer("feature_maps", ALL, len(batch.items)):
         views = techniques.get("feature_maps").run(
-            ctx.model, batch.x, layers=ctx.spec.feature_layers
+            ctx.forward_model, batch.x, layers=ctx.spec.feature_layers
         )
     timing = ctx.timer.last
     rows = []
@@ -112,7 +112,7 @@ def channel_pages(ctx: Context) -> dict:
         for start in range(0, len(names), ctx.config.batch_size):
             chunk = names[start : start + ctx.config.batch_size]
             _, x = model_inputs(ctx, chunk)
-            views = techniques.get("feature_maps").run(ctx.model, x, layers=layers)
+            views = techniques.get("feature_maps").run(ctx.forward_model, x, layers=layers)
             for k, name in enumerate(chunk):
                 photo = ctx.store.load_image(f"photos/{name}.jpg")
                 scale = CHANNEL_SIDE / max(photo.shape[:2])  # small: maps are coarse, many
@@ -140,7 +140,7 @@ def peaks(ctx: Context, batch: Batch, layer: str) -> dict:
     """Each channel's peak (value and place) in every image, for the top patches."""
     with ctx.timer("top_patches", layer, len(batch.items)):
         found = techniques.get("top_patches").run(
-            ctx.model, batch.x, layers=ctx.spec.feature_layers
+            ctx.forward_model, batch.x, layers=ctx.spec.feature_layers
         )
         for feature_layer, (values, where) in found.items():
             stacked = torch.cat([values[..., None].float(), where.float()], -1)
@@ -220,7 +220,7 @@ def top_patches(ctx: Context) -> dict:
                 chunk = mine[start : start + PROJECTION_BATCH]
                 which = [names.index(r["image"]) for r in chunk]
                 projected = deconv_projection(
-                    ctx.model,
+                    ctx.forward_model,
                     x[which],
                     layer,
                     torch.tensor([r["channel"] for r in chunk], device=x.device),
@@ -246,7 +246,10 @@ def features(ctx: Context, batch: Batch, layer: str) -> dict:
     """Each image's penultimate features, for the embedding."""
     with ctx.timer("embedding", layer, len(batch.items)):
         found = techniques.get("embedding").run(
-            ctx.model, batch.x, classifier=ctx.spec.classifier, layers=ctx.spec.feature_layers
+            ctx.forward_model,
+            batch.x,
+            classifier=ctx.spec.classifier,
+            layers=ctx.spec.feature_layers,
         )
         for image, vector in zip(batch.ids, found.cpu().numpy(), strict=True):
             ctx.store.save_map(image, "embedding", vector)

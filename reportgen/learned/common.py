@@ -3,8 +3,9 @@ registers, the run-wide pass over them, and the helpers they share."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -70,6 +71,18 @@ def wanted(ctx: Context, view: View) -> bool:
     return any(t.name == view.name for t in ctx.methods)
 
 
+def owed(done: set[str], methods: Sequence[str], groups: Sequence[str]) -> list[str]:
+    """The run-wide views a run of ``methods`` and metric ``groups`` asked for that have no
+    part among ``done`` (the model folder's finished units): what a report still lacks
+    until ``after`` runs where every batch and the model are at hand."""
+    asked = SimpleNamespace(methods=[techniques.get(m) for m in methods], metric_groups=groups)
+    return [
+        view.name
+        for view in VIEWS.values()
+        if view.run_wide is not None and AFTER + view.name not in done and wanted(asked, view)
+    ]
+
+
 def after(ctx: Context) -> None:
     """The run-wide views, once every batch is done (rank / shard 0 only). Each is a part
     of its own, so a resumed run skips those already made."""
@@ -94,7 +107,7 @@ def synthesise(ctx: Context, name: str, *args, seed: int = 0, **given):
     seed (plus ``seed``), its preset and ``--set`` settings, and ``given`` over those."""
     technique = techniques.get(name)
     return technique.run(
-        ctx.model,
+        ctx.forward_model,
         *args,
         mean=ctx.spec.mean,
         std=ctx.spec.std,
