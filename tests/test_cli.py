@@ -228,7 +228,9 @@ def test_channels_last_keeps_the_maps_and_bf16_stays_close(tmp_path):
     """The two speed options: channels_last changes the memory layout only (maps equal to
     float noise); bf16 autocast changes the arithmetic. Measured: Grad-CAM r = 0.9997+,
     occlusion 0.99+, raw saliency (a per-pixel gradient: bf16's 8-bit mantissa shows)
-    0.77-0.82, as README says."""
+    0.77-0.82, as README says. The raw gradient is equal to float noise except where a
+    rounding flips a ReLU6 gate of the folded copy (measured: r 0.99998 and 99.9 % of
+    pixels within 0.1 % of the map's maximum on chelsea)."""
     import numpy as np
 
     from .conftest import pearson
@@ -250,9 +252,14 @@ def test_channels_last_keeps_the_maps_and_bf16_stays_close(tmp_path):
 
     for image in ("chelsea", "coffee"):
         for key in ("gradcam@bn2", "saliency@input", "occlusion@input"):
-            ours = raw("fp32", image, key)
-            tolerance = 1e-5 * abs(ours).max()
-            assert np.allclose(raw("nhwc", image, key), ours, rtol=1e-3, atol=tolerance)
+            ours, nhwc = raw("fp32", image, key), raw("nhwc", image, key)
+            if key == "saliency@input":
+                assert pearson(nhwc, ours) > 0.9999, image
+                off = np.abs(nhwc - ours) / abs(ours).max()
+                assert np.quantile(off, 0.999) < 5e-3, image
+            else:
+                tolerance = 1e-5 * abs(ours).max()
+                assert np.allclose(nhwc, ours, rtol=1e-3, atol=tolerance)
             floor = 0.7 if key == "saliency@input" else 0.98
             assert pearson(raw("bf16", image, key), ours) > floor, (image, key)
     run = json.loads((outs["bf16"] / "data" / "run.json").read_text())
