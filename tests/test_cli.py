@@ -190,6 +190,8 @@ def test_torchvision_model_with_local_weights(tmp_path):
         "layer4,layer3",
         "--metrics",
         "faithfulness,localisation",
+        "--input-size",  # loading and layer names do not depend on the size
+        "112",
         "--out",
         str(out),
     ]
