@@ -49,7 +49,7 @@ class Context:
     device: torch.device
     model: torch.nn.Module
     # batch norms folded: every pass that keeps the trained weights runs on it (forward
-    # and gradient: 1.8x faster a step in channel visualisation on a CPU); ``model`` is
+    # and gradient: inversions 35 % faster in a run on a CPU); ``model`` is
     # the original, for its structure (layers, first filters, receptive fields) and the
     # sanity check's randomisation (which re-initialises the norms too)
     forward_model: torch.nn.Module

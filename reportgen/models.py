@@ -316,9 +316,10 @@ def folded_copy(model: nn.Module, input_size: tuple[int, int]) -> tuple[nn.Modul
     convolution's weights and bias, and the count folded. Exact up to float rounding
     (checked here on a random input; when the copy's logits differ, ``model`` itself comes
     back with 0); on a CPU about twice as fast in bfloat16, where a batch norm converts
-    each map to float32 and back, and 1.8x as fast a gradient step (no norm forward and
-    backward). Layer names stay: a folded norm becomes ``nn.Identity`` (timm's
-    ``BatchNormAct2d``: its dropout and activation, not in place), so hooks by name see
+    each map to float32 and back, and gradient steps are cheaper too (no norm forward
+    and backward: inversions 35 % and top patches 26 % faster in a run). Layer names
+    stay: a folded norm becomes ``nn.Identity`` (timm's ``BatchNormAct2d``: its dropout
+    and activation, not in place), so hooks by name see
     the same outputs.
 
     A pair is folded only when the norm's input is the very tensor the convolution

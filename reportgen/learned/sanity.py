@@ -171,8 +171,8 @@ def sanity(ctx: Context) -> dict:
 
 def folded(ctx: Context, model: torch.nn.Module) -> torch.nn.Module:
     """The model the maps are made on, as in the run's batches: its norms folded into the
-    convolutions (half the time of a pass in bfloat16, 1.8x less a gradient step on a
-    CPU), in the run's memory layout. A randomised model is folded afresh at each step
+    convolutions (half the time of a pass in bfloat16, less for a gradient step too), in
+    the run's memory layout. A randomised model is folded afresh at each step
     (reset norms fold exactly); the randomisation itself works on the original."""
     if model is ctx.model:
         return ctx.forward_model
