@@ -299,10 +299,11 @@ class Gathered:
         }
 
 
-def owed_views(store: Store, about: dict) -> list[str]:
-    """The run-wide views the run in ``store`` asked for and has not made."""
+def owed_views(about: dict, done: set[str]) -> list[str]:
+    """The run-wide views the run ``about`` describes asked for and has not made, ``done``
+    being its model folder's finished units."""
     groups = parse_metrics(about["settings"]["metrics"])
-    return learned.owed(store.done_units(MODEL), about["methods"], groups)
+    return learned.owed(done, about["methods"], groups)
 
 
 def after_merge(out: str, phases: Phases) -> None:
@@ -313,7 +314,7 @@ def after_merge(out: str, phases: Phases) -> None:
     store = Store(out)
     about = store.read_part(MODEL, "run")
     done = store.done_units(MODEL)
-    lacking = owed_views(store, about)
+    lacking = owed_views(about, done)
     if not lacking and "after" in done:
         return
     counts = {int(u.rsplit("-of-", 1)[1]) for u in done if u.startswith("shard-")}
@@ -362,7 +363,7 @@ def finish(out: str, phases: Phases | None = None) -> Summary:
             "finish them with `reportgen run --resume` (same options), or run the missing "
             "shards and `reportgen merge`"
         )
-    lacking = owed_views(store, about)
+    lacking = owed_views(about, store.done_units(MODEL))
     if lacking:  # listed on the index page and in the closing summary, never left out silently
         found.problems.append(
             f"run-wide views not made: {', '.join(lacking)} (they need every batch and the "

@@ -92,6 +92,7 @@ def sanity(ctx: Context) -> dict:
         return {f"{c.method}@{c.layer}": at_input(c.maps, x.shape[-2:]) for c in found}
 
     few = [(t, lay) for t, lay in units if t.name in REGISTRY_CAM or t.name in INDEPENDENT_METHODS]
+    few_keys = [f"{t.name}@{lay}" for t, lay in few]
 
     def shown(maps: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         for key, m in maps.items():  # each step's map of the first image, for the strips
@@ -139,11 +140,7 @@ def sanity(ctx: Context) -> dict:
             seed=ctx.config.seed,
             steps=steps,
             progress=True,
-            trained={
-                key: m[:INDEPENDENT_IMAGES]
-                for key, m in trained.items()
-                if key in {f"{t.name}@{lay}" for t, lay in few}
-            },
+            trained={key: trained[key][:INDEPENDENT_IMAGES] for key in few_keys},
         )
         logit = random_logit(
             ctx.model, x, targets, maps_of, seed=ctx.config.seed, target_maps=trained
