@@ -17,6 +17,7 @@ def explain(
     layer: str | None = None,
     target: int | Sequence[int] | None = None,
     classifier: str | None = None,
+    reshape: str | None = None,
 ):
     """One technique on a batch: a float tensor ``[N, H, W]`` at the input's resolution;
     a list of techniques: ``{name: maps}``, the gradient CAMs among them computed from
@@ -24,7 +25,9 @@ def explain(
 
     ``images`` is the model's (normalised) input ``[N, 3, H, W]``. ``target`` is one
     class for all items, one per item, or ``None`` for each item's top-1 class.
-    ``layer`` names a module for CAM methods (``None``: the last spatial layer).
+    ``layer`` names a module for CAM methods (``None``: the last spatial layer; a vision
+    transformer's last block's first norm); its tokens or channels-last output is read as
+    a map by its inferred layout, or by ``reshape`` (see ``reportgen.layout.parse``).
     Maps are bilinearly up-sampled and keep their raw values (no min-max scaling),
     so they stay comparable across images.
     """
@@ -51,6 +54,6 @@ def explain(
             layer = default_cam_layer(*record_outputs(model, images[:1]))
         classifier = classifier or last_linear(model)
     units = [(t, layer if t.needs_layer else PIXEL_LAYER) for t in chosen]
-    found = compute(model, images, target, units, classifier, strict=True)
+    found = compute(model, images, target, units, classifier, reshape=reshape, strict=True)
     maps = {c.method: at_input(c.maps, images.shape[-2:]) for c in found}
     return maps[method] if isinstance(method, str) else {name: maps[name] for name in names}

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .hints import did_you_mean
+from .layout import Layout, infer
 
 
 class LayerNotFound(ValueError):
@@ -75,11 +76,14 @@ class LayerOutput:
     name: str
     kind: str
     shape: tuple[int, ...]
+    layout: Layout | None = None  # how CAM methods read it as [N, C, h, w]; None: they cannot
 
     @property
     def spatial(self) -> bool:
-        """A CAM needs a [N, C, H, W] output with more than one position."""
-        return len(self.shape) == 4 and self.shape[2] * self.shape[3] > 1
+        """A channels-first [N, C, H, W] output with more than one position (what the
+        per-channel views need; CAM methods also take tokens and channels-last)."""
+        layout, shape = self.layout, self.shape
+        return layout is not None and layout.kind == "nchw" and shape[2] * shape[3] > 1
 
 
 def record_outputs(model: nn.Module, x: torch.Tensor) -> tuple[list[LayerOutput], dict[str, int]]:
@@ -92,11 +96,14 @@ def record_outputs(model: nn.Module, x: torch.Tensor) -> tuple[list[LayerOutput]
     seen: list[LayerOutput] = []
     ids: dict[str, int] = {}
     keep: list[torch.Tensor] = []
+    size, prefix = tuple(x.shape[-2:]), prefix_tokens(model)
 
     def hook(name: str):
         def fn(module: nn.Module, _inp, out) -> None:
             if isinstance(out, torch.Tensor):
-                seen.append(LayerOutput(name, type(module).__name__, tuple(out.shape)))
+                shape = tuple(out.shape)
+                layout = infer(shape, size, prefix)
+                seen.append(LayerOutput(name, type(module).__name__, shape, layout))
                 ids[name] = id(out)
                 keep.append(out)
 
@@ -106,6 +113,13 @@ def record_outputs(model: nn.Module, x: torch.Tensor) -> tuple[list[LayerOutput]
     with hooks(forward=every), preserved_state(model), torch.no_grad():
         model(x)
     return seen, ids
+
+
+def prefix_tokens(model: nn.Module) -> int | None:
+    """The model's count of leading non-patch tokens, where it says (timm's vision
+    transformers: ``num_prefix_tokens``)."""
+    count = getattr(model, "num_prefix_tokens", None)
+    return count if isinstance(count, int) else None
 
 
 class Capture:

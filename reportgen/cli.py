@@ -95,6 +95,13 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--mean", help="per-channel mean of the model's normalisation, R,G,B")
     run.add_argument("--std", help="per-channel std of the model's normalisation, R,G,B")
     run.add_argument(
+        "--reshape",
+        default=d.reshape,
+        help="how the CAM layers' outputs read as [N, C, H, W]: auto (tokens [N, T, C] and "
+        "channels-last found by shape), nchw, nhwc, tokens:P (P leading tokens dropped), or "
+        "package.module:function",
+    )
+    run.add_argument(
         "--classes",
         default=d.classes,
         help="class ids class_model also draws, besides every predicted class (e.g. 1,130)",
@@ -222,6 +229,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         input_size=numbers(args.input_size, "--input-size", int, (1, 2), positive=True),
         mean=numbers(args.mean, "--mean", float, (3,)),
         std=numbers(args.std, "--std", float, (3,), positive=True),
+        reshape=args.reshape,
         classes=args.classes,
         quality=args.quality,
         precision=args.precision,
@@ -434,7 +442,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             better = m.better if m.ranked else "-"
             print(f"{m.id:24s} {m.group or '-':19s} {better:7s} {m.needs:7s} {m.paper}")
         return 0
-    from .models import REGISTRY, get_spec, list_layers, load_model
+    from .models import REGISTRY, get_spec, layer_table, load_model
 
     if args.what == "models":
         for name, spec in REGISTRY.items():
@@ -447,17 +455,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"{'package.module:fn':20s} your own nn.Module factory (with --weights)")
         return 0
     model, spec = load_model(get_spec(args.model), args.weights)
-    print(
-        f"layers of {spec.name} for an input of 1x3x{spec.input_size[0]}x{spec.input_size[1]}; "
-        "CAM = usable by CAM methods (spatial output); * = default"
-    )
-    print(f"{'name':32s} {'type':22s} {'output shape':22s} CAM")
-    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
-    shapes = {layer.name: layer for layer in list_layers(model, spec)}  # first output wins
-    for layer in sorted(shapes.values(), key=lambda item: order[item.name]):
-        mark = "*" if layer.name == spec.cam_layers[0] else ""
-        usable = "yes" if layer.spatial else ""
-        print(f"{layer.name:32s} {layer.kind:22s} {str(list(layer.shape)):22s} {usable}{mark}")
+    print("\n".join(layer_table(model, spec)))
     return 0
 
 

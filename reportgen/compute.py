@@ -58,6 +58,7 @@ def compute(
     units: Sequence[tuple[Technique, str]],
     classifier: str | None = None,
     *,
+    reshape: str | None = None,
     settings: Callable[[Technique], dict] = lambda technique: {},
     around: Callable = _around,
     strict: bool = False,
@@ -78,7 +79,9 @@ def compute(
         negative: dict[str, torch.Tensor] = {}
         try:
             with around(FUSED, ",".join(layers), None):
-                maps = cam_maps(model, x, targets, layers, methods, classifier, errors, negative)
+                maps = cam_maps(
+                    model, x, targets, layers, methods, classifier, errors, negative, reshape
+                )
                 maps = {key: m.float() for key, m in maps.items()}
         except (ValueError, RuntimeError) as err:
             if strict:
@@ -96,7 +99,8 @@ def compute(
     for t, layer in units:
         if t.name in REGISTRY_CAM:
             continue
-        where = {"layer": layer, "classifier": classifier} if t.needs_layer else {}
+        where = {"layer": layer, "classifier": classifier, "reshape": reshape}
+        where = where if t.needs_layer else {}
         try:
             with around(t.name, layer, t):
                 maps = t.run(model, x, targets, **{**where, **settings(t)})

@@ -36,6 +36,7 @@ class RunConfig:
     input_size: tuple[int, int] | None = None
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
+    reshape: str = "auto"  # how CAM layers' outputs read as [N, C, h, w] (reportgen.layout)
     resume: bool = False  # continue the run in ``out``; not a setting of the results
     shard: tuple[int, int] = (0, 1)  # (index, count): this process's share of the batches
     profile: bool = False  # kernel tables per technique (first batch); slows that batch

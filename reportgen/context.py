@@ -219,6 +219,8 @@ def open_context(config: RunConfig, local_rank: int = 0, phases: Phases | None =
         given = {"input_size": config.input_size, "mean": config.mean, "std": config.std}
         spec = get_spec(config.model)
         spec = dataclasses.replace(spec, **{k: tuple(v) for k, v in given.items() if v})
+        if config.reshape != "auto":
+            spec = dataclasses.replace(spec, reshape=config.reshape)
         model, spec = load_model(spec, config.weights)
         model = model.to(device).eval()
     if config.precision == "fp16" and device.type != "cuda":

@@ -17,8 +17,10 @@ def did_you_mean(name: str, valid: Iterable[str], n: int = 3, cutoff: float = 0.
 def not_a_feature_map(layer: str, shape: object) -> str:
     """Why a layer cannot carry a CAM, and what to do."""
     return (
-        f"layer '{layer}' has output {shape}; CAM methods need a spatial [N, C, H, W] "
-        "output. Pick a convolutional layer (`reportgen list layers`)"
+        f"layer '{layer}' has output {shape}; CAM methods need a spatial map: [N, C, H, W], "
+        "channels-last [N, H, W, C] or tokens [N, T, C] whose grid has the input's aspect "
+        "ratio. Pick a layer `reportgen list layers` marks usable, or say the layout with "
+        "--reshape (nchw, nhwc, tokens:P, package.module:function)"
     )
 
 

@@ -45,6 +45,7 @@ class ModelSpec:
     cam_why: str = ""  # why those layers (shown on their layer pages)
     feature_layers: tuple[str, ...] = ()  # layers shown as feature-map grids, by depth
     classifier: str | None = None  # final nn.Linear after global average pooling
+    reshape: str | None = None  # --reshape: how CAM layers read as [N, C, h, w]; None: inferred
     description: str = ""
     class_names: list[str] = field(default_factory=list)
 
@@ -275,10 +276,20 @@ def load_model(spec: ModelSpec, weights: str | None = None) -> tuple[nn.Module, 
 
 
 def default_cam_layer(layers: list[LayerOutput], ids: dict[str, int]) -> str:
-    """The last spatial output, named by the outermost module that returns it."""
-    spatial = [layer for layer in layers if layer.spatial]
-    if not spatial:
-        raise ModelError("the model has no layer with a spatial [N, C, H, W] output")
+    """The last spatial output, named by the outermost module that returns it; in a token
+    model (the last map-like output is tokens or channels-last: ViT, DeiT, Swin) the first
+    norm of the last block, as pytorch-grad-cam's tutorials choose (after the last block a
+    ViT's head reads only its class token, so the patch tokens get no gradient there)."""
+    usable = [layer for layer in layers if layer.layout is not None]
+    if not usable:
+        raise ModelError(
+            "the model has no layer whose output reads as a spatial map ([N, C, H, W], "
+            "channels-last or tokens); name one with --layers and --reshape"
+        )
+    norms = [layer for layer in usable if layer.name.rsplit(".", 1)[-1] == "norm1"]
+    if usable[-1].layout.kind != "nchw" and norms:
+        return norms[-1].name
+    spatial = [layer for layer in usable if layer.spatial] or usable
     last = spatial[-1].name
     owners = [n for n, i in ids.items() if i == ids[last]]
     return min(owners, key=lambda n: n.count("."))
@@ -308,6 +319,26 @@ def list_layers(model: nn.Module, spec: ModelSpec) -> list[LayerOutput]:
     """Every module's output shape for one input of the spec's size."""
     layers, _ = record_outputs(model, torch.zeros(1, 3, *spec.input_size))
     return layers
+
+
+def layer_table(model: nn.Module, spec: ModelSpec) -> list[str]:
+    """``reportgen list layers``: every module's output shape, and whether CAM methods can
+    read it as a map (its layout when it is not [N, C, H, W])."""
+    lines = [
+        f"layers of {spec.name} for an input of 1x3x{spec.input_size[0]}x{spec.input_size[1]}; "
+        "CAM = usable by CAM methods (a spatial output; its layout when not [N, C, H, W]); "
+        "* = default",
+        f"{'name':32s} {'type':22s} {'output shape':22s} CAM",
+    ]
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    shapes = {layer.name: layer for layer in list_layers(model, spec)}  # first output wins
+    for layer in sorted(shapes.values(), key=lambda item: order[item.name]):
+        mark = "*" if layer.name == spec.cam_layers[0] else ""
+        usable = "" if layer.layout is None else "yes" if layer.spatial else layer.layout.describe()
+        lines.append(
+            f"{layer.name:32s} {layer.kind:22s} {str(list(layer.shape)):22s} {usable}{mark}"
+        )
+    return lines
 
 
 def folded_copy(model: nn.Module, input_size: tuple[int, int]) -> tuple[nn.Module, int]:

@@ -11,8 +11,9 @@ import torch
 
 from evaluation import catalogue
 
-from .capture import resolve_layer
+from .capture import prefix_tokens, resolve_layer
 from .hints import not_a_feature_map
+from .layout import layout_of
 from .models import list_layers
 
 # --metrics names -> what each adds to metrics.csv per image (evaluation/catalogue.py)
@@ -59,13 +60,17 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 def check_layers(model, spec, names: list[str]) -> None:
-    """Every CAM layer exists and has a spatial output, or a clear error."""
+    """Every CAM layer exists and its output reads as a spatial map (its own layout, or
+    ``--reshape``'s), or a clear error."""
     shapes = {layer.name: layer for layer in list_layers(model, spec)}
     for name in names:
         resolve_layer(model, name)
-        if name not in shapes or not shapes[name].spatial:
-            shape = shapes[name].shape if name in shapes else "no tensor"
-            raise OptionError(f"--layers: {not_a_feature_map(name, shape)}")
+        if name not in shapes:
+            raise OptionError(f"--layers: {not_a_feature_map(name, 'no tensor')}")
+        try:
+            layout_of(name, shapes[name].shape, spec.input_size, spec.reshape, prefix_tokens(model))
+        except ValueError as err:
+            raise OptionError(f"--layers: {err}") from err
 
 
 def forward_dtype(quality: str, probe: dict) -> torch.dtype | None:

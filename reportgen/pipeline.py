@@ -133,6 +133,7 @@ def process(ctx: Context, index: int, records: list[data.ImageRecord]) -> None:
         batch.targets,
         maps,
         ctx.spec.classifier,
+        reshape=ctx.spec.reshape,
         settings=lambda t: unit_settings(ctx, t),
         around=lambda label, layer, t: around(ctx, batch, label, layer, t),
     ):

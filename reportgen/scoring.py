@@ -108,6 +108,7 @@ def sensitivities(ctx, batch: Batch, units: list, settings) -> dict[tuple[str, s
             batch.targets,
             cheap,
             ctx.spec.classifier,
+            reshape=ctx.spec.reshape,
             settings=settings,
             around=lambda label, layer, t: ctx.autocast(t),  # the scored maps' precision
         )

@@ -7,6 +7,15 @@ import pytest
 import torch
 from torch import nn
 
+# our gradient CAMs and pytorch-grad-cam's class for each
+GRADIENT_CAM_PEERS = [
+    ("gradcam", "GradCAM"),
+    ("gradcampp", "GradCAMPlusPlus"),
+    ("xgradcam", "XGradCAM"),
+    ("layercam", "LayerCAM"),
+    ("hirescam", "HiResCAM"),
+]
+
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
     """Pearson correlation of two maps (flattened)."""

@@ -12,7 +12,7 @@ import reportgen
 from reportgen.capture import Capture
 from reportgen.techniques.cam import cam_maps
 
-from .conftest import assert_correlated, pearson, runner_up
+from .conftest import GRADIENT_CAM_PEERS, assert_correlated, pearson, runner_up
 
 pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")
 torchcam_methods = pytest.importorskip("torchcam.methods")
@@ -40,13 +40,7 @@ def case(request):
 
 @pytest.mark.parametrize(
     "method, peer",
-    [
-        ("gradcam", "GradCAM"),
-        ("gradcampp", "GradCAMPlusPlus"),
-        ("xgradcam", "XGradCAM"),
-        ("layercam", "LayerCAM"),
-        ("hirescam", "HiResCAM"),
-    ],
+    GRADIENT_CAM_PEERS,
 )
 def test_gradient_cams_match_pytorch_grad_cam(case, method, peer):
     model, x, layers, _ = case

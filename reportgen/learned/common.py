@@ -85,13 +85,18 @@ def owed(done: set[str], methods: Sequence[str], groups: Sequence[str]) -> list[
 
 def after(ctx: Context) -> None:
     """The run-wide views, once every batch is done (rank / shard 0 only). Each is a part
-    of its own, so a resumed run skips those already made."""
+    of its own, so a resumed run skips those already made. A view that cannot apply to
+    the model (a ViT has no rectifiers for top patches' projections) records why, as a
+    technique's unit does: the index lists it, the run goes on."""
     done = ctx.store.done_units(MODEL)
     for view in VIEWS.values():
         if view.run_wide is None or AFTER + view.name in done or not wanted(ctx, view):
             continue
         before = ctx.timer.last
-        payload = view.run_wide(ctx)
+        try:
+            payload = view.run_wide(ctx)
+        except (ValueError, RuntimeError) as err:
+            payload = {"problem": f"{view.name}: {err}"}
         timing = ctx.timer.last if payload and ctx.timer.last is not before else None
         ctx.store.write_part(MODEL, AFTER + view.name, {**payload, "timing": timing})
 

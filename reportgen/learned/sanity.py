@@ -73,6 +73,7 @@ def sanity(ctx: Context) -> dict:
     common = {
         "layer": layer,
         "classifier": ctx.spec.classifier,
+        "reshape": ctx.spec.reshape,
         "mean": ctx.spec.mean,
         "std": ctx.spec.std,
         "seed": ctx.config.seed,
@@ -85,11 +86,13 @@ def sanity(ctx: Context) -> dict:
             targets,
             units,
             ctx.spec.classifier,
+            reshape=ctx.spec.reshape,
             settings=lambda t: {**common, **ctx.options(t), "batch_size": ctx.rows},
             around=lambda label, layer, t: ctx.autocast(t),
-            strict=True,
-        )
-        return {f"{c.method}@{c.layer}": at_input(c.maps, x.shape[-2:]) for c in found}
+        )  # a method that cannot apply at the layer (CAM at a ViT's tokens) is left out
+        return {
+            f"{c.method}@{c.layer}": at_input(c.maps, x.shape[-2:]) for c in found if not c.problem
+        }
 
     few = [(t, lay) for t, lay in units if t.name in REGISTRY_CAM or t.name in INDEPENDENT_METHODS]
     few_keys = [f"{t.name}@{lay}" for t, lay in few]
@@ -140,7 +143,7 @@ def sanity(ctx: Context) -> dict:
             seed=ctx.config.seed,
             steps=steps,
             progress=True,
-            trained={key: trained[key][:INDEPENDENT_IMAGES] for key in few_keys},
+            trained={key: trained[key][:INDEPENDENT_IMAGES] for key in few_keys if key in trained},
         )
         logit = random_logit(
             ctx.model, x, targets, maps_of, seed=ctx.config.seed, target_maps=trained

@@ -15,8 +15,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..capture import Capture, frozen, preserved_state, refuse_inference_mode, resolve_layer
-from ..hints import not_a_feature_map
+from ..capture import (
+    Capture,
+    frozen,
+    prefix_tokens,
+    preserved_state,
+    refuse_inference_mode,
+    resolve_layer,
+)
+from ..layout import layout_of
 from .registry import Technique, register
 
 
@@ -124,11 +131,32 @@ def targets_tensor(targets: Sequence[int] | torch.Tensor, n: int, device) -> tor
     return t
 
 
-def _class_weights(model: nn.Module, classifier: str | None, targets: torch.Tensor, channels: int):
+def same_logits(got: torch.Tensor, want: torch.Tensor) -> bool:
+    """Equal up to float32 rounding (summation order, batch size), relative to the largest
+    logit: the test that a shortcut reproduces what the whole network computes."""
+    scale = want.float().abs().max().item()
+    return got.shape == want.shape and torch.allclose(
+        got.float(), want.float(), rtol=1e-4, atol=1e-5 + 1e-4 * scale
+    )
+
+
+def _class_weights(
+    model: nn.Module,
+    classifier: str | None,
+    targets: torch.Tensor,
+    acts: torch.Tensor,
+    scores: torch.Tensor,
+    checked: bool,
+):
+    """The classifier's row of each target, where the layer feeds it (through global average
+    pooling). ``checked``: the clean scores must equal ``classifier(mean_ij(A))`` (a token
+    layer: a transformer's head reads its class token, not the mean of the patches)."""
     if classifier is None:
         return None
     linear = resolve_layer(model, classifier)
-    if not isinstance(linear, nn.Linear) or linear.in_features != channels:
+    if not isinstance(linear, nn.Linear) or linear.in_features != acts.shape[1]:
+        return None
+    if checked and not same_logits(linear(acts.mean(dim=(2, 3))), scores.detach()):
         return None
     return linear.weight.detach()[targets]
 
@@ -142,6 +170,7 @@ def cam_maps(
     classifier: str | None = None,
     errors: dict[tuple[str, str], str] | None = None,
     negative: dict[str, torch.Tensor] | None = None,
+    reshape: str | None = None,
 ) -> dict[tuple[str, str], torch.Tensor]:
     """Maps ``{(method, layer): [N, h, w]}`` for every method at every layer, from one capture:
     one forward pass, whose graph starts at the earliest of the layers (parameters frozen,
@@ -152,6 +181,9 @@ def cam_maps(
     the result and its message stored there under ``(method, layer)``. ``negative``, when
     given, receives each layer's share of activations below zero per item, in % (a signed
     layer: where formulas that assume non-negative activations are ill-posed).
+
+    A token or channels-last layer is read as ``[N, K, h, w]`` (``layout``; ``reshape``
+    overrides the inferred layout), its gradients the same way.
     """
     need_grad = any(REGISTRY_CAM[m].needs_gradient for m in methods)
     if need_grad:
@@ -161,9 +193,11 @@ def cam_maps(
             scores = model(x.detach())
         t = targets_tensor(targets, x.shape[0], scores.device)
         acts = [cap.outputs[name] for name in layers]
-        for name, a in zip(layers, acts, strict=True):
-            if a.dim() != 4:
-                raise ValueError(not_a_feature_map(name, tuple(a.shape)))
+        size, prefix = tuple(x.shape[-2:]), prefix_tokens(model)
+        layouts = [
+            layout_of(name, tuple(a.shape), size, reshape, prefix)
+            for name, a in zip(layers, acts, strict=True)
+        ]
         grads: Sequence[torch.Tensor | None] = [None] * len(acts)
         if need_grad:
             picked = scores.gather(1, t[:, None]).sum()
@@ -171,13 +205,15 @@ def cam_maps(
             if any(g is None for g in grads):
                 raise RuntimeError("no gradient reached the chosen layer; is it on the path?")
     out: dict[tuple[str, str], torch.Tensor] = {}
-    for name, a, g in zip(layers, acts, grads, strict=True):
+    for name, layout, raw, g in zip(layers, layouts, acts, grads, strict=True):
+        a = layout.to_map(raw.detach())
         if negative is not None:
-            negative[name] = 100.0 * a.detach().lt(0).flatten(1).float().mean(1).cpu()
+            negative[name] = 100.0 * a.lt(0).flatten(1).float().mean(1).cpu()
+        checked = layout.kind != "nchw"  # a transformer's head may not pool the patches
         captured = Captured(
-            a.detach(),
-            None if g is None else g.detach(),
-            _class_weights(model, classifier, t, a.shape[1]),
+            a,
+            None if g is None else layout.to_map(g.detach()),
+            _class_weights(model, classifier, t, a, scores, checked),
         )
         for method in methods:
             try:
@@ -194,8 +230,9 @@ REGISTRY_CAM: dict[str, Technique] = {}
 
 
 def _register(name: str, formula: Callable[[Captured], torch.Tensor], **kw) -> None:
-    def run(model, x, targets, layer: str, classifier: str | None = None, **_) -> torch.Tensor:
-        return cam_maps(model, x, targets, [layer], [name], classifier)[(name, layer)]
+    def run(model, x, targets, layer: str, classifier=None, reshape=None, **_) -> torch.Tensor:
+        found = cam_maps(model, x, targets, [layer], [name], classifier, reshape=reshape)
+        return found[(name, layer)]
 
     FORMULAS[name] = formula
     REGISTRY_CAM[name] = register(Technique(name=name, family="cam", run=run, cheap=True, **kw))

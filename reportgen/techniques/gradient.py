@@ -67,6 +67,7 @@ def guided_gradcam(
     targets: Targets,
     layer: str | None = None,
     classifier: str | None = None,
+    reshape: str | None = None,
     **_,
 ) -> torch.Tensor:
     """Selvaraju et al. 2017: guided backprop times the bilinearly up-sampled Grad-CAM map.
@@ -79,7 +80,7 @@ def guided_gradcam(
 
     if layer is None:
         layer = default_cam_layer(*record_outputs(model, x[:1]))
-    cam = cam_maps(model, x, targets, [layer], ["gradcam"])[("gradcam", layer)]
+    cam = cam_maps(model, x, targets, [layer], ["gradcam"], reshape=reshape)[("gradcam", layer)]
     return guided_backprop(model, x, targets) * upsample(cam, x.shape[-2:])
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..capture import hooks, resolve_layer
-from .cam import upsample, weighted_sum
+from .cam import same_logits, upsample, weighted_sum
 from .perturbation_passes import forward_only, layer_activations, minmax, perturbed_scores, pick
 
 # --- Score-CAM -----------------------------------------------------------------------------
@@ -30,6 +30,7 @@ def scorecam(
     batch_size: int | None = None,
     align_corners: bool = False,
     channels: int | None = None,
+    reshape: str | None = None,
     **_,
 ) -> torch.Tensor:
     """Wang et al. 2020: ``relu(Σ_k softmax_k(y_c(x ⊙ s(U(A_k)))) A_k)`` at the layer's size.
@@ -43,7 +44,7 @@ def scorecam(
     Masks are normalised at the layer's size, then up-sampled a chunk at a time;
     ``align_corners=True`` up-samples first, as pytorch-grad-cam does.
     """
-    _, acts = layer_activations(model, x, layer)
+    _, acts = layer_activations(model, x, layer, reshape)
     n, k = acts.shape[:2]
     masks = minmax(acts)
     live = masks.flatten(2).amax(dim=2) > 0  # [N, K]: channels that are not constant
@@ -74,15 +75,6 @@ def scorecam(
 
 
 # --- Ablation-CAM --------------------------------------------------------------------------
-
-
-def same_logits(got: torch.Tensor, want: torch.Tensor) -> bool:
-    """Equal up to float32 rounding (summation order, batch size), relative to the largest
-    logit: the test that a shortcut reproduces what the whole network computes."""
-    scale = want.float().abs().max().item()
-    return got.shape == want.shape and torch.allclose(
-        got.float(), want.float(), rtol=1e-4, atol=1e-5 + 1e-4 * scale
-    )
 
 
 def head_drops(
@@ -298,7 +290,7 @@ def ablation_weights(
     the network (:func:`tail_drops`).
     """
     with Replay.record(model, layer, x.shape[0]) as replay:
-        logits, acts = layer_activations(model, x, layer)
+        logits, acts = layer_activations(model, x, layer, writer="ablationcam")
     drops = head_drops(model, classifier, logits, acts, targets)
     if drops is None:
         drops = tail_drops(model, x, replay, logits, acts, targets, batch_size)

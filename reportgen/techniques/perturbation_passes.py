@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..capture import Capture, hooks, preserved_state, resolve_layer
-from ..hints import not_a_feature_map
+from ..capture import Capture, hooks, prefix_tokens, preserved_state, resolve_layer
+from ..layout import layout_of
 from .cam import targets_tensor
 
 Targets = int | Sequence[int] | torch.Tensor
@@ -126,9 +126,16 @@ def minmax(maps: torch.Tensor) -> torch.Tensor:
 
 
 def layer_activations(
-    model: nn.Module, x: torch.Tensor, layer: str
+    model: nn.Module,
+    x: torch.Tensor,
+    layer: str,
+    reshape: str | None = None,
+    writer: str = "",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One clean forward pass: the logits and the layer's ``[N, K, h, w]`` output.
+    """One clean forward pass: the logits and the layer's ``[N, K, h, w]`` output (a token
+    or channels-last output read through its layout, ``reshape`` overriding the inferred
+    one; ``writer``, the name of a method that writes into the layer: it gets channels-first
+    layers only).
 
     The layer must run exactly once: a module called twice (torchvision's BasicBlock
     reuses one ReLU) would have both outputs replaced by Ablation-CAM.
@@ -149,6 +156,11 @@ def layer_activations(
             "pick its parent block)"
         )
     acts = cap.outputs[layer]
-    if acts.dim() != 4:
-        raise ValueError(not_a_feature_map(layer, tuple(acts.shape)))
-    return logits, acts
+    layout = layout_of(layer, tuple(acts.shape), tuple(x.shape[-2:]), reshape, prefix_tokens(model))
+    if writer and layout.kind != "nchw":
+        raise ValueError(
+            f"{writer} at layer '{layer}': its output {tuple(acts.shape)} is "
+            f"{layout.describe()}; {writer} zeroes the layer's channels, in channels-first "
+            "[N, C, h, w] layers only: at a token layer use Score-CAM or a gradient CAM"
+        )
+    return logits, layout.to_map(acts)
