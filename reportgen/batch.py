@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from . import data, figures
+from .models import probabilities
 from .store import PIXEL_LAYER, batch_name
 
 DISPLAY_SIDE = 384  # long side of photos and overlays in the site
@@ -39,7 +40,7 @@ class Batch:
     masks: dict[str, np.ndarray] = field(default_factory=dict)  # exact object masks, by id
     pixels: np.ndarray | None = None  # [N, H, W, 3] float32 in [0, 1] at the input size
     x: torch.Tensor | None = None  # the normalised input [N, 3, H, W], in the run's layout
-    probs: torch.Tensor | None = None  # softmax [N, classes], on the CPU
+    probs: torch.Tensor | None = None  # the model's probabilities [N, classes], on the CPU
     predictions: list[dict] = field(default_factory=list)  # predictions.csv rows (top 5)
     targets: torch.Tensor | None = None  # the class each map explains [N]
 
@@ -67,7 +68,7 @@ def load_batch(ctx, index: int, records: list[data.ImageRecord]) -> Batch:
         batch.pixels = np.stack([data.model_input(item.rgb, size) for item in batch.items])
         batch.x = ctx.normalise(batch.pixels).contiguous(memory_format=ctx.layout)
     with ctx.timer("predict", PIXEL_LAYER, len(batch.items)), torch.inference_mode():
-        batch.probs = torch.softmax(ctx.forward_model(batch.x).float(), dim=1).cpu()
+        batch.probs = probabilities(ctx.forward_model(batch.x), ctx.spec.output).cpu()
     batch.predictions = top5(ctx.spec.class_names, batch.ids, batch.probs)
     batch.targets = choose_targets(ctx.target, batch)
     return batch

@@ -95,6 +95,12 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--mean", help="per-channel mean of the model's normalisation, R,G,B")
     run.add_argument("--std", help="per-channel std of the model's normalisation, R,G,B")
     run.add_argument(
+        "--output",
+        default=d.output,
+        choices=["auto", "softmax", "sigmoid"],
+        help="the model's probabilities: softmax, sigmoid (multi-label) or its own (auto)",
+    )
+    run.add_argument(
         "--reshape",
         default=d.reshape,
         help="how the CAM layers' outputs read as [N, C, H, W]: auto (tokens [N, T, C] and "
@@ -230,6 +236,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         mean=numbers(args.mean, "--mean", float, (3,)),
         std=numbers(args.std, "--std", float, (3,), positive=True),
         reshape=args.reshape,
+        output=args.output,
         classes=args.classes,
         quality=args.quality,
         precision=args.precision,

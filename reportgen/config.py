@@ -37,6 +37,7 @@ class RunConfig:
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     reshape: str = "auto"  # how CAM layers' outputs read as [N, C, h, w] (reportgen.layout)
+    output: str = "auto"  # the model's probabilities: softmax, sigmoid, auto (its spec's)
     resume: bool = False  # continue the run in ``out``; not a setting of the results
     shard: tuple[int, int] = (0, 1)  # (index, count): this process's share of the batches
     profile: bool = False  # kernel tables per technique (first batch); slows that batch

@@ -22,7 +22,7 @@ import torch
 
 from . import __version__, data, figures, learned, sources, techniques
 from .config import RunConfig
-from .models import ModelSpec, folded_copy, get_spec, load_model
+from .models import ModelSpec, folded_copy, get_spec, load_model, probabilities
 from .options import (
     CURVE_STEPS_WHY,
     METRIC_PRESETS,
@@ -71,7 +71,7 @@ class Context:
     layout: torch.memory_format
     rows: int  # rows a batched pass
     forward_dtype: torch.dtype | None  # the forward-only passes' precision
-    probabilities: Callable[[np.ndarray], np.ndarray]  # pixels -> softmax, batched
+    probabilities: Callable[[np.ndarray], np.ndarray]  # pixels -> the model's probabilities
     palette: list[int] = field(default_factory=figures.heat_palette)
     profiles: set[str] = field(default_factory=set)  # units already profiled
 
@@ -152,6 +152,7 @@ class Context:
                 "cam_why": spec.cam_why,
                 "feature_layers": list(spec.feature_layers),
                 "classifier": spec.classifier,
+                "output": spec.output,  # softmax or sigmoid: what every probability is
                 "class_names": spec.class_names,  # for pages that name classes (no torch)
             },
             "methods": [t.name for t in self.methods],
@@ -219,8 +220,8 @@ def open_context(config: RunConfig, local_rank: int = 0, phases: Phases | None =
         given = {"input_size": config.input_size, "mean": config.mean, "std": config.std}
         spec = get_spec(config.model)
         spec = dataclasses.replace(spec, **{k: tuple(v) for k, v in given.items() if v})
-        if config.reshape != "auto":
-            spec = dataclasses.replace(spec, reshape=config.reshape)
+        chosen = {"reshape": config.reshape, "output": config.output}
+        spec = dataclasses.replace(spec, **{k: v for k, v in chosen.items() if v != "auto"})
         model, spec = load_model(spec, config.weights)
         model = model.to(device).eval()
     if config.precision == "fp16" and device.type != "cuda":
@@ -294,6 +295,7 @@ def _layout(fields: dict, layout: str) -> dict:
             rows,
             fmt,
             dtype,
+            fields["spec"].output,
         ),
     }
 
@@ -322,26 +324,27 @@ def make_probabilities(
     batch_size: int,
     layout: torch.memory_format = torch.contiguous_format,
     dtype: torch.dtype | None = None,
+    output: str = "softmax",
 ) -> Callable[[np.ndarray], np.ndarray]:
-    """``[N, H, W, 3]`` pixel-space images -> softmax probabilities, batched, no grad;
-    under autocast to ``dtype`` if one is given."""
+    """``[N, H, W, 3]`` pixel-space images -> the model's probabilities (``output``: softmax
+    or sigmoid), batched, no grad; under autocast to ``dtype`` if one is given."""
     cast = (
         (lambda: torch.autocast(torch.device(device).type, dtype=dtype))
         if dtype
         else contextlib.nullcontext
     )
 
-    def probabilities(images: np.ndarray) -> np.ndarray:
+    def of_pixels(images: np.ndarray) -> np.ndarray:
         out = []
         with torch.inference_mode(), cast():
             for i in range(0, len(images), batch_size):
                 x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size]))
                 x = (x.to(device, torch.float32).permute(0, 3, 1, 2) - mean) / std
                 x = x.contiguous(memory_format=layout)
-                out.append(torch.softmax(model(x).float(), dim=1).cpu().numpy())
+                out.append(probabilities(model(x), output).cpu().numpy())
         return np.concatenate(out)
 
-    return probabilities
+    return of_pixels
 
 
 @contextlib.contextmanager

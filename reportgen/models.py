@@ -46,8 +46,21 @@ class ModelSpec:
     feature_layers: tuple[str, ...] = ()  # layers shown as feature-map grids, by depth
     classifier: str | None = None  # final nn.Linear after global average pooling
     reshape: str | None = None  # --reshape: how CAM layers read as [N, C, h, w]; None: inferred
+    output: str = "softmax"  # its probabilities: softmax (one class an image) or sigmoid
     description: str = ""
     class_names: list[str] = field(default_factory=list)
+
+
+OUTPUTS = ("softmax", "sigmoid")  # --output: how a model's logits become probabilities
+
+
+def probabilities(logits: torch.Tensor, output: str = "softmax") -> torch.Tensor:
+    """The model's own probabilities, in float32: a softmax over the classes (one label an
+    image) or a sigmoid per class (multi-label: each class present or not on its own)."""
+    if output not in OUTPUTS:
+        raise ValueError(f"--output '{output}' is unknown; valid: {', '.join(OUTPUTS)}")
+    logits = logits.float()
+    return logits.sigmoid() if output == "sigmoid" else logits.softmax(dim=1)
 
 
 def imagenet_class_names() -> list[str]:

@@ -171,6 +171,7 @@ def unit_settings(ctx: Context, technique) -> dict:
         "batch_size": rows,
         "mean": ctx.spec.mean,
         "std": ctx.spec.std,
+        "output": ctx.spec.output,  # the probabilities Occlusion and RISE read
         "seed": ctx.config.seed,  # RISE's masks, SmoothGrad's noise, the random baseline
         **ctx.options(technique),
     }

@@ -297,6 +297,38 @@ def test_seed_reaches_the_seeded_methods(tmp_path):
     assert main(["run", "--out", str(tmp_path / "d"), "--set", "rise.seed=3", *args]) == 2
 
 
+def test_a_sigmoid_output_gives_each_class_its_own_probability(tmp_path):
+    """``--output sigmoid`` (a multi-label model): the predictions are each class's sigmoid,
+    not a softmax (they need not sum to 1, and their log-odds are the logits, whose softmax
+    is what the default run reports); run.json and the command say which."""
+    import json
+
+    import numpy as np
+
+    from reportgen.store import Store
+
+    args = ["--model", "tests.conftest:TinyGapNet", "--limit", "2", "--methods", "gradcam"]
+    args += ["--metrics", "faithfulness", "--input-size", "64"]
+    tables = {}
+    for output in ("sigmoid", "softmax"):
+        out = tmp_path / output
+        assert main(["run", "--out", str(out), "--output", output, *args]) == 0
+        run = json.loads((out / "data" / "run.json").read_text())
+        assert run["model"]["output"] == output
+        tables[output] = Store(out).read_table("predictions")
+    assert (
+        "--output sigmoid"
+        in json.loads((tmp_path / "sigmoid/data/run.json").read_text())["command"]
+    )
+    for image, rows in tables["sigmoid"].groupby("image"):
+        sig = rows.sort_values("class_id").probability.to_numpy()
+        soft = tables["softmax"][tables["softmax"].image == image]
+        soft = soft.sort_values("class_id").probability.to_numpy()
+        assert len(sig) == 5 and abs(sig.sum() - 1) > 1e-3  # all 5 classes; not a softmax
+        logits = np.log(sig / (1 - sig))
+        np.testing.assert_allclose(np.exp(logits) / np.exp(logits).sum(), soft, rtol=1e-4)
+
+
 def test_input_size_mean_and_std_override_the_models(tmp_path, capsys):
     """--input-size / --mean / --std replace the model's own (a user model defaults to 224
     px and ImageNet's); the run records and reproduces them; bad values exit 2."""

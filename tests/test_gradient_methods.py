@@ -26,6 +26,7 @@ from reportgen.techniques.gradient import (
     guided_backprop,
     guided_gradcam,
     input_gradient,
+    input_x_gradient,
     integrated_gradients,
     saliency,
     smoothgrad,
@@ -35,7 +36,14 @@ from .conftest import TinyGapNet, assert_correlated, runner_up
 
 captum_attr = pytest.importorskip("captum.attr")
 
-NEW = ["guided_backprop", "deconvnet", "guided_gradcam", "smoothgrad", "integrated_gradients"]
+NEW = [
+    "guided_backprop",
+    "deconvnet",
+    "guided_gradcam",
+    "smoothgrad",
+    "integrated_gradients",
+    "input_x_gradient",
+]
 FAST = {"smoothgrad": {"samples": 4}, "integrated_gradients": {"steps": 6}}
 
 
@@ -394,6 +402,17 @@ def test_guided_gradcam_matches_captum(case):
     theirs = peer.attribute(x, target=targets, interpolate_mode="bilinear")
     assert_correlated(f"guided_gradcam {arch} {layer}", ours, theirs.abs().amax(1))
     assert torch.allclose(guided_gradcam(model, x, targets), ours)  # default layer
+
+
+def test_input_x_gradient_matches_captum(case):
+    arch, model, x, targets, _ = case
+    ours = input_x_gradient(model, x, targets)
+    theirs = captum_attr.InputXGradient(model).attribute(x, target=targets).sum(1)
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
+    linear = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 2))
+    small = torch.randn(1, 3, 4, 4)
+    by_hand = (small[0] * linear[1].weight[1].view(3, 4, 4)).sum(0)  # each pixel's own term
+    torch.testing.assert_close(input_x_gradient(linear, small, [1])[0], by_hand)
 
 
 def test_integrated_gradients_match_captum(case):

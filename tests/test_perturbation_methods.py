@@ -252,6 +252,34 @@ def test_centred_rise_is_closer_to_the_expectation_with_few_masks():
     assert min(r[True]) > max(r[False])
 
 
+class Sigmoided(nn.Module):
+    """A model that returns its own per-class sigmoid probabilities as its scores."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).sigmoid()
+
+
+def test_occlusion_and_rise_read_a_multi_label_models_sigmoid(tiny, batch):
+    """``output="sigmoid"`` (``--output sigmoid``): the scores are each class's sigmoid, as if
+    the model returned them itself (then read raw, ``output=None``); softmax differs."""
+    targets = [0, 1, 2]
+    settings = {
+        "occlusion": {"window": 4, "stride": 4},
+        "rise": {"masks": 16, "cells": 2, "batch_size": 16},
+    }
+    for name, given in settings.items():
+        run = techniques.get(name).run
+        ours = run(tiny, batch, torch.tensor(targets), output="sigmoid", **given)
+        by_hand = run(Sigmoided(tiny), batch, torch.tensor(targets), output=None, **given)
+        torch.testing.assert_close(ours, by_hand)
+        softmax = run(tiny, batch, torch.tensor(targets), **given)
+        assert not torch.allclose(ours, softmax), name
+
+
 def test_rise_reproducible_and_independent_of_batch_size(tiny, batch):
     a = rise(tiny, batch, 2, masks=100, cells=4, seed=7, batch_size=64)
     b = rise(tiny, batch, 2, masks=100, cells=4, seed=7, batch_size=7)

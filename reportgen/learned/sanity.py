@@ -74,6 +74,7 @@ def sanity(ctx: Context) -> dict:
         "layer": layer,
         "classifier": ctx.spec.classifier,
         "reshape": ctx.spec.reshape,
+        "output": ctx.spec.output,
         "mean": ctx.spec.mean,
         "std": ctx.spec.std,
         "seed": ctx.config.seed,

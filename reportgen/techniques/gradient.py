@@ -51,6 +51,12 @@ def saliency(model: nn.Module, x: torch.Tensor, targets: Targets, **_) -> torch.
     return max_abs_over_channels(input_gradient(model, x, targets))
 
 
+def input_x_gradient(model: nn.Module, x: torch.Tensor, targets: Targets, **_) -> torch.Tensor:
+    """Shrikumar et al. 2016: ``Σ_c x_c ∂S/∂x_c`` per pixel, signed, in the model's input
+    space (integrated gradients' integrand at the input, from a zero baseline)."""
+    return (x * input_gradient(model, x, targets)).sum(dim=1)
+
+
 def guided_backprop(model: nn.Module, x: torch.Tensor, targets: Targets, **_) -> torch.Tensor:
     """Springenberg et al. 2014: the guided gradient, reduced like saliency."""
     return max_abs_over_channels(input_gradient(model, x, targets, rule="guided"))
@@ -218,6 +224,25 @@ register(
         "the class score, taking the largest magnitude over colour channels.",
         cost="1 forward pass + 1 backward pass to the input",
         run=saliency,
+        cheap=True,
+    )
+)
+register(
+    Technique(
+        name="input_x_gradient",
+        title="Input × gradient",
+        family="gradient",
+        paper="Shrikumar, Greenside, Shcherbina and Kundaje, Not Just a Black Box: Learning "
+        "Important Features Through Propagating Activation Differences, 2016",
+        url="https://arxiv.org/abs/1605.01713",
+        summary="M(i,j) = Σ_c x_c(i,j) · ∂S^c/∂x_c(i,j): the gradient weighted by the input "
+        "it multiplies, so a pixel counts by its first-order contribution to the score "
+        "(for a linear model exactly its term). Signed.",
+        cost="1 forward pass + 1 backward pass to the input",
+        run=input_x_gradient,
+        notes="x is the model's normalised input, as captum's InputXGradient takes it; the "
+        "map sums channels with their sign (captum returns them per channel); the metrics "
+        "rectify it, so only positive evidence counts there.",
         cheap=True,
     )
 )

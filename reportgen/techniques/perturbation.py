@@ -9,7 +9,8 @@ Four techniques, two shared pieces:
 * :func:`minmax` scales maps to [0, 1] and sends a constant map to 0, so identical
   masked inputs can be recognised and run once.
 
-Occlusion and RISE alter pixels and read softmax probabilities (their papers' scores);
+Occlusion and RISE alter pixels and read the model's probabilities (their papers' scores:
+a softmax, or each class's sigmoid for a multi-label model, ``--output sigmoid``);
 Score-CAM and Ablation-CAM alter the input with, or the inside of, a layer's
 activations and read logits, as pytorch-grad-cam and torchcam do. Every ``run`` works
 under ``torch.inference_mode()`` with the model in eval mode, restores the model after,
@@ -67,8 +68,9 @@ register(
         paper="Zeiler & Fergus, Visualizing and Understanding Convolutional Networks, ECCV 2014",
         url="https://arxiv.org/abs/1311.2901",
         summary="Slide a square patch (window 32 px, stride 16 px) over the image and record "
-        "the target's softmax probability each time. M(u) = mean over the windows W ∋ u of "
-        "(P_c(x) − P_c(x with W filled)): how much hiding a pixel's neighbourhood costs.",
+        "the target's probability each time (softmax; sigmoid under --output sigmoid). "
+        "M(u) = mean over the windows W ∋ u of (P_c(x) − P_c(x with W filled)): how much "
+        "hiding a pixel's neighbourhood costs.",
         cost="1 + P_H·P_W forward passes per image: 170 at 224 px (13 × 13 windows)",
         run=occlusion,
         needs_gradient=False,

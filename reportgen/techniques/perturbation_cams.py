@@ -65,11 +65,11 @@ def scorecam(
     items, units = live.nonzero(as_tuple=True)
     logits = torch.empty(n, k, device=x.device)
     logits[items, units] = perturbed_scores(
-        model, items, units, build, targets, batch_size=batch_size, probabilities=False
+        model, items, units, build, targets, batch_size=batch_size, output=None
     )
     if not (live | dropped).all():
         blank = model(torch.zeros_like(x[:1])).expand(n, -1)
-        logits = torch.where(live, logits, pick(blank, targets, probabilities=False)[:, None])
+        logits = torch.where(live, logits, pick(blank, targets, output=None)[:, None])
     logits = logits.masked_fill(dropped, -math.inf)
     return torch.relu(weighted_sum(logits.softmax(dim=1), acts))
 
@@ -263,11 +263,11 @@ def tail_drops(
         replay.items, replay.output = i, out
         return x[i]
 
-    clean = pick(logits, targets, probabilities=False)
+    clean = pick(logits, targets, output=None)
     drops = torch.zeros(n, k, device=clean.device)
     with replay.patched():
         ablated = perturbed_scores(
-            model, items, channels, build, targets, batch_size=batch_size, probabilities=False
+            model, items, channels, build, targets, batch_size=batch_size, output=None
         )
     drops[items, channels] = clean[items] - ablated
     return drops
@@ -294,7 +294,7 @@ def ablation_weights(
     drops = head_drops(model, classifier, logits, acts, targets)
     if drops is None:
         drops = tail_drops(model, x, replay, logits, acts, targets, batch_size)
-    clean = pick(logits, targets, probabilities=False)
+    clean = pick(logits, targets, output=None)
     return drops / clean[:, None], acts
 
 

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from ..capture import Capture, hooks, prefix_tokens, preserved_state, resolve_layer
 from ..layout import layout_of
+from ..models import probabilities
 from .cam import targets_tensor
 
 Targets = int | Sequence[int] | torch.Tensor
@@ -79,10 +80,10 @@ def rows_per_pass(batch_size: int | None, x: torch.Tensor, model: nn.Module | No
     return int(batch_size)
 
 
-def pick(logits: torch.Tensor, classes: torch.Tensor, probabilities: bool) -> torch.Tensor:
-    """Each row's score for its own class: softmax probability or raw logit."""
-    logits = logits.float()
-    scores = logits.softmax(dim=1) if probabilities else logits
+def pick(logits: torch.Tensor, classes: torch.Tensor, output: str | None) -> torch.Tensor:
+    """Each row's score for its own class: the probability under the model's ``output``
+    (softmax or sigmoid), or the raw logit (None)."""
+    scores = logits.float() if output is None else probabilities(logits, output)
     return scores.gather(1, classes[:, None])[:, 0]
 
 
@@ -102,7 +103,7 @@ def perturbed_scores(
     classes: torch.Tensor,
     *,
     batch_size: int,
-    probabilities: bool,
+    output: str | None,
 ) -> torch.Tensor:
     """Target score of ``build(items, variants)`` for every row, ``batch_size`` rows per pass.
 
@@ -114,7 +115,7 @@ def perturbed_scores(
     # long units (RISE's masks, Score-CAM's channels) show their own progress and ETA
     for start in tqdm(starts, desc="passes", leave=False, disable=len(items) < PROGRESS_ROWS):
         i, v = items[start : start + batch_size], variants[start : start + batch_size]
-        out[start : start + len(i)] = pick(model(build(i, v)), classes[i], probabilities)
+        out[start : start + len(i)] = pick(model(build(i, v)), classes[i], output)
     return out
 
 

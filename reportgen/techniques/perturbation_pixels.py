@@ -53,6 +53,7 @@ def occlusion(
     stride: int = 16,
     fill: float | Sequence[float] | torch.Tensor | None = None,
     batch_size: int | None = None,
+    output: str = "softmax",
     **_,
 ) -> torch.Tensor:
     """Zeiler & Fergus 2014: mean drop in target probability over the windows covering a pixel.
@@ -70,10 +71,10 @@ def occlusion(
         box = rows[v // len(cols)][:, :, None] & cols[v % len(cols)][:, None, :]
         return torch.where(box[:, None], patch, x[i])
 
-    clean = pick(model(x), targets, probabilities=True)  # one clean pass, reused by every window
+    clean = pick(model(x), targets, output=output)  # one clean pass, reused by every window
     items, variants = all_rows(n, len(rows) * len(cols), x.device)
     occluded = perturbed_scores(
-        model, items, variants, build, targets, batch_size=batch_size, probabilities=True
+        model, items, variants, build, targets, batch_size=batch_size, output=output
     )
     drop = clean[:, None, None] - occluded.view(n, len(rows), len(cols))
     r, c = rows.float(), cols.float()
@@ -137,6 +138,7 @@ def rise(
     seed: int = 0,
     centred: bool = False,
     batch_size: int | None = None,
+    output: str = "softmax",
     **_,
 ) -> torch.Tensor:
     """Petsiuk et al. 2018: ``S = Σ_i P_c(x ⊙ M_i) · M_i / (N · p)``, ``[N, H, W]``.
@@ -159,7 +161,7 @@ def rise(
 
     items, variants = all_rows(n, masks, x.device)
     probs = perturbed_scores(
-        model, items, variants, build, targets, batch_size=batch_size, probabilities=True
+        model, items, variants, build, targets, batch_size=batch_size, output=output
     ).view(n, masks)
     saliency = torch.zeros(n, h * w, device=x.device)
     # the sum in float32 even under a bfloat16 autocast (which covers the passes): a

@@ -58,7 +58,7 @@ class Technique:
         """``run``'s own keyword defaults (what ``reportgen.explain`` uses), read from its
         signature so the site can never disagree with the code."""
         skip = {"layer", "classifier", "batch_size", "layers", "targets", "mean", "std"}
-        skip |= {"x", "seed", "progress", "units", "classes"}  # given by the run, not by --set
+        skip |= {"x", "seed", "progress", "units", "classes", "output", "reshape"}  # the run's
         return {
             name: p.default if isinstance(p.default, (int, float, str, bool)) else repr(p.default)
             for name, p in inspect.signature(self.run).parameters.items()
