@@ -103,8 +103,8 @@ def passes_per_image(method: str, settings: Mapping[str, int], size: tuple[int, 
 
     if method == "rise":
         return f"{settings['masks']} forward"
-    if method in ("smoothgrad", "integrated_gradients"):
-        n = settings["samples" if method == "smoothgrad" else "steps"]
+    if method in ("smoothgrad", "integrated_gradients", "gradient_shap"):
+        n = settings["steps" if method == "integrated_gradients" else "samples"]
         return f"{n} forward + {n} backward"
     if method == "occlusion":
         w, s = int(settings["window"]), int(settings["stride"])

@@ -47,6 +47,7 @@ class Setting:
 GRID: tuple[Setting, ...] = (
     Setting("smoothgrad", "samples", 50, (8, 16, 25), {"seed": 0}),
     Setting("integrated_gradients", "steps", 50, (8, 16, 25)),
+    Setting("gradient_shap", "samples", 50, (8, 16, 25), {"seed": 0}),
     Setting("occlusion", "stride", 16, (32,), {"window": 32}),
     Setting("rise", "masks", 4000, (250, 500, 1000), {"seed": 0}),
     Setting(
@@ -63,11 +64,14 @@ SHARED_DRAWS = {
     "rise": "partly nested: masks=k shares the paper run's first k grids (drawn first from "
     "the seeded generator) but not their random shifts (drawn after all grids)",
     "integrated_gradients": "deterministic: Gauss-Legendre nodes, no randomness",
+    "gradient_shap": "nested: samples=k uses exactly the first k of the paper run's 50 draws "
+    "(reference, point on the path, noise: one seeded generator); the noise floor is the "
+    "50-sample setting with another seed",
     "occlusion": "deterministic: no randomness",
     "scorecam": "deterministic: the K channels of largest spatial variance, a subset of all",
 }
 #: The noise floor: the paper setting against itself with another seed.
-FLOOR_SEEDS = {"rise": (0, 1), "smoothgrad": (0, 1)}
+FLOOR_SEEDS = {"rise": (0, 1), "smoothgrad": (0, 1), "gradient_shap": (0, 1)}
 CURVE_CANDIDATES = (8, 12, 16)
 #: Cheap maps scored by the curves (method, CAM layer): the check is of the metric.
 CURVE_MAPS = (

@@ -200,6 +200,63 @@ def integrated_gradients(
     return ig_attributions(model, x, targets, steps, baseline, batch_size).sum(dim=1)
 
 
+def gradient_shap(
+    model: nn.Module,
+    x: torch.Tensor,
+    targets: Targets,
+    samples: int = 50,
+    baselines: int = 8,
+    noise: float = 0.0,
+    seed: int = 0,
+    batch_size: int = 16,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    reference: torch.Tensor | None = None,
+    **_,
+) -> torch.Tensor:
+    """Lundberg & Lee 2017, as captum's GradientShap: the mean over ``samples`` draws of
+    ``(x + ε − b) ⊙ ∂S(b + α (x + ε − b))/∂x``, with the reference b drawn from a set of
+    ``baselines`` images, α ~ U(0, 1) and ε ~ N(0, σ²), σ = ``noise`` · (max x − min x).
+
+    The set: the black image and ``baselines − 1`` images of uniform noise in pixel space
+    (normalised with ``mean``/``std``; without them zero and standard normal noise in
+    the input space), or ``reference [B, C, H, W]``. Draws come from a generator seeded
+    with ``seed`` and are shared by the items of a batch, as for SmoothGrad. The map sums
+    colour channels with their sign."""
+    gen = torch.Generator().manual_seed(seed)
+    if reference is None:
+        shape = (baselines - 1, *x.shape[1:])
+        if mean is not None and std is not None:
+            m = torch.as_tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
+            s = torch.as_tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
+            pixels = torch.cat([torch.zeros(1, *x.shape[1:]), torch.rand(shape, generator=gen)])
+            reference = (pixels - m) / s
+        else:
+            reference = torch.cat([torch.zeros(1, *x.shape[1:]), torch.randn(shape, generator=gen)])
+    reference = reference.to(device=x.device, dtype=x.dtype)
+    draws = [  # one draw a sample, in order: samples=k takes the first k of a longer run's
+        (torch.randint(len(reference), (1,), generator=gen), torch.rand(1, generator=gen))
+        + (torch.randn(x.shape[1:], generator=gen),)
+        for _ in range(samples)
+    ]
+    chosen = torch.cat([d[0] for d in draws]).to(x.device)
+    alphas = torch.cat([d[1] for d in draws]).to(device=x.device, dtype=x.dtype)
+    eps = torch.stack([d[2] for d in draws]).to(device=x.device, dtype=x.dtype)
+    flat = x.flatten(1)
+    sigma = noise * (flat.amax(1) - flat.amin(1))
+
+    def delta(k: torch.Tensor, i: torch.Tensor) -> torch.Tensor:  # x + ε − b, row by row
+        return x[i] + sigma[i, None, None, None] * eps[k] - reference[chosen[k]]
+
+    def on_path(k: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+        return reference[chosen[k]] + alphas[k, None, None, None] * delta(k, i)
+
+    total = torch.zeros(x.shape[0], *x.shape[2:], device=x.device, dtype=x.dtype)
+    for k, i, grad in _copies_gradients(model, x, targets, samples, on_path, batch_size):
+        total.index_add_(0, i, (delta(k, i) * grad).sum(dim=1))
+    return total / samples
+
+
 _RULE_NOTES = (
     "The rule is applied in backward at every activation module, through hooks that "
     "leave the model unchanged (in-place and shared modules included). captum only "
@@ -244,6 +301,33 @@ register(
         "map sums channels with their sign (captum returns them per channel); the metrics "
         "rectify it, so only positive evidence counts there.",
         cheap=True,
+    )
+)
+register(
+    Technique(
+        name="gradient_shap",
+        title="GradientSHAP",
+        family="gradient",
+        paper="Lundberg and Lee, A Unified Approach to Interpreting Model Predictions, NeurIPS "
+        "2017 (expected gradients: Erion et al. 2021; as captum's GradientShap)",
+        url="https://arxiv.org/abs/1705.07874",
+        summary="φ = E_{b, α, ε}[(x + ε − b) ⊙ ∂S(b + α(x + ε − b))/∂x]: integrated gradients "
+        "from a distribution of references b instead of one, estimated from 50 random draws "
+        "of a reference (the black image or one of 7 uniform-noise images), a point α ~ "
+        "U(0, 1) on the path, and input noise ε (σ = 0 by default). M(i,j) = Σ_c φ_c(i,j), "
+        "signed; in expectation Σ_ij M = S(x) − E_b[S(b)].",
+        cost="50 forward + 50 backward passes (batched)",
+        run=gradient_shap,
+        presets={"fast": {"samples": 16}},
+        why="Fast preset: 16 samples. On the 12 default photos their maps correlate with "
+        "the 50-sample maps at mean r = 0.80 (min 0.74), closer than two 50-sample maps "
+        "drawn with different seeds do (mean r = 0.48, min 0.27): GradientSHAP's own noise "
+        "is large (evaluation/bench/presets/cpu-2core.json).",
+        notes="The draws are seeded by the run's --seed and shared by the images of a batch, "
+        "so an image's map does not depend on its batch. captum draws the reference, α and "
+        "ε per image from the global generator; the estimates agree in expectation (tested "
+        "against captum with many samples). The reference set is the model's: black and "
+        "noise images normalised like every input.",
     )
 )
 register(
