@@ -112,6 +112,12 @@ def _copies_gradients(
         yield k, i, input_gradient(model, make(k, i), t[i])
 
 
+def value_range(x: torch.Tensor) -> torch.Tensor:
+    """``max x − min x`` per item: the scale input noise is given in (SmoothGrad's σ)."""
+    flat = x.flatten(1)
+    return flat.amax(1) - flat.amin(1)
+
+
 def smoothgrad(
     model: nn.Module,
     x: torch.Tensor,
@@ -132,8 +138,7 @@ def smoothgrad(
     gen = torch.Generator().manual_seed(seed)
     eps = torch.stack([torch.randn(x.shape[1:], generator=gen) for _ in range(samples)])
     eps = eps.to(device=x.device, dtype=x.dtype)
-    flat = x.flatten(1)
-    sigma = noise * (flat.amax(1) - flat.amin(1))
+    sigma = noise * value_range(x)
 
     def noisy(k: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
         return x[i] + sigma[i, None, None, None] * eps[k]
@@ -242,8 +247,7 @@ def gradient_shap(
     chosen = torch.cat([d[0] for d in draws]).to(x.device)
     alphas = torch.cat([d[1] for d in draws]).to(device=x.device, dtype=x.dtype)
     eps = torch.stack([d[2] for d in draws]).to(device=x.device, dtype=x.dtype)
-    flat = x.flatten(1)
-    sigma = noise * (flat.amax(1) - flat.amin(1))
+    sigma = noise * value_range(x)
 
     def delta(k: torch.Tensor, i: torch.Tensor) -> torch.Tensor:  # x + ε − b, row by row
         return x[i] + sigma[i, None, None, None] * eps[k] - reference[chosen[k]]
