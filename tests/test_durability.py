@@ -71,8 +71,19 @@ def kill_when(process: subprocess.Popen, out: Path, parts: int) -> None:
     process.wait()
 
 
+# Kill points after the batches, each by the run's own progress (reportgen.faults): as a
+# run-wide view starts, as the tables are assembled, and in the middle of the render
+AFTER_BATCHES = ("channel pages", "tables and shared-scale overlays", "page:20")
+
+
 @pytest.mark.slow
-def test_killed_twice_and_resumed_equals_uninterrupted(reference, tmp_path):
+def test_killed_in_every_phase_and_resumed_equals_uninterrupted(reference, tmp_path):
+    """SIGKILL inside the batches (twice: inside the first batch, then later), as a
+    run-wide view starts, in the table assembly and mid-render, each time resumed with
+    --resume: the tables (every CSV but the timings), the pages and the overlays equal an
+    uninterrupted run's."""
+    from reportgen.faults import ENV
+
     out = tmp_path / "killed"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     for parts in (3, 14):  # early (inside the first batch), then later
@@ -80,9 +91,16 @@ def test_killed_twice_and_resumed_equals_uninterrupted(reference, tmp_path):
         process = subprocess.Popen(command(out, *extra), env=env, stderr=subprocess.DEVNULL)
         kill_when(process, out, parts)
     assert not (out / "data" / "metrics.csv").exists()  # it never got to the tables
+    for point in AFTER_BATCHES:
+        done = subprocess.run(
+            command(out, "--resume"), env={**env, ENV: point}, capture_output=True, text=True
+        )
+        assert done.returncode == -signal.SIGKILL, f"not killed at {point}: {done.stderr[-500:]}"
+    assert len(pages(out)) < len(pages(reference))  # the last kill came mid-render
     done = subprocess.run(command(out, "--resume"), env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert tables(out) == tables(reference)
+    assert every_table(out) == every_table(reference)
+    assert pages(out) == pages(reference)
     assert overlays(out) == overlays(reference)
 
 
@@ -160,7 +178,7 @@ def test_shards_in_separate_folders_merge_to_the_same_tables(
 ):
     """The merge makes the run-wide views (here the channel pages) as the single run does;
     when the model does not load it names them, on the index page too, and a later merge
-    makes them."""
+    makes them. One shard is killed mid-way and re-run with --resume first."""
     from reportgen import pipeline
 
     first, second = tmp_path / "shard0", tmp_path / "shard1"
@@ -168,7 +186,17 @@ def test_shards_in_separate_folders_merge_to_the_same_tables(
     assert "shard 0/2 done" in capsys.readouterr().out
     assert main(["merge", "--out", str(first)]) == 2  # half the batches are missing
     assert "unfinished units" in capsys.readouterr().err
-    assert main(["run", "--out", str(second), *RUN, "--shard", "1/2"]) == 0
+    # the second shard is killed in its second batch, then re-run: it resumes
+    from reportgen.faults import ENV
+
+    killed = subprocess.run(
+        command(second, "--shard", "1/2"),
+        env={**os.environ, ENV: "predict@input:2"},
+        text=True,
+        capture_output=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-500:]
+    assert main(["run", "--out", str(second), *RUN, "--shard", "1/2", "--resume"]) == 0
 
     def gone(*args, **kwargs):
         raise FileNotFoundError("weights.pt is not there")

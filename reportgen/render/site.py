@@ -18,6 +18,7 @@ from PIL import Image
 
 from evaluation import catalogue
 
+from .. import faults
 from ..store import (
     atomic_write,
     channel_map_path,
@@ -226,6 +227,7 @@ class SiteWriter:
         return True
 
     def page(self, rel: str, template: str, **context) -> None:
+        faults.checkpoint("page")  # the durability tests' kill mid-render
         self.pages += 1
         html = self.env.get_template(template).render(
             root="../" * rel.count("/"), page=rel, **context
