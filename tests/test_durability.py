@@ -215,9 +215,10 @@ def test_shards_in_separate_folders_merge_to_the_same_tables(
     assert "not made" not in (first / "index.html").read_text()
 
 
-# Every default metric group (the sanity check included) and a synthesis view (filter
-# visualisation, at a plumbing-only step count) over the durability run's images
+# Every default metric group (the sanity check included), the top patches and a synthesis
+# view (filter visualisation, at a plumbing-only step count) over the durability run's images
 EVERYTHING = [*RUN[:-2], "--methods", "gradcam,saliency,occlusion,feature_maps,filter_vis"]
+EVERYTHING[-1] += ",top_patches"
 EVERYTHING += ["--set", "filter_vis.steps=2", "--set", "filter_vis.size=64"]
 
 
@@ -245,9 +246,10 @@ def test_one_process_shards_and_torchrun_give_one_report(tmp_path, capsys):
         assert main(["merge", "--out", str(shards[0]), str(shards[1])]) == 0
     finally:
         torch.set_num_threads(saved)
-    assert "merge makes the run-wide views: feature_maps, filter_vis, sanity" in (
-        capsys.readouterr().out
-    )
+    made = capsys.readouterr().out
+    assert "merge makes the run-wide views: " in made
+    for view in ("feature_maps", "filter_vis", "top_patches", "sanity"):
+        assert view in made.split("merge makes the run-wide views: ")[1].split("\n")[0], view
     out = tmp_path / "torchrun"
     env = {**os.environ, "OMP_NUM_THREADS": str(cores)}
     argv = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
@@ -257,7 +259,7 @@ def test_one_process_shards_and_torchrun_give_one_report(tmp_path, capsys):
     if cores > fair:
         assert f"2 CPU processes share {cores} cores: {cores} -> {fair} threads" in done.stderr
     reference = every_table(one)
-    assert {"sanity.csv", "synthesis.csv", "channels.csv", "metrics.csv"} <= set(reference)
+    assert {"sanity.csv", "synthesis.csv", "channels.csv", "patches.csv"} <= set(reference)
     for other in (shards[0], out):
         assert every_table(other) == reference, other.name
         assert pages(other) == pages(one), other.name
