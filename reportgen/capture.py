@@ -102,7 +102,7 @@ def record_outputs(model: nn.Module, x: torch.Tensor) -> tuple[list[LayerOutput]
         def fn(module: nn.Module, _inp, out) -> None:
             if isinstance(out, torch.Tensor):
                 shape = tuple(out.shape)
-                layout = infer(shape, size, prefix)
+                layout = infer(shape, size, prefix, len(x))
                 seen.append(LayerOutput(name, type(module).__name__, shape, layout))
                 ids[name] = id(out)
                 keep.append(out)

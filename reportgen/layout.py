@@ -38,7 +38,10 @@ class Layout:
 
     def to_map(self, t: torch.Tensor) -> torch.Tensor:
         if self.custom is not None:
-            out = self.custom(t)
+            try:
+                out = self.custom(t)
+            except Exception as err:  # a user's function: that method's problem, not the run's
+                raise ValueError(f"--reshape {self.describe()}: {err}") from err
             if not isinstance(out, torch.Tensor) or out.dim() != 4:
                 raise ValueError(
                     f"--reshape {self.describe()}: gave {getattr(out, 'shape', type(out))} "
@@ -51,6 +54,15 @@ class Layout:
             n, _, c = t.shape
             return t[:, self.prefix :].reshape(n, *self.grid, c).permute(0, 3, 1, 2)
         return t
+
+    def positions(self, shape: tuple[int, ...]) -> int | None:
+        """How many places a map of an output of ``shape`` has (None: a user's function's
+        layout, known once it runs)."""
+        if self.custom is not None:
+            return None
+        if self.kind == "tokens":
+            return self.grid[0] * self.grid[1]
+        return shape[1] * shape[2] if self.kind == "nhwc" else shape[2] * shape[3]
 
     def describe(self) -> str:
         if self.custom is not None:
@@ -80,12 +92,19 @@ def _grid(count: int, size: tuple[int, int]) -> tuple[int, int] | None:
 
 
 def infer(
-    shape: tuple[int, ...], size: tuple[int, int], prefix: int | None = None
+    shape: tuple[int, ...],
+    size: tuple[int, int],
+    prefix: int | None = None,
+    batch: int | None = None,
 ) -> Layout | None:
     """The layout of an output of ``shape`` for inputs of ``size`` (H, W), or None when it
     is not a spatial map. ``prefix``: the model's count of leading tokens, when it says
     (timm's ``num_prefix_tokens``) or none; else the fewest that leave a grid that fits
-    the input. A 4-D output is channels-first unless only channels-last fits."""
+    the input. A 4-D output is channels-first unless only channels-last fits. ``batch``:
+    the input's batch size, which a map's first dimension must be (Swin's attention runs
+    on windows, ``[N x windows, 49, C]``: not a map of the image)."""
+    if batch is not None and shape and shape[0] != batch:
+        return None
     if len(shape) == 4:
         _, a, b, c = shape
         if fits(b, c, size):
@@ -111,20 +130,20 @@ def parse(option: str | None) -> Callable[[tuple[int, ...], tuple[int, int]], La
     if option in (None, "", "auto"):
         return None
     if option in ("nchw", "nhwc"):
-        return lambda shape, size: Layout(option)
+        return lambda shape, size: Layout(option) if len(shape) == 4 else None
     if option.startswith("tokens:"):
         count = option.partition(":")[2]
         if not count.isdigit():
             raise ValueError(f"--reshape '{option}': tokens:P needs a whole number P")
 
         def tokens(shape: tuple[int, ...], size: tuple[int, int]) -> Layout:
-            found = infer(shape, size, int(count)) if len(shape) == 3 else None
-            if found is None:
+            grid = _grid(shape[1] - int(count), size) if len(shape) == 3 else None
+            if grid is None:
                 raise ValueError(
                     f"--reshape {option}: {shape[1] if len(shape) > 1 else '?'} tokens less "
                     f"{count} make no grid of the input's aspect ratio {size[0]}:{size[1]}"
                 )
-            return found
+            return Layout("tokens", int(count), grid)
 
         return tokens
     if ":" in option:
@@ -142,12 +161,13 @@ def layout_of(
     size: tuple[int, int],
     reshape: str | None = None,
     prefix: int | None = None,
+    batch: int | None = None,
 ) -> Layout:
     """The layout of layer ``name``'s output of ``shape`` for inputs of ``size``: the
     ``reshape`` option's, else the inferred one, or a ValueError saying why it is not a
     feature map and what to do."""
     maker = parse(reshape)
-    layout = maker(shape, size) if maker else infer(shape, size, prefix)
+    layout = maker(shape, size) if maker else infer(shape, size, prefix, batch)
     if layout is None:
         raise ValueError(not_a_feature_map(name, shape))
     return layout

@@ -299,7 +299,8 @@ def default_cam_layer(layers: list[LayerOutput], ids: dict[str, int]) -> str:
             "the model has no layer whose output reads as a spatial map ([N, C, H, W], "
             "channels-last or tokens); name one with --layers and --reshape"
         )
-    norms = [layer for layer in usable if layer.name.rsplit(".", 1)[-1] == "norm1"]
+    first_norms = ("norm1", "ln_1")  # timm's blocks, torchvision's EncoderBlock
+    norms = [layer for layer in usable if layer.name.rsplit(".", 1)[-1] in first_norms]
     if usable[-1].layout.kind != "nchw" and norms:
         return norms[-1].name
     spatial = [layer for layer in usable if layer.spatial] or usable

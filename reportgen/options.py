@@ -67,10 +67,13 @@ def check_layers(model, spec, names: list[str]) -> None:
         resolve_layer(model, name)
         if name not in shapes:
             raise OptionError(f"--layers: {not_a_feature_map(name, 'no tensor')}")
+        shape = shapes[name].shape
         try:
-            layout_of(name, shapes[name].shape, spec.input_size, spec.reshape, prefix_tokens(model))
+            layout = layout_of(name, shape, spec.input_size, spec.reshape, prefix_tokens(model), 1)
         except ValueError as err:
             raise OptionError(f"--layers: {err}") from err
+        if layout.positions(shape) == 1:  # a pooled output: every CAM would be one number
+            raise OptionError(f"--layers: {not_a_feature_map(name, shape)}")
 
 
 def forward_dtype(quality: str, probe: dict) -> torch.dtype | None:

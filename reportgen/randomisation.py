@@ -127,6 +127,8 @@ def _rows(step: int, block: str, maps: dict[str, np.ndarray], trained: dict[str,
     """One row per (method, image): its map at this step against the trained model's."""
     rows = []
     for method, stack in maps.items():
+        if method not in trained:  # it failed on the trained model: nothing to compare
+            continue
         rho, ss = similarities(stack, trained[method])
         rows += [
             {
@@ -210,6 +212,8 @@ def random_logit(
     other_maps = _as_arrays(explain(model, x, others))
     rows = []
     for method, stack in target_maps.items():
+        if method not in other_maps:  # it failed for the other class
+            continue
         rho, ss = similarities(other_maps[method], stack)
         for image in range(len(stack)):
             rows.append(

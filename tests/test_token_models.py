@@ -117,6 +117,7 @@ def test_layouts_are_inferred_from_the_shape_and_the_inputs_aspect_ratio():
     assert infer((2, 1 + 7 * 14, 64), (112, 224)) == Layout("tokens", 1, (7, 14))
     assert infer((2, 197, 192), (224, 224), prefix=5) is None  # 192 tokens: no 1:1 grid
     assert infer((2, 1000), (224, 224)) is None
+    assert infer((128, 49, 96), (224, 224), batch=2) is None  # Swin's attention: windows
     assert infer((2, 64, 7, 8), (224, 250)) == Layout("nchw")  # 250 / 32 rounds down
     assert infer((2, 197, 192), (224, 250)) == Layout("tokens", 1, (14, 14))
     assert infer((2, 1, 1, 64), (224, 224)) == Layout("nhwc")  # one position: no views
@@ -131,6 +132,10 @@ def test_reshape_overrides_the_inferred_layout_or_says_what_is_wrong():
     assert torch.equal(as_map[1, 2, 0, 1], tokens[1, 2, 2])  # token 1 + row 0, col 1
     with pytest.raises(ValueError, match="tokens less 3 make no grid"):
         layout_of("blocks.0", (2, 197, 3), (224, 224), "tokens:3")
+    with pytest.raises(ValueError, match="tokens less 4 make no grid"):  # P only, never 0
+        layout_of("patch_embed", (2, 196, 3), (224, 224), "tokens:4")
+    with pytest.raises(ValueError, match="layer 'blocks.0' has output"):
+        layout_of("blocks.0", (2, 197, 3), (224, 224), "nhwc")  # not 4-D
     with pytest.raises(ValueError, match="--reshape 'sideways' is unknown"):
         parse("sideways")
     with pytest.raises(ValueError, match="cannot import 'nope' from 'math'"):

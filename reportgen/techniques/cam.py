@@ -195,7 +195,7 @@ def cam_maps(
         acts = [cap.outputs[name] for name in layers]
         size, prefix = tuple(x.shape[-2:]), prefix_tokens(model)
         layouts = [
-            layout_of(name, tuple(a.shape), size, reshape, prefix)
+            layout_of(name, tuple(a.shape), size, reshape, prefix, len(x))
             for name, a in zip(layers, acts, strict=True)
         ]
         grads: Sequence[torch.Tensor | None] = [None] * len(acts)

@@ -30,8 +30,10 @@ def bias_layers(model: nn.Module) -> dict[str, torch.Tensor]:
         elif isinstance(module, nn.Linear) and module.bias is not None:
             found[name] = module.bias.detach()  # on the last dimension, tokens included
         elif type(module) is nn.BatchNorm2d and module.running_mean is not None:
-            scale = module.weight / torch.sqrt(module.running_var + module.eps)
-            found[name] = (module.bias - module.running_mean * scale).detach().view(1, -1, 1, 1)
+            gamma = module.weight if module.affine else 1.0
+            beta = module.bias if module.affine else 0.0
+            scale = gamma / torch.sqrt(module.running_var + module.eps)
+            found[name] = (beta - module.running_mean * scale).detach().view(1, -1, 1, 1)
     return found
 
 

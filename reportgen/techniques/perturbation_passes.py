@@ -157,7 +157,8 @@ def layer_activations(
             "pick its parent block)"
         )
     acts = cap.outputs[layer]
-    layout = layout_of(layer, tuple(acts.shape), tuple(x.shape[-2:]), reshape, prefix_tokens(model))
+    size, prefix = tuple(x.shape[-2:]), prefix_tokens(model)
+    layout = layout_of(layer, tuple(acts.shape), size, reshape, prefix, len(x))
     if writer and layout.kind != "nchw":
         raise ValueError(
             f"{writer} at layer '{layer}': its output {tuple(acts.shape)} is "
