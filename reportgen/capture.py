@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .hints import did_you_mean
-from .layout import Layout, infer
+from .layout import Layout, infer, prefix_tokens
 
 
 class LayerNotFound(ValueError):
@@ -113,13 +113,6 @@ def record_outputs(model: nn.Module, x: torch.Tensor) -> tuple[list[LayerOutput]
     with hooks(forward=every), preserved_state(model), torch.no_grad():
         model(x)
     return seen, ids
-
-
-def prefix_tokens(model: nn.Module) -> int | None:
-    """The model's count of leading non-patch tokens, where it says (timm's vision
-    transformers: ``num_prefix_tokens``)."""
-    count = getattr(model, "num_prefix_tokens", None)
-    return count if isinstance(count, int) else None
 
 
 class Capture:

@@ -155,6 +155,22 @@ def parse(option: str | None) -> Callable[[tuple[int, ...], tuple[int, int]], La
     )
 
 
+def prefix_tokens(model: torch.nn.Module) -> int | None:
+    """The model's count of leading non-patch tokens, where it says (timm's vision
+    transformers: ``num_prefix_tokens``)."""
+    count = getattr(model, "num_prefix_tokens", None)
+    return count if isinstance(count, int) else None
+
+
+def layout_in(
+    model: torch.nn.Module, x: torch.Tensor, name: str, out: torch.Tensor, reshape: str | None
+) -> Layout:
+    """The layout of layer ``name``'s output ``out`` when ``model`` ran on the batch ``x``
+    (its size, batch and the model's prefix tokens), or the ValueError of ``layout_of``."""
+    size = tuple(x.shape[-2:])
+    return layout_of(name, tuple(out.shape), size, reshape, prefix_tokens(model), len(x))
+
+
 def layout_of(
     name: str,
     shape: tuple[int, ...],

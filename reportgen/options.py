@@ -11,9 +11,9 @@ import torch
 
 from evaluation import catalogue
 
-from .capture import prefix_tokens, resolve_layer
+from .capture import resolve_layer
 from .hints import not_a_feature_map
-from .layout import layout_of
+from .layout import layout_of, prefix_tokens
 from .models import list_layers
 
 # --metrics names -> what each adds to metrics.csv per image (evaluation/catalogue.py)

@@ -18,12 +18,11 @@ from torch import nn
 from ..capture import (
     Capture,
     frozen,
-    prefix_tokens,
     preserved_state,
     refuse_inference_mode,
     resolve_layer,
 )
-from ..layout import layout_of
+from ..layout import layout_in
 from .registry import Technique, register
 
 
@@ -193,10 +192,8 @@ def cam_maps(
             scores = model(x.detach())
         t = targets_tensor(targets, x.shape[0], scores.device)
         acts = [cap.outputs[name] for name in layers]
-        size, prefix = tuple(x.shape[-2:]), prefix_tokens(model)
         layouts = [
-            layout_of(name, tuple(a.shape), size, reshape, prefix, len(x))
-            for name, a in zip(layers, acts, strict=True)
+            layout_in(model, x, name, a, reshape) for name, a in zip(layers, acts, strict=True)
         ]
         grads: Sequence[torch.Tensor | None] = [None] * len(acts)
         if need_grad:

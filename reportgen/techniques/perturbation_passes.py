@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..capture import Capture, hooks, prefix_tokens, preserved_state, resolve_layer
-from ..layout import layout_of
+from ..capture import Capture, hooks, preserved_state, resolve_layer
+from ..layout import layout_in
 from ..models import probabilities
 from .cam import targets_tensor
 
@@ -157,8 +157,7 @@ def layer_activations(
             "pick its parent block)"
         )
     acts = cap.outputs[layer]
-    size, prefix = tuple(x.shape[-2:]), prefix_tokens(model)
-    layout = layout_of(layer, tuple(acts.shape), size, reshape, prefix, len(x))
+    layout = layout_in(model, x, layer, acts, reshape)
     if writer and layout.kind != "nchw":
         raise ValueError(
             f"{writer} at layer '{layer}': its output {tuple(acts.shape)} is "
