@@ -216,8 +216,10 @@ def test_shards_in_separate_folders_merge_to_the_same_tables(
 
 
 # Every default metric group (the sanity check included), the top patches and a synthesis
-# view (filter visualisation, at a plumbing-only step count) over the durability run's images
+# view (filter visualisation, at a plumbing-only step count) over three of the durability
+# run's images: three batches, so the shards split them unevenly
 EVERYTHING = [*RUN[:-2], "--methods", "gradcam,saliency,occlusion,feature_maps,filter_vis"]
+EVERYTHING[EVERYTHING.index("--limit") + 1] = "3"
 EVERYTHING[-1] += ",top_patches"
 EVERYTHING += ["--set", "filter_vis.steps=2", "--set", "filter_vis.size=64"]
 
