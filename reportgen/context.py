@@ -34,7 +34,7 @@ from .options import (
     parse_target,
     resolve_device,
 )
-from .store import PIXEL_LAYER, Store, atomic_write
+from .store import MODEL, PIXEL_LAYER, Store, atomic_write
 from .timing import LAYOUTS, PassCounter, Phases, Timer, native_bf16, probe
 
 PROBES: dict[tuple, dict] = {}  # one probe per model, device and threads in a process
@@ -247,7 +247,9 @@ def open_context(config: RunConfig, local_rank: int = 0, phases: Phases | None =
         forward_model, folded = folded_copy(model, tuple(spec.input_size))
     with phases("probe"):
         layouts = ("nchw", "nhwc") if config.layout == "auto" else (config.layout,)
-        measured = probed(model, forward_model, spec, device, layouts, config.quality)
+        earlier = Store(config.out).read_part(MODEL, "run") if config.resume else None
+        before = earlier["probe"] if earlier else None
+        measured = probed(model, forward_model, spec, device, layouts, config.quality, before)
     timer.counter.weigh(measured.get("time_shares"))
     fields = {
         "config": config,
@@ -301,14 +303,29 @@ def _layout(fields: dict, layout: str) -> dict:
 
 
 def probed(
-    model, forward_model, spec, device: torch.device, layouts: tuple[str, ...], quality: str
+    model,
+    forward_model,
+    spec,
+    device: torch.device,
+    layouts: tuple[str, ...],
+    quality: str,
+    earlier: dict | None = None,
 ) -> dict:
     """The start-up probe (``timing.probe``) in the precision of the preset's batched
     passes on this device, once per process for the same model, device, thread count,
     layouts and precision (tests run many small runs in one process). Passes are timed on
-    ``forward_model`` (the folded copy the run's passes use)."""
+    ``forward_model`` (the folded copy the run's passes use). ``earlier``: the probe of
+    the run being resumed, taken instead when it was made on this kind of device with
+    these threads, layouts and precision (``--resume`` then refuses other settings)."""
     half = METRIC_PRESETS[quality]["forward"] == "bf16" and native_bf16(device)
     key = (spec.name, tuple(spec.input_size), str(device), torch.get_num_threads(), layouts, half)
+    if earlier and (
+        earlier.get("device") == device.type
+        and earlier.get("threads") == torch.get_num_threads()
+        and earlier.get("batched") == ("bf16" if half else "fp32")
+        and {t["layout"] for t in earlier.get("tried", [])} == set(layouts)
+    ):
+        PROBES.setdefault(key, earlier)
     if key not in PROBES:
         PROBES[key] = probe(
             model, tuple(spec.input_size), device, layouts, half=half, forward_model=forward_model
