@@ -35,7 +35,7 @@ from .options import (
     resolve_device,
 )
 from .store import MODEL, PIXEL_LAYER, Store, atomic_write
-from .timing import LAYOUTS, PassCounter, Phases, Timer, native_bf16, probe
+from .timing import LAYOUTS, PassCounter, Phases, Timer, device_name, native_bf16, probe
 
 PROBES: dict[tuple, dict] = {}  # one probe per model, device and threads in a process
 
@@ -248,7 +248,8 @@ def open_context(config: RunConfig, local_rank: int = 0, phases: Phases | None =
     with phases("probe"):
         layouts = ("nchw", "nhwc") if config.layout == "auto" else (config.layout,)
         earlier = Store(config.out).read_part(MODEL, "run") if config.resume else None
-        before = earlier["probe"] if earlier else None
+        same = earlier and earlier["settings"] == config.results_settings()
+        before = earlier["probe"] if same else None  # other settings: begin() refuses them
         measured = probed(model, forward_model, spec, device, layouts, config.quality, before)
     timer.counter.weigh(measured.get("time_shares"))
     fields = {
@@ -315,17 +316,18 @@ def probed(
     passes on this device, once per process for the same model, device, thread count,
     layouts and precision (tests run many small runs in one process). Passes are timed on
     ``forward_model`` (the folded copy the run's passes use). ``earlier``: the probe of
-    the run being resumed, taken instead when it was made on this kind of device with
-    these threads, layouts and precision (``--resume`` then refuses other settings)."""
+    the run being resumed with the same settings, taken instead when it was made on the
+    same device (its name) with these threads, layouts and precision."""
     half = METRIC_PRESETS[quality]["forward"] == "bf16" and native_bf16(device)
-    key = (spec.name, tuple(spec.input_size), str(device), torch.get_num_threads(), layouts, half)
     if earlier and (
         earlier.get("device") == device.type
+        and earlier.get("device_name", "") == device_name(device)
         and earlier.get("threads") == torch.get_num_threads()
         and earlier.get("batched") == ("bf16" if half else "fp32")
         and {t["layout"] for t in earlier.get("tried", [])} == set(layouts)
     ):
-        PROBES.setdefault(key, earlier)
+        return earlier
+    key = (spec.name, tuple(spec.input_size), str(device), torch.get_num_threads(), layouts, half)
     if key not in PROBES:
         PROBES[key] = probe(
             model, tuple(spec.input_size), device, layouts, half=half, forward_model=forward_model

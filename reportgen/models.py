@@ -355,7 +355,9 @@ def layer_table(model: nn.Module, spec: ModelSpec) -> list[str]:
     return lines
 
 
-def folded_copy(model: nn.Module, input_size: tuple[int, int]) -> tuple[nn.Module, int]:
+def folded_copy(
+    model: nn.Module, input_size: tuple[int, int], plan: dict[str, str] | None = None
+) -> tuple[nn.Module, int]:
     """A copy of ``model`` for the passes that keep its weights (forward and gradient),
     with every batch norm that directly follows a convolution folded into that
     convolution's weights and bias, and the count folded. Exact up to float rounding;
@@ -364,10 +366,12 @@ def folded_copy(model: nn.Module, input_size: tuple[int, int]) -> tuple[nn.Modul
     inversions 35 % and top patches 26 % faster in a run). Layer names stay: a folded
     norm becomes ``nn.Identity`` (timm's ``BatchNormAct2d``: its dropout and activation,
     not in place), so hooks by name see the same outputs. ``model`` itself comes back
-    with 0 when nothing folds (``fold_plan``)."""
+    with 0 when nothing folds. ``plan``: a ``fold_plan`` made and checked on a model of
+    the same structure (the sanity check's randomised copies of the run's model: the
+    structure decides which pairs fold, the trained weights make the check meaningful)."""
     import copy
 
-    plan = fold_plan(model, input_size)
+    plan = fold_plan(model, input_size) if plan is None else plan
     if not plan:
         return model, 0
     work = copy.deepcopy(model).eval()
@@ -375,24 +379,15 @@ def folded_copy(model: nn.Module, input_size: tuple[int, int]) -> tuple[nn.Modul
     return work, len(plan)
 
 
-_PLANS: dict[tuple, dict[str, str]] = {}  # a model's structure -> its fold_plan
-
-
 def fold_plan(model: nn.Module, input_size: tuple[int, int]) -> dict[str, str]:
     """Which batch norm folds into which convolution, ``{norm: conv}`` by module name: a
     pair only when the norm's input is the very tensor the convolution returned, the norm
     runs once and keeps running statistics. Found by tracing one pass of a copy, then
     checked by folding it: when the folded copy's logits differ (a convolution output
-    also used elsewhere), the plan is empty. The plan depends on the structure alone (the
-    modules, their classes and the input size), not on the weights, so it is kept per
-    structure: a model randomised block by block (the sanity check) reuses it."""
+    also used elsewhere), the plan is empty."""
     import copy
 
-    key = (input_size, *((name, type(m)) for name, m in model.named_modules()))
-    if key in _PLANS:
-        return _PLANS[key]
     if not any(_foldable(m) for m in model.modules()):
-        _PLANS[key] = {}
         return {}
     work = copy.deepcopy(model).eval()
     names = {m: name for name, m in work.named_modules(remove_duplicate=False)}
@@ -415,13 +410,13 @@ def fold_plan(model: nn.Module, input_size: tuple[int, int]) -> dict[str, str]:
         work(x)
     convs = [c for c in pairs.values() if c is not None]
     plan = {names[n]: names[c] for n, c in pairs.items() if c is not None and convs.count(c) == 1}
-    if plan:
-        _fold(work, plan)
-        with torch.inference_mode():
-            got = work(x)
-        if not torch.allclose(got, expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max())):
-            plan = {}
-    _PLANS[key] = plan
+    if not plan:
+        return {}
+    _fold(work, plan)
+    with torch.inference_mode():
+        got = work(x)
+    if not torch.allclose(got, expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max())):
+        return {}
     return plan
 
 

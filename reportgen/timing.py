@@ -3,11 +3,13 @@ CUDA events on a GPU, a synchronised clock on CPU, the first call left out as a 
 
 from __future__ import annotations
 
+import platform
 import resource
 import sys
 import time
 from collections import defaultdict
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -368,6 +370,19 @@ def _best_seconds(fn, repeats: int, device: torch.device) -> float:
     return best
 
 
+def device_name(device: torch.device) -> str:
+    """The GPU's or the CPU's model name (``/proc/cpuinfo`` where there is one): a probe
+    made on one machine is not another's."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    found = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return found[0] if found else platform.processor()
+
+
 def native_bf16(device: torch.device) -> bool:
     """Whether the device computes in bfloat16 natively (a CUDA GPU that supports it; a CPU
     with AVX-512 BF16 or AMX): where autocast to bfloat16 speeds passes up instead of
@@ -478,5 +493,6 @@ def probe(
         "tried": tried,
         "time_shares": shares,
         "device": device.type,
+        "device_name": device_name(device),
         "threads": torch.get_num_threads(),
     }

@@ -76,6 +76,17 @@ def test_receptive_field_of_a_conv_stack_matches_the_textbook(input_size):
     assert rf.box(0, 0, input_size) == (0, 0, 5, 5)
 
 
+def test_receptive_field_of_unpadded_convolutions_too_narrow_for_the_short_canvas():
+    # Five unpadded conv7x7/2: r = 1 + 6 * (1 + 2 + 4 + 8 + 16) = 187, j = 32, and unit 0
+    # starts at pixel 0 (centre 93). Across a 64 px canvas the map vanishes after four
+    # (64 -> 29 -> 12 -> 3 -> 0), so the field is measured at the input's own width.
+    torch.manual_seed(0)
+    convs = [nn.Conv2d(3 if i == 0 else 2, 2, 7, stride=2) for i in range(5)]
+    model = nn.Sequential(*[m for c in convs for m in (c, nn.ReLU())]).eval()
+    rf = receptive_field(model, "8", (224, 224))
+    assert rf == ReceptiveField(size=(187, 187), stride=(32, 32), offset=(93.0, 93.0))
+
+
 def test_receptive_field_of_resnet18_layers(small_resnet):
     # conv1 7x7/2: r = 7, j = 2; maxpool 3x3/2: r = 7 + 2*2 = 11, j = 4;
     # layer1, four 3x3/1 convs at j = 4: r = 11 + 4 * 2*4 = 43;

@@ -228,3 +228,30 @@ def test_the_probe_stops_growing_a_layout_once_a_row_costs_more(monkeypatch):
         ("nchw", 8), ("nchw", 16), ("nhwc", 8), ("nhwc", 16)
     ]  # fmt: skip
     assert found["rows"] == 8
+
+
+def test_a_resumed_run_takes_its_stored_probe_only_from_the_same_machine(monkeypatch):
+    """``--resume`` with the same settings takes the probe the run stored, instead of
+    probing again, when the device (its model name too), threads, layouts and precision
+    are the same; any other stored probe is measured anew."""
+    import torch
+
+    from reportgen import context
+    from reportgen.models import get_spec
+
+    measured = {"measured": True}
+    monkeypatch.setattr(context, "probe", lambda *a, **k: measured)
+    monkeypatch.setattr(context, "PROBES", {})
+    cpu, spec = torch.device("cpu"), get_spec("synthetic_cnn")
+    stored = {
+        "device": "cpu",
+        "device_name": timing.device_name(cpu),
+        "threads": torch.get_num_threads(),
+        "batched": "bf16" if timing.native_bf16(cpu) else "fp32",
+        "tried": [{"layout": "nchw"}, {"layout": "nhwc"}],
+    }
+    layouts = ("nchw", "nhwc")
+    assert context.probed(None, None, spec, cpu, layouts, "fast", stored) is stored
+    for other in ({"device_name": "another CPU"}, {"threads": 99}, {"tried": []}):
+        again = context.probed(None, None, spec, cpu, layouts, "fast", {**stored, **other})
+        assert again is measured, other

@@ -14,7 +14,7 @@ from evaluation.sanity import TRAINED
 
 from .. import figures
 from ..compute import at_input, compute
-from ..models import folded_copy
+from ..models import fold_plan, folded_copy
 from ..store import PIXEL_LAYER, learned_path
 from ..techniques.cam import REGISTRY_CAM
 from .common import View, model_inputs, ok_ids, register_view
@@ -70,6 +70,7 @@ def sanity(ctx: Context) -> dict:
         if t.scored and not t.cheap
     ]
     strips: dict[str, list[np.ndarray]] = defaultdict(list)
+    plan = fold_plan(ctx.model, tuple(ctx.spec.input_size))
     common = {
         "layer": layer,
         "classifier": ctx.spec.classifier,
@@ -82,7 +83,7 @@ def sanity(ctx: Context) -> dict:
 
     def maps_of(model, x, targets, units=units) -> dict[str, torch.Tensor]:
         found = compute(
-            folded(ctx, model),
+            folded(ctx, model, plan),
             x,
             targets,
             units,
@@ -170,14 +171,16 @@ def sanity(ctx: Context) -> dict:
     }
 
 
-def folded(ctx: Context, model: torch.nn.Module) -> torch.nn.Module:
+def folded(ctx: Context, model: torch.nn.Module, plan: dict[str, str]) -> torch.nn.Module:
     """The model the maps are made on, as in the run's batches: its norms folded into the
     convolutions (half the time of a pass in bfloat16, less for a gradient step too), in
     the run's memory layout. A randomised model is folded afresh at each step
-    (reset norms fold exactly); the randomisation itself works on the original."""
+    (reset norms fold exactly) by ``plan``, the trained model's ``fold_plan``: every
+    randomised copy has its structure, and tracing and checking each again made folding
+    6x as slow; the randomisation itself works on the original."""
     if model is ctx.model:
         return ctx.forward_model
-    copy, _ = folded_copy(model, tuple(ctx.spec.input_size))
+    copy, _ = folded_copy(model, tuple(ctx.spec.input_size), plan)
     return copy.to(memory_format=ctx.layout)
 
 

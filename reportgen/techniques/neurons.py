@@ -135,8 +135,10 @@ def _supports(
     ones = torch.ones(1, channels, *hw, dtype=p.dtype, device=p.device)
     boxes = []
     with torch.enable_grad(), backward_rule(probe, "deconvnet"):
-        inp = grad_ready_input(ones)
-        acts = activations(probe, inp, [layer])[layer]  # the forward stops at the layer
+        with Capture(probe, [layer], for_grad=True) as cap:
+            inp = grad_ready_input(ones)
+            probe(inp)
+        acts = cap.outputs[layer]
         for y, x in units(*acts.shape[-2:]):
             seed = torch.zeros_like(acts)
             seed[:, :, y, x] = 1.0
@@ -155,18 +157,24 @@ def _extent(
     strictly inside (only then is nothing cut off by the border). The canvas is at most
     ``NARROW`` px across the other axis: convolutions and pooling act on each axis
     separately, so the field's extent along one does not depend on the other's size
-    (3.5 times less work at Lite0's deep layers)."""
+    (3.5 times less work at Lite0's deep layers); the input's own size across when a
+    model's maps vanish at ``NARROW`` (unpadded convolutions: Inception v3)."""
 
     def centre_and_next(h: int, w: int) -> list[tuple[int, int]]:
         centre = ((h - 1) // 2, (w - 1) // 2)
         step = (1, 0) if axis == 0 else (0, 1)
         return [centre, (min(centre[0] + step[0], h - 1), min(centre[1] + step[1], w - 1))]
 
-    scale = 1
+    scale, across = 1, min(hw[1 - axis], NARROW)
     while scale <= max_scale:
-        across = min(hw[1 - axis], NARROW)
         canvas = (hw[0] * scale, across) if axis == 0 else (across, hw[1] * scale)
-        out, (centre, after) = _supports(probe, layer, canvas, centre_and_next)
+        try:
+            out, (centre, after) = _supports(probe, layer, canvas, centre_and_next)
+        except RuntimeError:
+            if across == hw[1 - axis]:
+                raise
+            across = hw[1 - axis]  # too narrow for this model: again at the input's width
+            continue
         if out[axis] > 1 and centre[axis] > 0 and after[axis + 2] < canvas[axis]:
             return centre[axis + 2] - centre[axis], after[axis] - centre[axis]
         scale *= 2

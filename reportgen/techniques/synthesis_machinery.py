@@ -39,8 +39,7 @@ class _RedirectedReLU(torch.autograd.Function):
     for was). Backward: its ordinary gradient, except for an item whose gradient through
     this activation is zero everywhere (a unit that never fires on the start image): that
     item gets the incoming gradient wherever it points into the active range
-    ``(0, upper)`` (lucid's redirected ReLU), so the optimisation can start (and a unit
-    saturated everywhere can come back). Gradients here
+    ``(0, upper)`` (lucid's redirected ReLU), so the optimisation can start. Gradients here
     are of the objective being maximised. Only the output is kept: ``0 < y < upper`` exactly
     where ``0 < x < upper``, and ``y`` sits at a bound exactly where ``x`` is past it."""
 
@@ -64,16 +63,15 @@ class _RedirectedReLU(torch.autograd.Function):
             ordinary = torch.ops.aten.hardtanh_backward(grad, y, 0.0, upper)
         else:
             ordinary = torch.ops.aten.threshold_backward(grad, y, 0.0)
-        # each item's norm, as lucid tests it: one reduction, 10x faster than any() on a
-        # float tensor, and no flatten (which copies a channels-last tensor)
-        dead = torch.linalg.vector_norm(ordinary, 2, tuple(range(1, ordinary.dim()))) == 0
-        if dead.any():
-            # A dead item's gradient is zero wherever 0 < y < upper (there the ordinary
-            # gradient is the incoming one), so the redirection keeps only what points
-            # inward from a bound: g >= 0 where y <= 0, g <= 0 where y >= upper.
+        # max and min over each item: 10x faster than any() on a float tensor, and no
+        # flatten (which copies a channels-last tensor)
+        dims = tuple(range(1, ordinary.dim()))
+        dead = (ordinary.amax(dims) == 0) & (ordinary.amin(dims) == 0)
+        if dead.any():  # rare after the first steps: only then pay for the redirection
             d = dead.nonzero()[:, 0]
-            g = grad[d]
-            ordinary[d] = torch.where(y[d] <= 0, g.clamp(min=0), g.clamp(max=0))
+            g, yd = grad[d], y[d]
+            outward = ((yd <= 0) & (g < 0)) | ((yd >= upper) & (g > 0))
+            ordinary[d] = g.masked_fill(outward, 0)
         return ordinary, None, None
 
 
