@@ -371,12 +371,12 @@ def folded_copy(
     structure decides which pairs fold, the trained weights make the check meaningful)."""
     import copy
 
-    plan = fold_plan(model, input_size) if plan is None else plan
-    if not plan:
-        return model, 0
-    work = copy.deepcopy(model).eval()
-    _fold(work, plan)
-    return work, len(plan)
+    if plan is None:  # traced and checked here: the checked copy is the one returned
+        plan, work = _traced_plan(model, input_size)
+    elif plan:
+        work = copy.deepcopy(model).eval()
+        _fold(work, plan)
+    return (work, len(plan)) if plan else (model, 0)
 
 
 def fold_plan(model: nn.Module, input_size: tuple[int, int]) -> dict[str, str]:
@@ -385,10 +385,17 @@ def fold_plan(model: nn.Module, input_size: tuple[int, int]) -> dict[str, str]:
     runs once and keeps running statistics. Found by tracing one pass of a copy, then
     checked by folding it: when the folded copy's logits differ (a convolution output
     also used elsewhere), the plan is empty."""
+    return _traced_plan(model, input_size)[0]
+
+
+def _traced_plan(
+    model: nn.Module, input_size: tuple[int, int]
+) -> tuple[dict[str, str], nn.Module | None]:
+    """``fold_plan`` and the folded copy it was checked on (None when the plan is empty)."""
     import copy
 
     if not any(_foldable(m) for m in model.modules()):
-        return {}
+        return {}, None
     work = copy.deepcopy(model).eval()
     names = {m: name for name, m in work.named_modules(remove_duplicate=False)}
     last: dict[int, tuple[nn.Module, torch.Tensor]] = {}  # id(output) -> (conv, output)
@@ -411,13 +418,13 @@ def fold_plan(model: nn.Module, input_size: tuple[int, int]) -> dict[str, str]:
     convs = [c for c in pairs.values() if c is not None]
     plan = {names[n]: names[c] for n, c in pairs.items() if c is not None and convs.count(c) == 1}
     if not plan:
-        return {}
+        return {}, None
     _fold(work, plan)
     with torch.inference_mode():
         got = work(x)
     if not torch.allclose(got, expected, rtol=1e-3, atol=1e-3 * float(expected.abs().max())):
-        return {}
-    return plan
+        return {}, None
+    return plan, work
 
 
 @torch.no_grad()
