@@ -399,8 +399,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     folder = Path(evaluation.bench.__file__).parent
     target = Path(args.out) / "data" / "bench" / f"{args.device}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "pytest", str(folder), "-q", "-p", "no:cacheprovider"]
-    argv += ["--benchmark-enable", "--benchmark-only", f"--benchmark-json={target}"]
+    # in one process (-n 0): pytest-benchmark times nothing under xdist, which addopts use
+    argv = [sys.executable, "-m", "pytest", str(folder), "-q", "-p", "no:cacheprovider", "-n", "0"]
+    argv += ["--dist=no", "--benchmark-enable", "--benchmark-only", f"--benchmark-json={target}"]
     argv += ["--benchmark-columns=median,iqr,rounds", "--benchmark-sort=name"]
     argv += ["-k", args.select] if args.select else []
     env = {**os.environ, "REPORTGEN_BENCH": args.size, "REPORTGEN_BENCH_DEVICE": args.device}

@@ -2,10 +2,34 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
+
+
+def pytest_configure(config):
+    """Under pytest-xdist, split the cores between the workers (and the processes they
+    start) instead of letting every worker's torch claim all of them."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        fair = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(fair)
+        torch.set_num_threads(fair)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Groups for pytest-xdist's ``--dist loadgroup`` (README's test command): a file's
+    tests run on one worker, so its module fixtures are built once, except the tests that
+    read the shared fast site, which run on one worker together, so it is built once and a
+    test that changes it and puts it back races no reader. Runs before xdist reads groups."""
+    for item in items:
+        group = "fast_site" if "fast_site" in item.fixturenames else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
 
 # our gradient CAMs and pytorch-grad-cam's class for each
 GRADIENT_CAM_PEERS = [

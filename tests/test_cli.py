@@ -231,8 +231,9 @@ def test_channels_last_keeps_the_maps_and_bf16_stays_close(tmp_path):
     float noise); bf16 autocast changes the arithmetic. Measured: Grad-CAM r = 0.9997+,
     occlusion 0.99+, raw saliency (a per-pixel gradient: bf16's 8-bit mantissa shows)
     0.77-0.82, as README says. The raw gradient is equal to float noise except where a
-    rounding flips a ReLU6 gate of the folded copy (measured: r 0.99998 and 99.9 % of
-    pixels within 0.1 % of the map's maximum on chelsea)."""
+    rounding flips a ReLU6 gate of the folded copy (measured: r 0.99998, and 99.9 % of
+    pixels within 0.1 % of the map's maximum on chelsea with two threads, 0.53 % with one:
+    the summation order follows the thread count)."""
     import numpy as np
 
     from .conftest import pearson
@@ -258,7 +259,7 @@ def test_channels_last_keeps_the_maps_and_bf16_stays_close(tmp_path):
             if key == "saliency@input":
                 assert pearson(nhwc, ours) > 0.9999, image
                 off = np.abs(nhwc - ours) / abs(ours).max()
-                assert np.quantile(off, 0.999) < 5e-3, image
+                assert np.quantile(off, 0.999) < 1e-2, image
             else:
                 tolerance = 1e-5 * abs(ours).max()
                 assert np.allclose(nhwc, ours, rtol=1e-3, atol=tolerance)

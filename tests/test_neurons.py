@@ -153,6 +153,7 @@ def test_projection_on_resnet_is_batched_inside_the_field_and_leaves_the_model(s
     positions = peaks[torch.arange(3), channels]
     model.layer3.requires_grad_(False)
     model.train()
+    model.zero_grad(set_to_none=True)  # the model is shared: earlier tests may leave grads
     flags = [p.requires_grad for p in model.parameters()]
     before = {k: v.clone() for k, v in model.state_dict().items()}
     try:
