@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import synthetic_model
@@ -54,12 +55,15 @@ class ModelSpec:
 OUTPUTS = ("softmax", "sigmoid")  # --output: how a model's logits become probabilities
 
 
-def probabilities(logits: torch.Tensor, output: str = "softmax") -> torch.Tensor:
+def probabilities(logits: torch.Tensor, output: str = "softmax", log: bool = False) -> torch.Tensor:
     """The model's own probabilities, in float32: a softmax over the classes (one label an
-    image) or a sigmoid per class (multi-label: each class present or not on its own)."""
+    image) or a sigmoid per class (multi-label: each class present or not on its own).
+    ``log``: their logarithms, computed stably (log-softmax, log-sigmoid) for objectives."""
     if output not in OUTPUTS:
         raise ValueError(f"--output '{output}' is unknown; valid: {', '.join(OUTPUTS)}")
     logits = logits.float()
+    if log:
+        return F.logsigmoid(logits) if output == "sigmoid" else logits.log_softmax(dim=1)
     return logits.sigmoid() if output == "sigmoid" else logits.softmax(dim=1)
 
 

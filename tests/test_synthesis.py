@@ -164,6 +164,18 @@ def test_class_model_raises_the_logit(net):
     assert torch.all(out.final > out.start + 0.2), (out.start, out.final)
 
 
+def test_class_model_and_fooling_read_a_multi_label_model_s_sigmoid(net, small):
+    """Under ``output="sigmoid"`` (a multi-label model) the probabilities these views
+    report are each class's sigmoid, not a softmax over the classes."""
+    out = syn.class_model(net, classes=[0, 3], size=32, steps=3, output="sigmoid", **NORM)
+    torch.testing.assert_close(out.extra["probability"], out.final.sigmoid())
+    targets = (predict(net, small * 0.5 + 0.5).argmax(1) + 1) % 5
+    out = syn.fooling(net, small, targets, steps=3, output="sigmoid", **NORM)
+    logits = predict(net, out.images).gather(1, targets[:, None])[:, 0]
+    torch.testing.assert_close(out.final, torch.nn.functional.logsigmoid(logits))
+    torch.testing.assert_close(out.extra["p_after"], logits.sigmoid())
+
+
 def test_deepdream_raises_the_layer_objective(net, small):
     out = syn.deepdream(net, small, layer="features.3", jitter=4, **NORM)
     assert out.images.shape == small.shape

@@ -108,14 +108,16 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 def synthesise(ctx: Context, name: str, *args, seed: int = 0, **given):
-    """Synthesis technique ``name`` on the run's model with its normalisation, the run's
-    seed (plus ``seed``), its preset and ``--set`` settings, and ``given`` over those."""
+    """Synthesis technique ``name`` on the run's model with its normalisation and
+    probabilities (softmax or sigmoid), the run's seed (plus ``seed``), its preset and
+    ``--set`` settings, and ``given`` over those."""
     technique = techniques.get(name)
     return technique.run(
         ctx.forward_model,
         *args,
         mean=ctx.spec.mean,
         std=ctx.spec.std,
+        output=ctx.spec.output,
         seed=ctx.config.seed + seed,
         **{**ctx.options(technique), **given},
     )

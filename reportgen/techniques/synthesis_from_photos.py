@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..capture import activations, frozen, preserved_state
+from ..models import probabilities
 from .cam import targets_tensor
 from .synthesis_machinery import (
     Synthesised,
@@ -184,12 +185,14 @@ def fooling(
     step_size: float = 1.0,
     epsilon: float | None = None,
     seed: int = 0,
+    output: str = "softmax",
     progress: bool = False,
     **_,
 ) -> Synthesised:
     """Szegedy et al. 2013's targeted adversarial example, computed as iterative FGSM
     (Kurakin et al. 2016): at most ``steps`` updates ``I += step_size/255 * sign(g)`` with
-    ``g = d log p_target / dI`` (0..255 units; the sign is the steepest ascent for an
+    ``g = d log p_target / dI`` (``p``: the model's softmax, or its sigmoid under
+    ``output``; 0..255 units; the sign is the steepest ascent for an
     L-inf step), clamped to [0, 1] and, with ``epsilon``, to ``|I - I0| <= epsilon/255``.
     Each image stops as soon as the model predicts its target (``targets[k]``) and never
     changes after; finished images leave the batch. Deterministic (``seed`` is unused).
@@ -208,7 +211,7 @@ def fooling(
     used = torch.zeros(k, dtype=torch.long, device=device)
 
     def log_prob(images: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = model(space.to_model(images)).log_softmax(1)
+        out = probabilities(model(space.to_model(images)), output, log=True)
         return out.gather(1, t[rows, None])[:, 0], out.argmax(1)
 
     def objective(_i: int) -> torch.Tensor:

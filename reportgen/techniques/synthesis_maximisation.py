@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..capture import activations, frozen, preserved_state
+from ..models import probabilities
 from .synthesis_machinery import (
     Synthesised,
     _channel_means,
@@ -139,6 +140,7 @@ def class_model(
     lr: float = 0.05,
     l2: float = 30.0,
     seed: int = 0,
+    output: str = "softmax",
     progress: bool = False,
     **_,
 ) -> Synthesised:
@@ -148,7 +150,8 @@ def class_model(
     object fills more of the frame than at 224 px (the model sees a 172 px canvas).
 
     ``start``/``final``: the class logit of the first/last image (no transform);
-    ``extra["probability"]``: the class's softmax probability for the final image.
+    ``extra["probability"]``: the class's probability for the final image (``output``:
+    the model's softmax, or its sigmoid for a multi-label model).
     """
     if classes is None or len(classes) == 0:
         raise ValueError("class_model needs classes: a list of class indices")
@@ -171,5 +174,5 @@ def class_model(
         with torch.no_grad():
             images = image()
             out = logits(images)
-    probability = out.softmax(1).gather(1, cls)[:, 0]
+    probability = probabilities(out, output).gather(1, cls)[:, 0]
     return _result(images, start, out.gather(1, cls)[:, 0], probability=probability)
