@@ -268,3 +268,30 @@ def test_pages_state_the_target_rule_the_run_used(site, tmp_path, target, words)
     image = next((copy / "images").glob("*.html"))
     for page in (copy / "index.html", copy / "published.html", image):
         assert re.search(rf"xplain(s|ing)? [^.<]*{words}", page.read_text()), page.name
+
+
+def test_misclassified_images_are_marked_and_every_map_names_its_class(site, tmp_path):
+    """An image whose top-1 class is none of its labelled classes carries a mark in the
+    gallery and on its page; every image page names the class its maps explain (the
+    ``target`` the run scored). The first image is relabelled to a class it is not seen as."""
+    import pandas as pd
+
+    copy = tmp_path / "copy"
+    shutil.copytree(site, copy)
+    images = pd.read_csv(copy / "data" / "images.csv")
+    top = pd.read_csv(copy / "data" / "predictions.csv").query("rank == 1").set_index("image")
+    metrics = pd.read_csv(copy / "data" / "metrics.csv").query("metric == 'target'")
+    first = images.image[0]
+    images.loc[0, "classes"] = str((int(top.class_id[first]) + 1) % 1000)
+    images.to_csv(copy / "data" / "images.csv", index=False)
+    render(copy)
+    index = (copy / "index.html").read_text()
+    for row in images.itertuples():
+        page = (copy / "images" / f"{row.image}.html").read_text()
+        labelled = {int(float(c)) for c in str(row.classes).split() if c != "nan"}
+        wrong = bool(labelled) and int(top.class_id[row.image]) not in labelled
+        seen = f"✗ seen as {top.class_name[row.image]}"
+        assert (seen in index) == wrong and ("✗ Misclassified" in page) == wrong, row.image
+        target = int(metrics[metrics.image == row.image].value.iloc[0])
+        assert f"Every map below explains class {target}," in page, row.image
+    assert first in index and "✗ seen as" in index and "images are misclassified" in index

@@ -51,8 +51,10 @@ from .views import (
     bench_results,
     cell_scores,
     compare_data,
+    labelled_classes,
     optional_table,
     phase_view,
+    prediction_marks,
     random_logit_view,
     target_rule,
 )
@@ -106,6 +108,7 @@ class Report:
         }
         names = dict(enumerate(self.run["model"].get("class_names", [])))
         self.views = ViewData(store, names)
+        self.marks = prediction_marks(self.ok, self.predictions, self.metrics, names)
         self.sanity = optional_table(store, "sanity")
         self.independent = optional_table(store, "sanity_independent")
         self.channels = optional_table(store, "channels")
@@ -125,6 +128,7 @@ class Report:
         self.common = {  # what every template sees (and the views' results)
             **self.views.context(),
             "run": self.run,
+            "marks": self.marks,  # top-1 class, right or wrong, class explained: per image
             "target_rule": target_rule(self.run["settings"].get("target", "predicted")),
             "methods": self.methods,
             "feature_layers": self.feature_layers,
@@ -310,7 +314,8 @@ def image_pages(r: Report, site: SiteWriter) -> list[Page]:
         context = {
             "image": row,
             "predictions": r.predictions[r.predictions.image == row.image],
-            "classes": {int(float(c)) for c in str(row.classes).split() if c != "nan"},
+            "classes": labelled_classes(row.classes),
+            "mark": r.marks.get(row.image),
             "cards": cards,
             "prev": r.ids[i - 1] if i else None,
             "next": r.ids[i + 1] if i + 1 < len(r.ids) else None,

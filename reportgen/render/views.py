@@ -112,6 +112,38 @@ class ViewData:
 CLASS_BLIND = 0.9  # mean Spearman from which a method's maps hardly depend on the class
 
 
+def labelled_classes(classes) -> set[int]:
+    """An image's labelled class ids, from the images table's space-separated cell."""
+    return {int(float(c)) for c in str(classes).split() if c != "nan"}
+
+
+def prediction_marks(
+    images: pd.DataFrame, predictions: pd.DataFrame, metrics: pd.DataFrame, names: dict
+) -> dict[str, dict]:
+    """Per image: its top-1 class and probability, whether that class is one of its
+    labelled classes (``None`` without a label), and the class its maps explain, so a
+    misclassified image is marked wherever it is shown and no map hides what it explains."""
+    top = predictions[predictions["rank"] == 1].set_index("image")
+    targets = metrics[metrics.metric == "target"] if not metrics.empty else metrics
+    explained = targets.groupby("image").value.first() if not targets.empty else {}
+    marks = {}
+    for row in images.itertuples(index=False):
+        if row.image not in top.index:
+            continue
+        best, labelled = top.loc[row.image], labelled_classes(row.classes)
+        target = explained.get(row.image) if len(explained) else None
+        target = None if target is None or pd.isna(target) else int(target)
+        marks[row.image] = {
+            "class_id": int(best.class_id),
+            "class_name": best.class_name,
+            "probability": float(best.probability),
+            "correct": int(best.class_id) in labelled if labelled else None,
+            "explains": None if target is None else names.get(target, f"class {target}"),
+            "explains_id": target,
+        }
+    return marks
+
+
 def target_rule(target: str) -> str:
     """What every map of a run explains, from its ``--target`` setting, in words."""
     if target == "predicted":
