@@ -15,7 +15,8 @@ def pytest_configure(config):
     start) instead of letting every worker's torch claim all of them."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
-        fair = max(1, (os.cpu_count() or 1) // workers)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        fair = max(1, (cores or os.cpu_count() or 1) // workers)
         os.environ["OMP_NUM_THREADS"] = str(fair)
         torch.set_num_threads(fair)
 
@@ -27,7 +28,8 @@ def pytest_collection_modifyitems(config, items):
     read the shared fast site, which run on one worker together, so it is built once and a
     test that changes it and puts it back races no reader. Runs before xdist reads groups."""
     for item in items:
-        group = "fast_site" if "fast_site" in item.fixturenames else item.nodeid.split("::")[0]
+        shared = "fast_site" in getattr(item, "fixturenames", ())
+        group = "fast_site" if shared else item.nodeid.split("::")[0]
         item.add_marker(pytest.mark.xdist_group(group))
 
 
