@@ -28,13 +28,23 @@ DEFAULT_METRICS = catalogue.DEFAULT_GROUPS
 # (RISE 2.2x faster than float32 on a 2-core AVX-512 BF16 CPU; agreement: docs/performance.md).
 # Faithfulness correlation: "paper" 100 random subsets per image (Bhatt et al., Quantus's
 # default), "fast" 50 (shared by every map of the image: 50 rows per image in all).
+# Sanity check: "paper" explains at every step of the randomisation (one block more each);
+# "fast" at every other step, the first and last always: the blocks are still randomised
+# one by one, so every point it draws is the full cascade's (fewer points, none moved).
 METRIC_PRESETS = {
-    "fast": {"curve_steps": 12, "forward": "bf16", "correlation_runs": 50, "sensitivity_draws": 10},
+    "fast": {
+        "curve_steps": 12,
+        "forward": "bf16",
+        "correlation_runs": 50,
+        "sensitivity_draws": 10,
+        "sanity_every": 2,
+    },
     "paper": {
         "curve_steps": 100,
         "forward": "fp32",
         "correlation_runs": 100,
         "sensitivity_draws": 200,
+        "sanity_every": 1,
     },
 }
 CURVE_STEPS_WHY = (

@@ -154,6 +154,7 @@ def model_randomisation(
     progress: bool = False,
     independent: bool = False,
     trained: dict[str, torch.Tensor] | None = None,
+    every: int = 1,
 ) -> list[dict]:
     """Rows ``{step, block, method, image, spearman, ssim}``: every map at each step compared
     with the trained model's map (step 0, block ``"none"``). ``explain`` is called once per
@@ -168,21 +169,36 @@ def model_randomisation(
 
     ``trained``: the trained model's maps (step 0) when the caller already has them (every
     variant starts from the same maps, and a run has stored those of its costly methods);
-    ``explain`` is then not called for step 0."""
+    ``explain`` is then not called for step 0.
+
+    ``every``: explain at every ``every``-th step only (the first and last always). The
+    blocks are still re-initialised one by one, so the rows of a step explained are the
+    same as those of the full cascade: the curve has fewer points, none of them changes."""
     steps = randomisation_steps(model, x) if steps is None else list(steps)
     work = copy.deepcopy(model).eval()
     start = _as_arrays(explain(work, x, targets) if trained is None else trained)
     prepared = {method: Maps(stack) for method, stack in start.items()}
     rows = _rows(0, TRAINED, start, prepared)
     label = "independent" if independent else "sanity"
+    explained = explained_steps(len(steps), every)
     for step, block in enumerate(tqdm(steps, desc=label, disable=not progress), 1):
+        if independent and step not in explained:
+            continue
         if independent:
             now = randomised(model, [block], seed)
         else:
             _reinitialise(work, block, seed)
+            if step not in explained:
+                continue
             now = work.eval()
         rows += _rows(step, block, _as_arrays(explain(now, x, targets)), prepared)
     return rows
+
+
+def explained_steps(count: int, every: int) -> set[int]:
+    """Steps 1..``count`` explained when only every ``every``-th is: 1, 1 + every, ...,
+    and the last (every block randomised)."""
+    return {*range(1, count + 1, max(1, every)), count} if count else set()
 
 
 cascading_randomisation = model_randomisation

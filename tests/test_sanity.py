@@ -191,6 +191,27 @@ def test_gradcam_falls_apart_when_the_weights_are_destroyed(small_resnet):
     assert by_block["conv1+bn1"][0] < 0.5 and by_block["conv1+bn1"][1] < 0.5
 
 
+@pytest.mark.parametrize("variant", [cascading_randomisation, independent_randomisation])
+def test_explaining_every_third_step_keeps_the_full_cascade_s_points(small_resnet, variant):
+    """The fast preset explains at every other step: the blocks are still re-initialised
+    one by one, so each step explained gives exactly the rows of the full cascade (here
+    every third of ResNet-18's 10 steps: 1, 4, 7 and the last)."""
+    model, x = small_resnet
+    with torch.no_grad():
+        targets = model(x).argmax(1)
+
+    def explain(m, x, targets):
+        cam = cam_maps(m, x, targets, ["layer4"], ["gradcam"], "fc")[("gradcam", "layer4")]
+        return {"gradcam": cam, "saliency": techniques.get("saliency").run(m, x, targets)}
+
+    full = variant(model, x, targets, explain, seed=5)
+    calls = []
+    sparse = variant(model, x, targets, lambda *a: calls.append(1) or explain(*a), seed=5, every=3)
+    assert sorted({r["step"] for r in sparse}) == [0, 1, 4, 7, 10] and len(calls) == 5
+    assert {r["block"] for r in sparse if r["step"] == 10} == {RESNET18_STEPS[-1]}
+    assert sparse == [r for r in full if r["step"] in (0, 1, 4, 7, 10)]
+
+
 @pytest.mark.parametrize("shape", [(56, 56), (7, 7), (5, 9), (4, 4), (3, 9)])
 def test_batched_similarities_match_scipy_and_skimage(shape):
     """All pairs at once give what scipy's spearmanr (average ranks) and skimage's SSIM

@@ -15,6 +15,7 @@ from evaluation.sanity import TRAINED
 from .. import figures
 from ..compute import at_input, compute
 from ..models import fold_plan, folded_copy
+from ..options import METRIC_PRESETS
 from ..store import PIXEL_LAYER, learned_path
 from ..techniques.cam import REGISTRY_CAM
 from .common import View, model_inputs, ok_ids, register_view
@@ -41,10 +42,10 @@ STRIP_SIDE = 72  # px of each map in a sanity strip
 def sanity(ctx: Context) -> dict:
     """The gradient CAMs (at the first CAM layer) and the run's other ``cheap`` methods on
     the first ``SANITY_IMAGES`` images, re-explained as the weights are re-initialised
-    from the logits down (``evaluation.sanity``), the rest on the first image at the
-    first and last steps; then one block at a time, and the random-logit test. Rows for
+    from the logits down (``evaluation.sanity``; at every other step in the fast preset),
+    the rest on the first image at the first and last steps; then one block at a time, and the random-logit test. Rows for
     ``sanity.csv``, ``sanity_independent.csv`` and ``random_logit.csv``, and per method
-    a strip of the first image's map at every step."""
+    a strip of the first image's map at every step explained."""
     from ..randomisation import (
         cascading_randomisation,
         independent_randomisation,
@@ -107,6 +108,7 @@ def sanity(ctx: Context) -> dict:
     def explain(model, x, targets, units=units) -> dict[str, torch.Tensor]:
         return shown(maps_of(model, x, targets, units))
 
+    every = METRIC_PRESETS[ctx.config.quality]["sanity_every"]  # steps between two explained
     with ctx.timer(SANITY, "all", len(images)):
         steps = randomisation_steps(ctx.model, x[:1])
         # the trained model's maps, made once: step 0 of both randomisations and the
@@ -121,6 +123,7 @@ def sanity(ctx: Context) -> dict:
             steps=steps,
             progress=True,
             trained=trained,
+            every=every,
         )
         if costly and len(steps) > 1:  # the first and last steps: the cascade's models there
             label = {0: (0, TRAINED), 1: (1, steps[0]), 2: (len(steps), steps[-1])}
@@ -146,6 +149,7 @@ def sanity(ctx: Context) -> dict:
             steps=steps,
             progress=True,
             trained={key: trained[key][:INDEPENDENT_IMAGES] for key in few_keys if key in trained},
+            every=every,
         )
         logit = random_logit(
             ctx.model, x, targets, maps_of, seed=ctx.config.seed, target_maps=trained

@@ -141,6 +141,7 @@ class Report:
             "ill_posed_methods": list(dict.fromkeys(e.method for e in ill_posed)),
             "sanity_methods": list(dict.fromkeys(self.sanity.method)),
             "sanity_images": self.sanity.image.nunique(),
+            "sanity_steps": (self.sanity.step.nunique() - 1, self.sanity.step.max()),
             "sanity_independent": list(dict.fromkeys(self.independent.method)),
             "independent_images": self.independent.image.nunique(),
         }
