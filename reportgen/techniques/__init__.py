@@ -18,6 +18,7 @@ or arrays. Families:
 from . import (  # noqa: E402, F401
     baselines,
     cam,
+    deeplift,
     fullgrad,
     gradient,
     neurons,

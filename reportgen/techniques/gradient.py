@@ -155,6 +155,18 @@ def _baseline_like(x: torch.Tensor, baseline: float | torch.Tensor | None) -> to
     return torch.as_tensor(value, device=x.device, dtype=x.dtype).expand_as(x)
 
 
+def black_image(
+    x: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> torch.Tensor:
+    """The black image in the model's normalised input space, ``(0 − mean) / std``, as
+    ``x``'s shape (zero, the mean colour, without ``mean``/``std``): the reference of
+    integrated gradients and DeepLIFT."""
+    if mean is None or std is None:
+        return torch.zeros_like(x)
+    black = -torch.as_tensor(mean, dtype=x.dtype) / torch.as_tensor(std, dtype=x.dtype)
+    return black.to(x.device).view(1, -1, 1, 1).expand_as(x)
+
+
 def ig_attributions(
     model: nn.Module,
     x: torch.Tensor,
@@ -199,9 +211,8 @@ def integrated_gradients(
     With the model's ``mean``/``std`` (the pipeline passes them) the default baseline is
     the black image, ``(0 − mean) / std``; without them, zero in the model's input space.
     """
-    if baseline is None and mean is not None and std is not None:
-        black = -torch.as_tensor(mean, dtype=x.dtype) / torch.as_tensor(std, dtype=x.dtype)
-        baseline = black.to(x.device).view(1, -1, 1, 1)
+    if baseline is None:
+        baseline = black_image(x, mean, std)
     return ig_attributions(model, x, targets, steps, baseline, batch_size).sum(dim=1)
 
 
