@@ -113,9 +113,9 @@ register(
         "as baselines, for the activations captum knows (ReLU, ELU, LeakyReLU, Sigmoid, "
         "Tanh, Softplus). Ours applies the rule to every element-wise activation module, "
         "ReLU6 (EfficientNet-Lite0's), SiLU and GELU included, where captum passes the plain "
-        "gradient, and at every call of a module called twice (ResNet's relu), which captum does not support. Max "
-        "pooling takes the plain gradient (captum has its own rule for it). The map sums "
-        "channels with their sign; the metrics rectify it.",
+        "gradient, and at every call of a module called twice (ResNet's relu), which "
+        "captum does not support. Max pooling takes the plain gradient (captum has its own "
+        "rule for it). The map sums channels with their sign; the metrics rectify it.",
         cheap=True,
     )
 )
