@@ -212,7 +212,7 @@ def frozen(model: nn.Module) -> Iterator[None]:
 
 # --- Backward rules: guided backpropagation and the deconvnet -------------------------------
 
-RULES = ("guided", "deconvnet")
+RULES = ("guided", "deconvnet", "pass")
 
 # Element-wise rectifier-like activations the rules apply to (subclasses included). Gates
 # (Sigmoid, Tanh, Hardsigmoid in squeeze-excitation blocks) are not rectifiers and keep
@@ -269,7 +269,8 @@ class _RuleFunction(torch.autograd.Function):
     * guided: ``f'(x) * relu(g)``: the ordinary local derivative, but only the
       positive part of the signal from above (for ReLU ``relu(g) * (x > 0)``, for
       ReLU6 ``relu(g) * (0 < x < 6)``);
-    * deconvnet: ``relu(g)``, ignoring the forward input altogether.
+    * deconvnet: ``relu(g)``, ignoring the forward input altogether;
+    * pass: ``g`` (layer-wise relevance propagation: activations pass relevance on).
 
     ``f'(x)`` is not hand-coded per activation: backward re-runs the module's own
     ``forward`` on the saved input and takes its vector-Jacobian product with
@@ -288,6 +289,8 @@ class _RuleFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
+        if ctx.rule == "pass":  # LRP's rule for activations: relevance goes through as it is
+            return grad_out, None, None
         positive = torch.relu(grad_out)
         if ctx.rule == "deconvnet":
             return positive, None, None

@@ -127,7 +127,7 @@ def lite0():
 # one pass per channel of the layer, so they are left to their own tests here.
 FAST_METHODS = (
     "saliency,guided_backprop,deconvnet,guided_gradcam,smoothgrad,integrated_gradients,"
-    "input_x_gradient,deeplift,fullgrad,gradient_shap,"
+    "input_x_gradient,deeplift,lrp,lrp_alpha_beta,fullgrad,gradient_shap,"
     "cam,gradcam,gradcampp,xgradcam,layercam,hirescam,eigencam,occlusion,rise,feature_maps,filters,"
     "baseline_random,baseline_centre,baseline_edges"
 )

@@ -51,6 +51,7 @@ def test_fused_engine_records_errors_per_unit(lite0):
 
 def test_parameters_get_no_gradient_and_keep_their_flags(lite0):
     model, spec = lite0
+    model.zero_grad(set_to_none=True)  # the model is shared: another test may leave grads
     flags = [p.requires_grad for p in model.parameters()]
     cam_maps(model, torch.randn(1, 3, 224, 224), [0], ["bn2"], ["gradcam"], spec.classifier)
     assert [p.requires_grad for p in model.parameters()] == flags

@@ -21,6 +21,7 @@ from . import (  # noqa: E402, F401
     deeplift,
     fullgrad,
     gradient,
+    lrp,
     neurons,
     perturbation,
     plugins,
