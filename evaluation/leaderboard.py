@@ -105,7 +105,7 @@ def leaderboard(
     for metric, ranked in found.items():  # the best mean rank, and each row against it
         for i, key in enumerate(ranked.keys):
             by_key[key].ranks[metric] = float(ranked.mean_ranks[i])
-            if i == 0:
+            if ranked.mean_ranks[i] == ranked.mean_ranks[0]:  # a tie for the best is a tie
                 by_key[key].best.add(metric)
             else:
                 by_key[key].versus[metric] = float(ranked.p_vs_best[i])

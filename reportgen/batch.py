@@ -144,6 +144,15 @@ def choose_targets(rule: str | int, batch: Batch) -> torch.Tensor:
                 for item, p in zip(batch.items, predicted, strict=True)
             ]
         )
+    if rule == "labels":  # the annotated class (one per record): its most probable id
+        return torch.tensor(
+            [
+                max(item.record.classes, key=lambda c: float(p[c]))
+                if item.record.classes
+                else int(p.argmax())
+                for item, p in zip(batch.items, batch.probs, strict=True)
+            ]
+        )
     return torch.full_like(predicted, rule)
 
 

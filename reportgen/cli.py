@@ -69,7 +69,8 @@ def parser() -> argparse.ArgumentParser:
         "--target",
         default=d.target,
         help="class each map explains: predicted (default), label (the image's first "
-        "annotated class) or a class id",
+        "annotated class), labels (every annotated class with boxes: a map per image and "
+        "class) or a class id",
     )
     run.add_argument(
         "--metrics",

@@ -267,7 +267,7 @@ def open_context(config: RunConfig, local_rank: int = 0, phases: Phases | None =
         "metric_groups": groups,
         "curve_steps": config.curve_steps or METRIC_PRESETS[config.quality]["curve_steps"],
         "dataset": dataset,
-        "records": records[: config.limit] if config.limit else records,
+        "records": pairs_if(target, records[: config.limit] if config.limit else records),
         "store": Store(config.out, phases),
         "mean": torch.tensor(spec.mean, device=device).view(1, 3, 1, 1),
         "std": torch.tensor(spec.std, device=device).view(1, 3, 1, 1),
@@ -275,6 +275,11 @@ def open_context(config: RunConfig, local_rank: int = 0, phases: Phases | None =
         "probe": measured,
     }
     return Context(**fields, **_layout(fields, measured["layout"]))
+
+
+def pairs_if(target: str | int, records: list[data.ImageRecord]) -> list[data.ImageRecord]:
+    """``--target labels``: a record per image and annotated class (``data.class_pairs``)."""
+    return data.class_pairs(records) if target == "labels" else records
 
 
 def _layout(fields: dict, layout: str) -> dict:

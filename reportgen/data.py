@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +54,7 @@ class ImageRecord:
     # per box, the class ids it shows (VOC objects of several classes, composites); empty:
     # every box shows the record's ``classes``
     box_classes: list[list[int]] = field(default_factory=list)
+    box_labels: list[str] = field(default_factory=list)  # per box, its class's name, if known
     mask: str = ""  # source of an exact object mask (synthetic set, a manifest's PNG), if any
     crop: list[int] | None = None  # [y0, y1, x0, x1] in source pixels, applied after loading
     credit: str = ""
@@ -280,3 +281,36 @@ def safe_id(text: str, taken: set[str]) -> str:
 def batches(records: list[ImageRecord], size: int) -> Iterator[list[ImageRecord]]:
     for i in range(0, len(records), size):
         yield records[i : i + size]
+
+
+def class_pairs(records: list[ImageRecord]) -> list[ImageRecord]:
+    """One record per image and annotated class (``--target labels``, TorchRay's pointing-
+    game protocol): the boxes that show the same class ids are one class, scored on its own
+    boxes. An image with one such class keeps its id (its classes narrowed to that one: a
+    class shown only by difficult objects, which have no box, is not scored, as VOC's
+    evaluation ignores them); with several, each pair gets the id ``image.class-name``.
+    Records without per-box classes (every box is the image's class) stay as they are."""
+    out: list[ImageRecord] = []
+    taken = {r.id.lower() for r in records}
+    for r in records:
+        groups: dict[tuple[int, ...], tuple[str, list]] = {}
+        for n, (box, ids) in enumerate(zip(r.boxes, r.box_classes, strict=False)):
+            if ids:
+                name = r.box_labels[n] if n < len(r.box_labels) else f"class {ids[0]}"
+                groups.setdefault(tuple(ids), (name, []))[1].append(box)
+        if r.skip or not groups:
+            out.append(r)
+            continue
+        for ids, (name, boxes) in groups.items():
+            out.append(
+                replace(
+                    r,
+                    id=r.id if len(groups) == 1 else safe_id(f"{r.id}.{name}", taken),
+                    label=name,
+                    classes=list(ids),
+                    boxes=boxes,
+                    box_classes=[list(ids)] * len(boxes),
+                    box_labels=[name] * len(boxes),
+                )
+            )
+    return out

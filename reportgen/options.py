@@ -126,10 +126,10 @@ def parse_class(text: str, classes: int, option: str, others: str = "") -> int:
 
 
 def parse_target(text: str, classes: int) -> str | int:
-    """``--target``: ``predicted``, ``label`` or a class id in range."""
-    if text in ("predicted", "label"):
+    """``--target``: ``predicted``, ``label``, ``labels`` or a class id in range."""
+    if text in ("predicted", "label", "labels"):
         return text
-    return parse_class(text, classes, "--target", "predicted, label, or ")
+    return parse_class(text, classes, "--target", "predicted, label, labels, or ")
 
 
 def warn_other_version(earlier: dict, now: dict, where) -> bool:

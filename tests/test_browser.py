@@ -348,3 +348,31 @@ def test_phone_width_does_not_scroll_sideways(served, browser, page):
         assert wide is None, f"{page} is wider than a phone: {wide}"
     finally:
         browser.set_window_size(1280, 1000)
+
+
+def test_skip_link_and_theme_switch(served, browser):
+    """The first Tab reaches a skip link that moves focus to the content; the theme switch
+    cycles system -> light -> dark -> system, changes the colours at once and is
+    remembered on the next page before it paints (set in the page's head)."""
+    _, base = served
+    fresh(browser, base + "index.html")
+    press(browser, Keys.TAB)
+    skip = browser.switch_to.active_element
+    assert skip.get_attribute("class") == "skip" and skip.is_displayed()
+    skip.send_keys(Keys.ENTER)
+    assert browser.switch_to.active_element.get_attribute("id") == "main"
+    background = "return getComputedStyle(document.body).backgroundColor"
+    theme = "return document.documentElement.getAttribute('data-theme')"
+    button = browser.find_element(By.CSS_SELECTOR, ".theme-toggle")
+    assert button.text == "Theme: system" and browser.execute_script(theme) is None
+    click(browser, button)
+    assert browser.execute_script(theme) == "light"
+    assert browser.execute_script(background) == "rgb(251, 251, 253)"
+    click(browser, button)
+    assert browser.execute_script(theme) == "dark" and button.text == "Theme: dark"
+    assert browser.execute_script(background) == "rgb(20, 23, 28)"
+    open_page(browser, base + "images/chelsea.html")
+    assert browser.execute_script(theme) == "dark"
+    assert browser.execute_script(background) == "rgb(20, 23, 28)"
+    click(browser, browser.find_element(By.CSS_SELECTOR, ".theme-toggle"))
+    assert browser.execute_script(theme) is None

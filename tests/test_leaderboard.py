@@ -107,3 +107,19 @@ def test_every_column_marks_its_best_and_the_rows_significantly_worse():
     assert wins.loc["bad@input", "good@input"] == 0.0
     assert wins.loc["bad@input", "good@input"] + wins.loc["good@input", "bad@input"] == 100.0
     assert pvalues.loc["good@input", "bad@input"] == pvalues.loc["bad@input", "good@input"]
+
+
+def test_rows_tied_for_the_best_are_all_marked_best():
+    """Two rows with the same value on every image share the best mean rank: both are the
+    best of the column (neither is picked arbitrarily), the third is not."""
+    base = np.linspace(0.3, 0.7, 10)
+    metrics = pd.DataFrame(
+        rows("first", "insertion_auc", base + 0.2)
+        + rows("twin", "insertion_auc", base + 0.2)
+        + rows("worse", "insertion_auc", base)
+    )
+    entries, _ = leaderboard(metrics)
+    by = {e.method: e for e in entries}
+    assert "insertion_auc" in by["first"].best and "insertion_auc" in by["twin"].best
+    assert "insertion_auc" not in by["worse"].best
+    assert "insertion_auc" not in by["first"].versus and "insertion_auc" not in by["twin"].versus

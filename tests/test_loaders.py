@@ -126,3 +126,39 @@ def test_run_scores_the_pointing_game(folder, tmp_path):
     pointed = set(metrics[metrics.metric == "pointing_game"].image)
     _, records = sources.dataset(str(folder), CLASSES)
     assert {r.id for r in records[:3] if r.classes} <= pointed
+
+
+def test_target_labels_explains_each_annotated_class_on_its_own_boxes(tmp_path):
+    """``--target labels`` (TorchRay's pointing-game protocol): a row per image and class
+    with boxes, each map explaining one of that class's ids and scored on that class's
+    boxes; the pointing game is the mean over classes of each class's hit rate, by hand."""
+    from evaluation.leaderboard import image_classes, leaderboard
+
+    root = tmp_path / "voc"
+    shutil.copytree(VOC, root)
+    xml = root / "Annotations" / "2008_000004.xml"  # its dog, difficult in the fixture, counts
+    xml.write_text(xml.read_text().replace("<difficult>1</difficult>", "<difficult>0</difficult>"))
+    _, records = sources.dataset(str(root), CLASSES)
+    pairs = data.class_pairs(records)
+    assert [(r.id, r.label, r.boxes) for r in pairs if r.id.startswith("2008_000004")] == [
+        ("2008_000004.cat", "cat", [[0, 0, 48, 40]]),
+        ("2008_000004.dog", "dog", [[49, 29, 96, 72]]),
+    ]
+    assert [r.id for r in pairs][:2] == ["2008_000001", "2008_000002"]  # one class: same id
+    out = tmp_path / "out"
+    argv = ["run", "--data", str(root), "--methods", "saliency", "--metrics", "localisation"]
+    assert main([*argv, "--target", "labels", "--out", str(out)]) == 0
+    metrics = pd.read_csv(out / "data" / "metrics.csv")
+    explained = metrics[metrics.metric == "target"].set_index("image").value
+    assert explained["2008_000004.cat"] in CAT and explained["2008_000004.dog"] in DOG
+    assert explained["2008_000001"] in CAT and explained["2008_000002"] in DOG
+    images = pd.read_csv(out / "data" / "images.csv")
+    assert set(images[images.status == "ok"].image) == {r.id for r in pairs if not r.skip}
+    hits = metrics[metrics.metric == "pointing_game"].set_index("image").value
+    labelled = {r.id: r.label for r in pairs if r.classes and not r.skip}
+    per_class = pd.Series({i: hits[i] for i in labelled}).groupby(labelled).mean()
+    ok = images[images.status == "ok"]
+    scored = metrics[metrics.image.isin(labelled)]
+    entries, _ = leaderboard(scored, image_classes(ok[ok.image.isin(labelled)]))
+    assert entries[0].stats["pointing_game"][0] == pytest.approx(per_class.mean())
+    assert set(per_class.index) == {"cat", "dog"}

@@ -6,6 +6,7 @@ its ``NAV`` entry if it has one, and a test."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -191,6 +192,7 @@ def index(r: Report, site: SiteWriter) -> list[Page]:
     converted = r.ok[r.ok.note.notna()] if "note" in r.ok else r.ok.iloc[:0]  # "" reads as NaN
     context = {
         "entries": r.entries,
+        "best_counts": Counter(m for e in r.entries for m in e.best),  # > 1: a tie for the best
         "tables": r.tables,
         "split": instance_split(r.metrics, r.entries),
         "images": r.images,

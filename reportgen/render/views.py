@@ -150,6 +150,12 @@ def target_rule(target: str) -> str:
         return "the image's top-1 prediction"
     if target == "label":
         return "the image's first labelled class (its top-1 prediction when it has no label)"
+    if target == "labels":
+        return (
+            "each annotated class of the image in turn (one row per image and class, its "
+            "most probable class id, scored on that class's boxes: TorchRay's pointing-game "
+            "protocol; the top-1 prediction for an image without labels)"
+        )
     return f"class {target}"
 
 

@@ -87,6 +87,7 @@ def _annotated_record(
     shown = [o for o in objects if not o.difficult]
     record.boxes = [o.box for o in shown]
     record.box_classes = [meanings[o.name][1] for o in shown]
+    record.box_labels = [meanings[o.name][0] for o in shown]
     return record
 
 

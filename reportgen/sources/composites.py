@@ -213,6 +213,7 @@ def records(seed: int = SEED, count: int = COUNT) -> list[ImageRecord]:
                 classes=list(obj.classes),
                 boxes=[list(b) for b in pasted] + kept,
                 box_classes=[list(obj.classes) for _ in pasted] + [list(bg.classes) for _ in kept],
+                box_labels=[name] * n + [bg.label] * len(kept),
                 credit=f"object: {obj.credit}; background: {bg.credit}",
             )
         )

@@ -21,6 +21,29 @@
     return node;
   }
 
+  // Colour theme: the system's, light or dark, switched by the button in the header and
+  // remembered for every page.
+  var THEMES = ["system", "light", "dark"];
+  function applyTheme(theme) {
+    if (theme === "system") document.documentElement.removeAttribute("data-theme");
+    else document.documentElement.setAttribute("data-theme", theme);
+    var next = THEMES[(THEMES.indexOf(theme) + 1) % THEMES.length];
+    each(document.querySelectorAll(".theme-toggle"), function (button) {
+      button.textContent = "Theme: " + theme;
+      button.setAttribute("aria-label", "Colour theme: " + (theme === "system" ? "as the system" : theme) +
+                          " (click for " + (next === "system" ? "the system's" : next) + ")");
+    });
+  }
+  var theme = THEMES.indexOf(memory.get("theme")) >= 0 ? memory.get("theme") : "system";
+  applyTheme(theme);
+  each(document.querySelectorAll(".theme-toggle"), function (button) {
+    button.addEventListener("click", function () {
+      theme = THEMES[(THEMES.indexOf(theme) + 1) % THEMES.length];
+      memory.set("theme", theme);
+      applyTheme(theme);
+    });
+  });
+
   // Tables: click a heading to sort, type in the box above to filter rows.
   function cellValue(row, index, numeric) {
     var cell = row.cells[index];
