@@ -188,3 +188,33 @@ def test_a_vision_transformer_runs_end_to_end_from_saved_weights(tmp_path):
     assert (out / "methods" / "scorecam.html").is_file()
     bad = argv[:-2] + ["--methods", "gradcam", "--reshape", "tokens:9"]
     assert main(bad) == 2  # 188 tokens make no square grid: a clear option error
+
+
+def test_a_swin_transformer_builds_a_complete_site_from_saved_weights(tmp_path):
+    """The same for Swin, whose blocks keep a channels-last grid ``[N, H, W, C]``: the default
+    layer is the last block's first norm, its maps are the 7 x 7 grid, every page is made
+    and passes the site check."""
+    import json
+
+    import numpy as np
+
+    from reportgen.cli import main
+
+    from .sitecheck import check_site
+
+    torch.manual_seed(0)
+    path = tmp_path / "swin.pt"
+    model = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False)
+    torch.save(model.state_dict(), path)
+    out = tmp_path / "run"
+    argv = ["run", "--model", "timm/swin_tiny_patch4_window7_224", "--weights", str(path)]
+    argv += ["--out", str(out), "--limit", "1", "--metrics", "faithfulness,complexity"]
+    argv += ["--methods", "gradcam,gradcampp,saliency", "--layout", "nchw"]
+    assert main(argv) == 0
+    about = json.loads((out / "data" / "run.json").read_text())
+    assert about["model"]["cam_layers"] == ["layers.3.blocks.1.norm1"]
+    maps = list((out / "data" / "maps").rglob("gradcam@layers.3.blocks.1.norm1.npz"))
+    with np.load(maps[0]) as stored:
+        assert next(iter(stored.values())).shape[-2:] == (7, 7)
+    assert check_site(out) == []
+    assert (out / "methods" / "gradcampp.html").is_file() and (out / "index.html").is_file()

@@ -40,10 +40,14 @@ class _Rescale(torch.autograd.Function):
         x, y = ctx.saved_tensors
         dx = torch.cat(2 * [x[: len(x) // 2] - x[len(x) // 2 :]])
         dy = torch.cat(2 * [y[: len(y) // 2] - y[len(y) // 2 :]])
+        small = dx.abs() < EPS
+        rescaled = grad_out * dy / torch.where(small, torch.ones_like(dx), dx)
+        if not small.any():  # the usual case: no derivative needed
+            return rescaled, None
         with torch.enable_grad():
             leaf = x.detach().requires_grad_(True)
             (plain,) = torch.autograd.grad(ctx.fn(leaf.clone()), leaf, grad_out)
-        return torch.where(dx.abs() < EPS, plain, grad_out * dy / dx), None
+        return torch.where(small, plain, rescaled), None
 
 
 class _Rescaled(nn.Module):
