@@ -93,6 +93,33 @@ class Ranking:
         this many images at all."""
         return self.n >= images_for_wilcoxon(self.k - 1)
 
+    def headline(self) -> str:
+        """The answer first, in a sentence: the best row (and any tied with it), how many
+        rows are significantly worse and how many cannot be told apart from it."""
+        tied = [
+            f"{m}@{lay}"
+            for (m, lay), r in zip(self.keys, self.mean_ranks, strict=True)
+            if r == self.mean_ranks[0]
+        ]
+        best = (
+            " and ".join(tied)
+            if len(tied) < 4
+            else f"{tied[0]} and {len(tied) - 1} rows tied with it"
+        )
+        others = self.k - len(tied)
+        if not self.can_differ():
+            return (
+                f"{best}, but with {self.n} images no other row can be shown to differ from "
+                f"it (that takes at least {images_for_wilcoxon(self.k - 1)} images)."
+            )
+        worse = int(np.nansum(self.differs()))
+        same = others - worse
+        return (
+            f"{best} (mean rank {self.mean_ranks[0]:.1f} of {self.k} rows, {self.n} images): "
+            f"{worse} of the other {others} are significantly worse; {same} cannot be told "
+            f"apart from it on these images."
+        )
+
     def verdict(self) -> str:
         """What these images can and cannot decide, in a sentence."""
         if not self.can_differ():

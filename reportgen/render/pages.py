@@ -202,6 +202,11 @@ def index(r: Report, site: SiteWriter) -> list[Page]:
         "layers": r.layers,
         "sections": sections(site.env, "index", root="", **r.common),
         "rankings": ranked,
+        "baselines": [  # the rows that ignore the model, on the primary metric: the bar
+            (e.method, e.stats[catalogue.PRIMARY.id][0])
+            for e in r.entries
+            if e.method.startswith("baseline") and catalogue.PRIMARY.id in e.stats
+        ],
         "random_logit": random_logit_view(optional_table(r.store, "random_logit")),
         "wilcoxon_images": images_for_wilcoxon(len(r.entries) - 1),
         "agreement": agreement_verdict(agreement, headings) if not agreement.empty else "",
