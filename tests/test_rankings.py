@@ -151,3 +151,21 @@ def test_stability_shares_ties_fairly():
     g = rank_metric(long({"a": same, "b": same, "c": same, "d": same + 1}), DROP)
     assert g.p_first[:3] == pytest.approx([1 / 3] * 3) and g.p_first[3] == 0.0
     assert g.p_top3.tolist() == [1.0, 1.0, 1.0, 0.0]
+
+
+def test_the_headline_names_the_best_row_its_ties_and_what_can_be_told_apart():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(20, 60, 12)
+    values = {f"m{j:02d}": base + rng.normal(0, 3, 12) for j in range(26)}
+    values["best"] = base - 30
+    values["worst"] = base + 30
+    g = rank_metric(long(values), DROP)
+    worse = int(g.differs().sum())
+    assert g.headline() == (
+        f"best@input (mean rank {g.mean_ranks[0]:.1f} of 28 rows, 12 images): {worse} of "
+        f"the other 27 are significantly worse; {27 - worse} cannot be told apart from it "
+        "on these images."
+    )
+    same = np.array([1.0, 0.0, 1.0, 0.0, 1.0, 1.0])
+    tied = rank_metric(long({"a": same, "b": same, "d": same + 1}), DROP)
+    assert tied.headline().startswith("a@input and b@input, but with 6 images no other row")

@@ -299,3 +299,14 @@ def test_misclassified_images_are_marked_and_every_map_names_its_class(site, tmp
         target = int(metrics[metrics.image == row.image].value.iloc[0])
         assert f"Every map below explains class {target}," in page, row.image
     assert "✗ seen as" in index and "labelled images" in index
+
+
+def test_index_opens_with_a_verdict_linked_to_its_evidence(site):
+    """A line per headline ranking and the baselines' bar, before the leaderboard; each
+    'Why' link lands on its critical-difference diagram."""
+    index = (site / "index.html").read_text()
+    verdict = index.split('<section class="verdict"')[1].split("</section>")[0]
+    assert index.index('class="verdict"') < index.index('id="leaderboard"')
+    links = re.findall(r'href="#(cd-[a-z_]+)"', verdict)
+    assert links and all(f'id="{anchor}"' in index for anchor in links)
+    assert "The bar</strong>: maps that ignore the model score" in verdict
