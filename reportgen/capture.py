@@ -319,7 +319,9 @@ class _Ruled(nn.Module):
 
 
 @contextmanager
-def backward_rule(model: nn.Module, rule: str) -> Iterator[nn.Module]:
+def backward_rule(
+    model: nn.Module, rule: str, extra: tuple[type[nn.Module], ...] = (), strict: bool = True
+) -> Iterator[nn.Module]:
     """Make every activation module of ``model`` apply ``rule`` in backward, for the block.
 
     Each activation module is swapped for a stand-in that calls it through
@@ -329,12 +331,14 @@ def backward_rule(model: nn.Module, rule: str) -> Iterator[nn.Module]:
     time; now only the guided rule copies the input of an in-place activation. A module
     called several times (ResNet's shared ``relu``) gets the rule at every call.
 
-    Raises ``ValueError`` when no activation module exists or none ran: activations
-    called as functions (``F.relu`` in ``forward``) cannot be reached.
+    Raises ``ValueError`` when no activation module exists or none ran (unless not
+    ``strict``: LRP's pass rule is the gradient where nothing is swapped): activations
+    called as functions (``F.relu`` in ``forward``) cannot be reached. ``extra``: more
+    module types to swap (LRP's unfolded batch norms).
     """
     if rule not in RULES:
         raise ValueError(f"backward rule '{rule}' is unknown; valid: {', '.join(RULES)}")
-    kinds = activation_types()
+    kinds = activation_types() + extra
     hint = (
         f"the {rule} rule needs activation modules (nn.ReLU, nn.ReLU6, nn.SiLU, ...) that it "
         "can reach; activations called as functions (F.relu in forward) cannot be. "
@@ -342,10 +346,10 @@ def backward_rule(model: nn.Module, rule: str) -> Iterator[nn.Module]:
     )
     applied = [0]
     with swapped_modules(model, kinds, lambda m: _Ruled(m, rule, applied)) as swapped:
-        if not swapped:
+        if strict and not swapped:
             raise ValueError(f"{type(model).__name__} has no activation module: {hint}")
         yield model
-    if not applied[0]:
+    if strict and not applied[0]:
         raise ValueError(
             f"none of the {len(swapped)} activation modules of {type(model).__name__} ran on "
             f"a differentiable input: {hint}"

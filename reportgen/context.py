@@ -57,7 +57,7 @@ class Context:
     spec: ModelSpec
     methods: list[techniques.Technique]
     cam_layers: list[str]
-    target: str | int  # --target: "predicted", "label" or a class id
+    target: str | int  # --target: "predicted", "label", "labels" or a class id
     extra_classes: list[int]  # --classes
     metric_groups: tuple[str, ...]
     curve_steps: int

@@ -311,6 +311,7 @@ def class_pairs(records: list[ImageRecord]) -> list[ImageRecord]:
                     boxes=boxes,
                     box_classes=[list(ids)] * len(boxes),
                     box_labels=[name] * len(boxes),
+                    mask=r.mask if len(groups) == 1 else "",  # an object mask is of no class
                 )
             )
     return out

@@ -30,14 +30,14 @@ def captum_deeplift(model, x, targets, reference, monkeypatch) -> torch.Tensor:
 
 
 def plain_cnn() -> nn.Module:
-    """A ReLU CNN without pooling tricks: every activation a module of its own."""
+    """A CNN with a ReLU and a Tanh, every activation a module of its own."""
     torch.manual_seed(3)
     return nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1),
         nn.BatchNorm2d(8),
         nn.ReLU(),
         nn.Conv2d(8, 16, 3, stride=2, padding=1),
-        nn.ReLU(),
+        nn.Tanh(),  # rescaled by both (captum's Sigmoid and Tanh rules are its ReLU's)
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
         nn.Linear(16, 5),

@@ -22,6 +22,7 @@ from .gradient import black_image
 from .registry import Technique, register
 
 EPS = 1e-10  # |Δx| below this takes the ordinary derivative (captum's threshold)
+GATES = (nn.Sigmoid, nn.Tanh)  # not rectifiers (capture leaves them out), rescaled as captum does
 
 
 class _Rescale(torch.autograd.Function):
@@ -63,6 +64,12 @@ class _Rescaled(nn.Module):
             return _Rescale.apply(x, self.original)
         return self.original(x)
 
+    def __getattr__(self, name: str):  # the model may read its module's attributes
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.__dict__["original"], name)
+
 
 def deeplift_attributions(
     model: nn.Module, x: torch.Tensor, targets, reference: torch.Tensor
@@ -71,7 +78,7 @@ def deeplift_attributions(
     of the target score: one forward pass of ``[x; x′]`` and one backward pass."""
     n = len(x)
     with preserved_state(model), torch.enable_grad():
-        with swapped_modules(model, activation_types(), _Rescaled) as swapped:
+        with swapped_modules(model, activation_types() + GATES, _Rescaled) as swapped:
             if not swapped:
                 raise ValueError(
                     f"{type(model).__name__} has no activation module for DeepLIFT's Rescale "
@@ -114,12 +121,13 @@ register(
         cost="1 forward pass of the image and its reference + 1 backward pass",
         run=deeplift,
         notes="Same as captum's DeepLift (Rescale, multiply_by_inputs) with the black image "
-        "as baselines, for the activations captum knows (ReLU, ELU, LeakyReLU, Sigmoid, "
-        "Tanh, Softplus). Ours applies the rule to every element-wise activation module, "
-        "ReLU6 (EfficientNet-Lite0's), SiLU and GELU included, where captum passes the plain "
-        "gradient, and at every call of a module called twice (ResNet's relu), which "
-        "captum does not support. Max pooling takes the plain gradient (captum has its own "
-        "rule for it). The map sums channels with their sign; the metrics rectify it.",
+        "as baselines for the activations captum rescales (ReLU, ELU, LeakyReLU, Sigmoid, "
+        "Tanh, Softplus). Ours also rescales ReLU6 (EfficientNet-Lite0's), SiLU, GELU and the "
+        "other rectifier-like modules, where captum passes the plain gradient, and every call "
+        "of a module called twice (ResNet's relu), which captum does not support. Max "
+        "pooling and Softmax take the plain gradient (captum has rules of its own for them); "
+        "products (squeeze-and-excitation gates) break summation to delta. The map sums "
+        "channels with their sign; the metrics rectify it.",
         cheap=True,
     )
 )

@@ -1,8 +1,8 @@
 """Layer-wise relevance propagation for CNNs with batch norm (Bach et al. 2015; the rule
 sets of Montavon et al. 2019 and Kohlbrenner et al. 2020, as zennit composes them).
 
-The target score is the relevance at the output; each layer hands it down to its inputs
-by a rule instead of the chain rule. For a linear layer (convolution or dense) with
+The target output gets relevance 1 (the others 0); each layer hands relevance down to its
+inputs by a rule instead of the chain rule. For a linear layer (convolution or dense) with
 input ``a``, weights ``w`` and the relevance ``R`` of its outputs:
 
 * ε: ``R_in = a ⊙ wᵀ (R / (z + ε·sign z))``, ``z = w a + b`` (dense layers);
@@ -32,10 +32,12 @@ from .registry import Technique, register
 STABILISER = 1e-6  # zennit's default ε and stabiliser
 LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d)
-# the rule of each composite for the first linear layer, the other convolutions, dense layers
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)  # left after folding: pass, as zennit
+# the rule of each composite for the first linear layer (None: by its type, as the others),
+# the convolutions and the dense layers
 COMPOSITES = {
     "epsilon_plus_flat": ("flat", "zplus", "epsilon"),
-    "epsilon_alpha2_beta1": ("alpha_beta", "alpha_beta", "epsilon"),
+    "epsilon_alpha2_beta1": (None, "alpha_beta", "epsilon"),
 }
 
 
@@ -95,12 +97,23 @@ class _Relevance(torch.autograd.Function):
         return _contributions(ctx.module, x, relevance, ctx.rule), None, None
 
 
-class _Pool(nn.Module):
-    """An average pooling with the z-rule: relevance in proportion to each input's share."""
+class _StandIn(nn.Module):
+    """Stands in for a module while the rules hold; reads of its attributes (a transformer
+    reading ``out_proj.weight``) reach the original, which is not a submodule."""
 
     def __init__(self, original: nn.Module):
         super().__init__()
         self.__dict__["original"] = original
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.__dict__["original"], name)
+
+
+class _Pool(_StandIn):
+    """An average pooling with the z-rule: relevance in proportion to each input's share."""
 
     def forward(self, x):
         if not (torch.is_grad_enabled() and x.requires_grad):
@@ -152,26 +165,29 @@ _ADDS = {
 
 
 class _Sums(TorchFunctionMode):
-    """Every sum of two same-shape tensors that carry a gradient (``x + shortcut``,
-    ``out += identity``) goes through ``_Sum``: residual sums are not modules to swap."""
+    """Every sum of two feature maps of the same shape ``[N, C, H, W]`` that both come out
+    of the network (``x + shortcut``, ``out += identity``) goes through ``_Sum``: residual
+    sums are not modules to swap. A parameter (a position embedding) is not made by the
+    network and is left alone; ``lrp`` checks that the scores did not change."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if (
             func in _ADDS
             and not kwargs
             and len(args) == 2
-            and all(isinstance(a, torch.Tensor) for a in args)
+            and all(isinstance(a, torch.Tensor) and a.grad_fn is not None for a in args)
+            and args[0].dim() == 4
             and args[0].shape == args[1].shape
-            and any(a.requires_grad for a in args)
         ):
             return _Sum.apply(*args)
         return func(*args, **(kwargs or {}))
 
 
-class _Ruled(nn.Module):
+class _Ruled(_StandIn):
+    """A linear layer with its rule."""
+
     def __init__(self, original: nn.Module, rule: str):
-        super().__init__()
-        self.__dict__["original"] = original
+        super().__init__(original)
         self.rule = rule
 
     def forward(self, x):
@@ -188,12 +204,12 @@ def relevance_rules(model: nn.Module, composite: str):
     first = next((m for m in model.modules() if isinstance(m, LINEAR)), None)
 
     def ruled(module: nn.Module) -> nn.Module:
-        if module is first:
+        if module is first and first_rule:
             return _Ruled(module, first_rule)
         return _Ruled(module, dense_rule if isinstance(module, nn.Linear) else conv_rule)
 
     with swapped_modules(model, LINEAR, ruled), swapped_modules(model, POOLS, _Pool):
-        with backward_rule(model, "pass"), _Sums():
+        with backward_rule(model, "pass", extra=NORMS, strict=False), _Sums():
             yield model
 
 
@@ -204,9 +220,11 @@ def lrp(
     composite: str = "epsilon_plus_flat",
     **_,
 ) -> torch.Tensor:
-    """The relevance of each pixel for the target score, summed over colour channels
-    ``[N, H, W]``: one forward and one backward pass, on a copy with its batch norms folded
-    into the convolutions before them."""
+    """The relevance of each pixel for the target class, summed over colour channels
+    ``[N, H, W]`` (relevance 1 at the target output, as zennit seeds it): one forward and
+    one backward pass, on a copy with its batch norms folded into the convolutions before
+    them (a norm that cannot fold passes relevance on, as zennit's composites do), and one
+    forward pass that checks the rules left the scores as they were."""
     from ..models import folded_copy  # models imports capture, not techniques
 
     if composite not in COMPOSITES:
@@ -216,6 +234,15 @@ def lrp(
         inp = x.detach().requires_grad_(True)
         with relevance_rules(model, composite):  # the forward pass records the rules
             scores = model(inp)
+        with torch.no_grad():
+            plain = model(x)
+        if not torch.allclose(
+            scores.detach(), plain, rtol=1e-4, atol=1e-4 * float(plain.abs().max())
+        ):
+            raise ValueError(
+                f"LRP's rules changed {type(model).__name__}'s output (an in-place sum the "
+                "rules cannot follow?): LRP does not apply to this model"
+            )
         t = targets_tensor(targets, len(x), scores.device)
         (relevance,) = torch.autograd.grad(scores.gather(1, t[:, None]).sum(), inp)
     return relevance.sum(dim=1)
@@ -228,7 +255,8 @@ def lrp_alpha_beta(model: nn.Module, x: torch.Tensor, targets, **kwargs) -> torc
 COMMON = dict(
     family="gradient",
     url="https://doi.org/10.1371/journal.pone.0130140",
-    cost="1 forward pass + 1 backward pass to the input (on a copy with batch norms folded)",
+    cost="2 forward passes (one checks that the rules kept the scores) + 1 backward pass to "
+    "the input, whose rules cost a few forward passes of each layer",
     notes="As zennit's composite with its canonizers (batch norms merged into the "
     "convolution before them, residual sums split by the z-rule): tested against zennit on "
     "ResNet-18 and a VGG-style CNN with batch norm. Sums of two tensors (x + shortcut) are "
@@ -244,7 +272,8 @@ register(
         paper="Bach et al., On Pixel-Wise Explanations for Non-Linear Classifier Decisions "
         "by Layer-Wise Relevance Propagation, PLOS ONE 2015; rules as Montavon et al. 2019 "
         "and Kohlbrenner et al. 2020 recommend (zennit's EpsilonPlusFlat)",
-        summary="The target score redistributed layer by layer down to the pixels: the "
+        summary="Relevance 1 at the target output redistributed layer by layer down to the "
+        "pixels: the "
         "ε-rule R_j = Σ_k a_j w_jk / (z_k + ε) R_k at dense layers, the z⁺-rule (positive "
         "contributions only) at convolutions, the flat rule (uniform over the receptive "
         "field) at the first layer; batch norms folded first. Signed, summed over colour "

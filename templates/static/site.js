@@ -29,9 +29,10 @@
     else document.documentElement.setAttribute("data-theme", theme);
     var next = THEMES[(THEMES.indexOf(theme) + 1) % THEMES.length];
     each(document.querySelectorAll(".theme-toggle"), function (button) {
+      button.hidden = false;  // it needs this script: without it the page follows the system
       button.textContent = "Theme: " + theme;
-      button.setAttribute("aria-label", "Colour theme: " + (theme === "system" ? "as the system" : theme) +
-                          " (click for " + (next === "system" ? "the system's" : next) + ")");
+      button.title = "Colour theme: " + (theme === "system" ? "as the system" : theme) +
+                     "; click for " + (next === "system" ? "the system's" : next);
     });
   }
   var theme = THEMES.indexOf(memory.get("theme")) >= 0 ? memory.get("theme") : "system";
