@@ -302,20 +302,51 @@ class _RuleFunction(torch.autograd.Function):
         return grad, None, None
 
 
-class _Ruled(nn.Module):
-    """Stands in for an activation module while ``backward_rule`` holds: calls it, with the
-    rule's backward when the input carries a gradient."""
+class StandIn(nn.Module):
+    """Stands in for a module while a backward rule holds (``swapped_modules``): calls it,
+    through ``ruled`` when the input carries a gradient, so every call of a module used
+    twice (ResNet's ``relu``) gets the rule. The original is not a submodule (layer names
+    stay as they were); reads of its attributes (attention reading ``out_proj.weight``)
+    reach it."""
 
-    def __init__(self, original: nn.Module, rule: str, applied: list[int]):
+    def __init__(self, original: nn.Module):
         super().__init__()
-        self.__dict__["original"] = original  # not a submodule: layer names stay as they were
-        self.rule, self.applied = rule, applied
+        self.__dict__["original"] = original
 
     def forward(self, x):
         if isinstance(x, torch.Tensor) and torch.is_grad_enabled() and x.requires_grad:
-            self.applied[0] += 1
-            return _RuleFunction.apply(x, self.original, self.rule)
+            return self.ruled(x)
         return self.original(x)
+
+    def ruled(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.__dict__["original"], name)
+
+
+def activation_hint(what: str) -> str:
+    """Why no activation module could be reached, and what to do: for ``what`` needs them."""
+    return (
+        f"{what} needs activation modules (nn.ReLU, nn.ReLU6, nn.SiLU, ...) that it can "
+        "reach; activations called as functions (F.relu in forward) cannot be. Define them "
+        "as modules (self.relu = nn.ReLU()) and call those"
+    )
+
+
+class _Ruled(StandIn):
+    """An activation module while ``backward_rule`` holds."""
+
+    def __init__(self, original: nn.Module, rule: str, applied: list[int]):
+        super().__init__(original)
+        self.rule, self.applied = rule, applied
+
+    def ruled(self, x: torch.Tensor) -> torch.Tensor:
+        self.applied[0] += 1
+        return _RuleFunction.apply(x, self.original, self.rule)
 
 
 @contextmanager
@@ -339,11 +370,7 @@ def backward_rule(
     if rule not in RULES:
         raise ValueError(f"backward rule '{rule}' is unknown; valid: {', '.join(RULES)}")
     kinds = activation_types() + extra
-    hint = (
-        f"the {rule} rule needs activation modules (nn.ReLU, nn.ReLU6, nn.SiLU, ...) that it "
-        "can reach; activations called as functions (F.relu in forward) cannot be. "
-        "Define them as modules (self.relu = nn.ReLU()) and call those"
-    )
+    hint = activation_hint(f"the {rule} rule")
     applied = [0]
     with swapped_modules(model, kinds, lambda m: _Ruled(m, rule, applied)) as swapped:
         if strict and not swapped:

@@ -182,15 +182,11 @@ def model_randomisation(
     label = "independent" if independent else "sanity"
     explained = explained_steps(len(steps), every)
     for step, block in enumerate(tqdm(steps, desc=label, disable=not progress), 1):
-        if independent and step not in explained:
-            continue
-        if independent:
-            now = randomised(model, [block], seed)
-        else:
+        if not independent:  # the cascade randomises every block, explained or not
             _reinitialise(work, block, seed)
-            if step not in explained:
-                continue
-            now = work.eval()
+        if step not in explained:
+            continue
+        now = randomised(model, [block], seed) if independent else work.eval()
         rows += _rows(step, block, _as_arrays(explain(now, x, targets)), prepared)
     return rows
 

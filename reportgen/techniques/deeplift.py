@@ -16,7 +16,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..capture import activation_types, preserved_state, swapped_modules
+from ..capture import (
+    StandIn,
+    activation_hint,
+    activation_types,
+    preserved_state,
+    swapped_modules,
+)
 from .cam import targets_tensor
 from .gradient import black_image
 from .registry import Technique, register
@@ -51,24 +57,11 @@ class _Rescale(torch.autograd.Function):
         return torch.where(small, plain, rescaled), None
 
 
-class _Rescaled(nn.Module):
-    """Stands in for an activation module: the Rescale rule when the input carries a
-    gradient (every call: a module used twice, as ResNet's ``relu``, gets it each time)."""
+class _Rescaled(StandIn):
+    """An activation module with the Rescale rule."""
 
-    def __init__(self, original: nn.Module):
-        super().__init__()
-        self.__dict__["original"] = original  # not a submodule: layer names stay as they were
-
-    def forward(self, x):
-        if isinstance(x, torch.Tensor) and torch.is_grad_enabled() and x.requires_grad:
-            return _Rescale.apply(x, self.original)
-        return self.original(x)
-
-    def __getattr__(self, name: str):  # the model may read its module's attributes
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(self.__dict__["original"], name)
+    def ruled(self, x: torch.Tensor) -> torch.Tensor:
+        return _Rescale.apply(x, self.original)
 
 
 def deeplift_attributions(
@@ -81,9 +74,8 @@ def deeplift_attributions(
         with swapped_modules(model, activation_types() + GATES, _Rescaled) as swapped:
             if not swapped:
                 raise ValueError(
-                    f"{type(model).__name__} has no activation module for DeepLIFT's Rescale "
-                    "rule: activations called as functions (F.relu in forward) cannot be "
-                    "reached; define them as modules (self.relu = nn.ReLU()) and call those"
+                    f"{type(model).__name__} has no activation module: "
+                    + activation_hint("DeepLIFT's Rescale rule")
                 )
             both = torch.cat([x, reference.expand_as(x)]).detach().requires_grad_(True)
             scores = model(both)[:n]

@@ -25,7 +25,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.overrides import TorchFunctionMode
 
-from ..capture import backward_rule, preserved_state, swapped_modules
+from ..capture import StandIn, backward_rule, preserved_state, swapped_modules
 from .cam import targets_tensor
 from .registry import Technique, register
 
@@ -47,7 +47,8 @@ def stabilised(z: torch.Tensor) -> torch.Tensor:
 
 
 def _contributions(module: nn.Module, x: torch.Tensor, relevance: torch.Tensor, rule: str):
-    """The relevance of ``module``'s input by ``rule``, from the relevance of its output."""
+    """The relevance of ``module``'s input by ``rule``, from the relevance of its output
+    (``epsilon`` on a pool, whose function is linear with no parameters, is zennit's Norm)."""
 
     def through(inp: torch.Tensor, weight, bias):
         params = {"weight": weight}
@@ -56,14 +57,15 @@ def _contributions(module: nn.Module, x: torch.Tensor, relevance: torch.Tensor, 
         leaf = inp.detach().requires_grad_(True)
         return leaf, functional_call(module, params, (leaf,))
 
-    w = module.weight
-    b = module.bias if module.bias is not None else torch.zeros(1, device=w.device)
-    zero = torch.zeros_like(b)
     with torch.enable_grad():
-        if rule == "epsilon":
-            leaf, z = through(x, w, b)
+        if rule == "epsilon":  # the z-rule of any linear map: a layer, a pool
+            leaf = x.detach().requires_grad_(True)
+            z = module(leaf)
             (g,) = torch.autograd.grad(z, leaf, relevance / stabilised(z))
             return x * g
+        w = module.weight
+        b = module.bias if module.bias is not None else torch.zeros(1, device=w.device)
+        zero = torch.zeros_like(b)
         if rule == "flat":
             leaf, z = through(torch.ones_like(x), torch.ones_like(w), zero)
             (g,) = torch.autograd.grad(z, leaf, relevance / stabilised(z))
@@ -95,47 +97,6 @@ class _Relevance(torch.autograd.Function):
     def backward(ctx, relevance: torch.Tensor):
         (x,) = ctx.saved_tensors
         return _contributions(ctx.module, x, relevance, ctx.rule), None, None
-
-
-class _StandIn(nn.Module):
-    """Stands in for a module while the rules hold; reads of its attributes (a transformer
-    reading ``out_proj.weight``) reach the original, which is not a submodule."""
-
-    def __init__(self, original: nn.Module):
-        super().__init__()
-        self.__dict__["original"] = original
-
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(self.__dict__["original"], name)
-
-
-class _Pool(_StandIn):
-    """An average pooling with the z-rule: relevance in proportion to each input's share."""
-
-    def forward(self, x):
-        if not (torch.is_grad_enabled() and x.requires_grad):
-            return self.original(x)
-        return _Norm.apply(x, self.original)
-
-
-class _Norm(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, op: nn.Module) -> torch.Tensor:
-        ctx.op = op
-        ctx.save_for_backward(x)
-        return op(x)
-
-    @staticmethod
-    def backward(ctx, relevance: torch.Tensor):
-        (x,) = ctx.saved_tensors
-        with torch.enable_grad():
-            leaf = x.detach().requires_grad_(True)
-            z = ctx.op(leaf)
-            (g,) = torch.autograd.grad(z, leaf, relevance / stabilised(z))
-        return x * g, None
 
 
 class _Sum(torch.autograd.Function):
@@ -183,16 +144,14 @@ class _Sums(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-class _Ruled(_StandIn):
-    """A linear layer with its rule."""
+class _Ruled(StandIn):
+    """A linear layer or average pool with its rule."""
 
     def __init__(self, original: nn.Module, rule: str):
         super().__init__(original)
         self.rule = rule
 
-    def forward(self, x):
-        if not (torch.is_grad_enabled() and x.requires_grad):
-            return self.original(x)
+    def ruled(self, x: torch.Tensor) -> torch.Tensor:
         return _Relevance.apply(x, self.original, self.rule)
 
 
@@ -208,7 +167,8 @@ def relevance_rules(model: nn.Module, composite: str):
             return _Ruled(module, first_rule)
         return _Ruled(module, dense_rule if isinstance(module, nn.Linear) else conv_rule)
 
-    with swapped_modules(model, LINEAR, ruled), swapped_modules(model, POOLS, _Pool):
+    pooled = lambda module: _Ruled(module, "epsilon")  # noqa: E731  (the z-rule, zennit's Norm)
+    with swapped_modules(model, LINEAR, ruled), swapped_modules(model, POOLS, pooled):
         with backward_rule(model, "pass", extra=NORMS, strict=False), _Sums():
             yield model
 
