@@ -320,7 +320,7 @@ def finish(out: str, phases=None, started: float | None = None) -> int:
     from .render import SiteSize, render
 
     began = time.perf_counter()
-    with phases("tables and shared-scale overlays") if phases else contextlib.nullcontext():
+    with phases("tables") if phases else contextlib.nullcontext():
         summary = pipeline.finish(out, phases)
     closing = None
     if phases is not None:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import __version__, data, figures, learned, sources, techniques
+from . import __version__, data, learned, sources, techniques
 from .config import RunConfig
 from .models import ModelSpec, folded_copy, get_spec, load_model, probabilities
 from .options import (
@@ -72,7 +72,6 @@ class Context:
     rows: int  # rows a batched pass
     forward_dtype: torch.dtype | None  # the forward-only passes' precision
     probabilities: Callable[[np.ndarray], np.ndarray]  # pixels -> the model's probabilities
-    palette: list[int] = field(default_factory=figures.heat_palette)
     profiles: set[str] = field(default_factory=set)  # units already profiled
 
     def with_layout(self, layout: str) -> Context:

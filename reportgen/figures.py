@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import functools
+import json
 import math
 
 import numpy as np
 from matplotlib import colormaps
 from PIL import Image, ImageDraw
 
-HEATMAP = "jet"  # the CAM papers' colour map; the site's legend says so
+HEATMAP = "viridis"  # perceptually uniform and colour-blind safe (the CAM papers used jet)
 CHANNELS = "viridis"
+# colour maps the site offers for its heat maps: sequential for rectified maps, and RdBu_r
+# (diverging) for signed ones; jet as the papers drew them
+SITE_COLOURMAPS = ("viridis", "cividis", "magma", "jet", "RdBu_r")
+OWN_PERCENTILE = 99  # top of a map's own scale
 
 
 def resize(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -47,30 +52,64 @@ def _table(cmap: str) -> np.ndarray:
     return (colormaps[cmap](np.arange(256))[:, :3] * 255).round().astype(np.uint8)
 
 
-def overlay(
-    photo: np.ndarray, saliency: np.ndarray, scale: float | None = None, alpha: float = 0.5
-) -> np.ndarray:
-    """The rectified map in ``jet`` over the photo (bilinear to the photo's size).
+def own_range(saliency: np.ndarray) -> tuple[float, float]:
+    """The "own scale" of a map: its rectified minimum to the 99th percentile of its rectified
+    values (robust: a few extreme pixels, common in gradient maps, saturate instead of
+    squeezing the rest of the map into the bottom colour). A map whose top 1 % is flat
+    falls back to its maximum."""
+    rectified = np.maximum(saliency, 0)
+    lo, hi = float(rectified.min()), float(np.percentile(rectified, OWN_PERCENTILE))
+    return lo, (hi if hi > lo else float(rectified.max()))
 
-    ``scale=None`` maps each image's own min..max to the colour range; a number maps
-    0..scale, so maps of one method share a scale across images.
-    """
+
+def overlay(
+    photo: np.ndarray,
+    saliency: np.ndarray,
+    span: tuple[float, float] | None = None,
+    alpha: float = 0.5,
+) -> np.ndarray:
+    """The rectified map in ``HEATMAP`` over the photo (bilinear to the photo's size),
+    ``span`` (default: the map's ``own_range``) spread over the colour range."""
     rectified = np.maximum(resize(saliency, photo.shape[:2]), 0)
-    if scale is None:
-        heat = unit_range(rectified)
-    else:
-        heat = np.clip(rectified / scale, 0, 1) if scale > 0 else np.zeros_like(rectified)
+    lo, hi = own_range(saliency) if span is None else span
+    heat = np.clip((rectified - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(rectified)
     return ((1 - alpha) * photo + alpha * colourise(heat, HEATMAP)).round().astype(np.uint8)
 
 
-def heat_indices(saliency: np.ndarray) -> np.ndarray:
-    """The rectified map at its own resolution as ``uint8`` levels 0..255 of its own range:
-    stored as a PNG with the ``jet`` palette, so the raw map's pixels stay exact."""
-    return (unit_range(np.maximum(saliency, 0)) * 255).round().astype(np.uint8)
+def encode_map(saliency: np.ndarray) -> tuple[np.ndarray, dict[str, float | bool]]:
+    """The map at its own resolution as ``uint8`` levels for the site's in-browser views,
+    and what decodes them. Levels are square roots of the value's share of the largest
+    magnitude ``a`` (``v = a (q/255)^2``; signed maps: ``v = a s |s|``, ``s = (q - 127.5) /
+    127.5``), so small values keep resolution a linear 8-bit scale would round to 0.
+    Also the map's ``own_range`` (``lo``, ``hi``) for the own-scale view and the 99th
+    percentile of its magnitudes (``top``) for the signed view."""
+    m = np.nan_to_num(saliency.astype(np.float64))
+    signed = bool(m.min() < 0)
+    a = float(np.abs(m).max())
+    share = np.sqrt(np.abs(m) / a) * np.sign(m) if a > 0 else np.zeros_like(m)
+    q = 127.5 + 127.5 * share if signed else 255 * share
+    lo, hi = own_range(m)
+    top = float(np.percentile(np.abs(m), OWN_PERCENTILE))  # the signed view's robust scale
+    meta = {"a": a, "signed": signed, "lo": lo, "hi": hi, "top": top if top > 0 else a}
+    return np.clip(np.round(q), 0, 255).astype(np.uint8), meta
 
 
-def heat_palette() -> list[int]:
-    return colourise(np.linspace(0, 1, 256), HEATMAP).reshape(-1).tolist()
+def decode_map(q: np.ndarray, meta: dict) -> np.ndarray:
+    """The values ``encode_map`` stored (what the site's script computes)."""
+    if meta["signed"]:
+        s = (q.astype(np.float64) - 127.5) / 127.5
+        return meta["a"] * s * np.abs(s)
+    return meta["a"] * (q.astype(np.float64) / 255) ** 2
+
+
+def colour_tables_js() -> str:
+    """The site's colour maps as a script (``templates/static/colourmaps.js``): 256 RGB
+    entries each, hex, read by site.js to colour maps in the browser."""
+    tables = {name: _table(name).tobytes().hex() for name in SITE_COLOURMAPS}
+    return (
+        "var reportgenColours = " + json.dumps(tables, indent=1) + ";\n"
+        "if (window.reportgenColoursReady) reportgenColoursReady();\n"
+    )
 
 
 def draw_boxes(

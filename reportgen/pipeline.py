@@ -22,14 +22,14 @@ from tqdm.auto import tqdm
 
 from evaluation.rankings import agreement_rows, ranking_rows, rankings
 
-from . import data, figures, learned
+from . import data, learned
 from .batch import Batch, load_batch
 from .compute import compute, problem_of
 from .config import RunConfig
 from .context import Context, open_context, versions
 from .options import OptionError, check_same_settings, parse_metrics, warn_other_version
 from .scoring import references, scored, sensitivities
-from .store import MODEL, Store, batch_name, overlay_path
+from .store import MODEL, Store, batch_name
 from .timing import (
     Phases,
     best_times,
@@ -48,6 +48,7 @@ TABLES = (
     "synthesis",
     "patches",
     "dead",
+    "atlas",
     "sanity",
     "sanity_independent",
     "random_logit",
@@ -340,7 +341,7 @@ def after_merge(out: str, phases: Phases) -> None:
 
 
 def finish(out: str, phases: Phases | None = None) -> Summary:
-    """Tables, shared-scale overlays and ``run.json`` from the parts; no model needed.
+    """Tables and ``run.json`` from the parts; no model needed.
     Raises if any batch of the run is unfinished (a shard still working or lost)."""
     store = Store(out, phases)
     about = store.read_part(MODEL, "run")
@@ -385,7 +386,6 @@ def finish(out: str, phases: Phases | None = None) -> Summary:
     calls = found.calls
     store.write_table("timings", timing_rows(calls, model, about["device"], about["threads"]))
     ok = [row["image"] for row in rows["images"] if row["status"] == "ok"]
-    shared_scale_overlays(store, ok, found.scales)
     shards = [store.read_part(MODEL, u) for u in sorted(store.done_units(MODEL))]
     seconds = max((p["seconds"] for p in shards if "seconds" in p), default=0.0)
     seconds += sum(p.get("after_seconds", 0.0) for p in shards)
@@ -407,21 +407,6 @@ def finish(out: str, phases: Phases | None = None) -> Summary:
         },
     )
     return Summary(out, seconds, about["images"], failed, about["methods"], found.problems)
-
-
-def shared_scale_overlays(store: Store, images: list[str], scales: dict[str, float]) -> None:
-    """Overlays on one scale per method and layer (0 .. the largest value over all images),
-    drawn from the stored raw maps once every image is done."""
-    for image in tqdm(images, desc="shared-scale overlays", leave=False):
-        photo = store.load_image(f"photos/{image}.jpg")
-        for key, scale in scales.items():
-            raw = store.load_map(image, key)  # None: the method failed on this image's batch
-            if raw is not None:
-                method, layer = key.split("@", 1)
-                store.save_image(
-                    overlay_path(image, method, layer, shared=True),
-                    figures.overlay(photo, raw, scale=scale),
-                )
 
 
 def write_phases(out: str, phases: Phases, wall: float) -> None:

@@ -23,7 +23,7 @@ from . import figures
 from .batch import Batch, class_boxes
 from .batcher import Batcher
 from .options import METRIC_PRESETS
-from .store import overlay_path, raw_path
+from .store import map_data_path, overlay_path
 from .techniques.cam import upsample
 
 SENSITIVITY_RADIUS = 0.2  # uniform noise in the model's input space (Quantus' default)
@@ -148,20 +148,19 @@ def max_sensitivity(maps_of, x: torch.Tensor, noises) -> dict[tuple[str, str], t
 
 
 def draw(ctx, batch: Batch, method: str, layer: str, maps: torch.Tensor) -> np.ndarray:
-    """Save each image's raw map, its heat image and its overlay; returns the maps
+    """Save each image's raw map, its data for the site's views and its overlay; returns the maps
     up-sampled to the model's input size ``[N, H, W]``."""
     up = upsample(maps, ctx.spec.input_size).numpy()
     with ctx.phases("draw maps and overlays"):
         for k, item in enumerate(batch.items):
             image = item.record.id
             ctx.store.save_map(image, f"{method}@{layer}", maps[k].numpy())
+            levels, meta = figures.encode_map(maps[k].numpy())
+            key = f"{image}/{method}@{layer}"
+            ctx.store.save_map_data(map_data_path(image, method, layer), key, levels, meta)
             ctx.store.save_image(
-                raw_path(image, method, layer),
-                figures.heat_indices(maps[k].numpy()),
-                palette=ctx.palette,
-            )
-            ctx.store.save_image(
-                overlay_path(image, method, layer), figures.overlay(item.photo, up[k])
+                overlay_path(image, method, layer),
+                figures.overlay(item.photo, up[k], (meta["lo"], meta["hi"])),
             )
     return up
 

@@ -11,6 +11,8 @@ shards of one run (other processes or machines) merge by collecting parts.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import shutil
@@ -110,6 +112,7 @@ COLUMNS = {  # fixed columns, so an empty table still reads back with its header
         "peak_mb",
     ],
 }
+COLUMNS["atlas"] = COLUMNS["patches"]  # every channel's top peaks, as the top patches'
 
 
 def _file_mode() -> int:
@@ -233,38 +236,46 @@ class Store:
         with Image.open(self._existing(self.img / rel)) as im:
             return np.asarray(im.convert("RGB"))
 
-    def save_image(
-        self, rel: str, pixels: np.ndarray, quality: int = 80, palette: list[int] | None = None
-    ) -> str:
-        """Save ``uint8 [H, W, 3]`` (or ``[H, W]`` indices into ``palette``) under ``img/``;
-        JPEG or PNG by suffix. Returns the site path."""
+    def save_image(self, rel: str, pixels: np.ndarray, quality: int = 80) -> str:
+        """Save ``uint8 [H, W, 3]`` (or ``[H, W]`` grey) under ``img/``; JPEG or PNG by
+        suffix. Returns the site path."""
         path = self.img / rel
         fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
         options = {"quality": quality} if fmt == "JPEG" else {"optimize": True}
-
-        def write(tmp: str) -> None:
-            image = Image.fromarray(pixels, "P" if palette else None)
-            if palette:
-                image.putpalette(palette)
-            image.save(tmp, fmt, **options)
-
-        self._write(path, write)
+        self._write(path, lambda tmp: Image.fromarray(pixels).save(tmp, fmt, **options))
         return path.relative_to(self.out).as_posix()
+
+    def save_map_data(self, rel: str, key: str, levels: np.ndarray, meta: dict) -> None:
+        """A map for the site's in-browser views (``figures.encode_map``) as a script that
+        hands it to site.js: ``reportgenMap(key, {w, h, a, signed, lo, hi, png})``, the
+        levels a grey PNG in base64. A script, not a PNG or JSON file, because pages opened
+        from disk may load scripts but not read a file's pixels or fetch it."""
+        buffer = io.BytesIO()
+        Image.fromarray(levels, "L").save(buffer, "PNG", optimize=True)
+        h, w = levels.shape
+        data = {
+            "w": w,
+            "h": h,
+            **{k: round(v, 6) if isinstance(v, float) else v for k, v in meta.items()},
+        }
+        data["png"] = base64.b64encode(buffer.getvalue()).decode()
+        text = f"reportgenMap({json.dumps(key)}, {json.dumps(data)});\n"
+        self._write(self.img / rel, lambda tmp: Path(tmp).write_text(text))
 
 
 def batch_name(index: int) -> str:
     return f"b{index:06d}"
 
 
-def overlay_path(image: str, method: str, layer: str, shared: bool = False) -> str:
-    """Where a method's overlay for an image lives, relative to ``img/``; ``shared`` is the
-    version drawn on the scale shared by all images of that method and layer."""
-    return f"maps/{image}/{method}@{layer}{'.shared' if shared else ''}.jpg"
+def overlay_path(image: str, method: str, layer: str) -> str:
+    """Where a method's overlay for an image (its own scale) lives, relative to ``img/``."""
+    return f"maps/{image}/{method}@{layer}.jpg"
 
 
-def raw_path(image: str, method: str, layer: str) -> str:
-    """Where the raw map (its own resolution, ``jet`` palette PNG) lives, relative to ``img/``."""
-    return f"maps/{image}/{method}@{layer}.raw.png"
+def map_data_path(image: str, method: str, layer: str) -> str:
+    """Where the map's data for the in-browser views (``Store.save_map_data``) lives,
+    relative to ``img/``."""
+    return f"maps/{image}/{method}@{layer}.js"
 
 
 def channel_map_path(layer: str, channel: int, image: str) -> str:
@@ -275,6 +286,10 @@ def channel_map_path(layer: str, channel: int, image: str) -> str:
 def feature_grid_path(image: str, layer: str) -> str:
     """Where an image's channel grid at a layer lives, relative to ``img/``."""
     return f"features/{image}/{layer}.jpg"
+
+
+ATLAS_TILE = 40  # px per tile of a layer's atlas (every channel in one image)
+ATLAS_COLUMNS = 32  # tiles per row of it
 
 
 def learned_path(technique: str, key: str, variant: str = "") -> str:

@@ -29,7 +29,7 @@ VOID = {
     "track",
     "wbr",
 }
-LINKS = ("href", "src", "data-own", "data-shared", "data-raw")
+LINKS = ("href", "src", "data-own", "data-photo", "data-map", "data-colours")
 
 
 class PageParser(HTMLParser):

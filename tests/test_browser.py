@@ -8,21 +8,29 @@ scrolls sideways on a phone.
 
 from __future__ import annotations
 
+import base64
 import functools
 import http.server
+import io
+import json
 import os
 import shutil
 import tempfile
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
+
+from reportgen import figures
 
 from .conftest import FAST_SITE_IMAGES
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support.ui import Select  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -187,7 +195,7 @@ def fresh(browser, url: str) -> None:
 def map_sources(browser) -> list[str]:
     """The src of every heat map on the page, after checking that each one loaded."""
     return browser.execute_script("""
-        return Array.from(document.querySelectorAll('img[data-raw]')).map(
+        return Array.from(document.querySelectorAll('img[data-map]')).map(
             i => i.complete && i.naturalWidth ? i.src : 'not loaded: ' + i.src)
     """)
 
@@ -195,7 +203,7 @@ def map_sources(browser) -> list[str]:
 def wait_for_maps(browser) -> None:
     browser.execute_async_script("""
         const done = arguments[arguments.length - 1];
-        const imgs = Array.from(document.querySelectorAll('img[data-raw]'));
+        const imgs = Array.from(document.querySelectorAll('img[data-map]'));
         imgs.forEach(i => { i.loading = 'eager'; });
         Promise.all(imgs.map(i => i.complete ? 0 : new Promise(r => { i.onload = i.onerror = r; })))
             .then(() => done());
@@ -208,38 +216,158 @@ def choose_view(browser, view: str) -> list[str]:
     return map_sources(browser)
 
 
-@pytest.mark.parametrize(
-    "page, own, shared",
-    [
-        ("images/coffee.html", ".jpg", ".shared.jpg"),  # full-size overlays
-        ("methods/gradcampp.html", ".webp", ".shared.webp"),  # gallery thumbnails
-    ],
-)
-def test_map_view_swaps_and_loads_every_heat_map(served, browser, page, own, shared):
-    _, base = served
+def drawn(browser, index: int) -> dict:
+    """Heat map ``index`` once the page has drawn it: its canvas's pixels and look."""
+    browser.execute_script(
+        "document.querySelectorAll('img[data-map]')[arguments[0]].scrollIntoView()", index
+    )
+    return browser.execute_async_script(
+        """
+        const [index, done] = arguments;
+        const img = document.querySelectorAll('img[data-map]')[index];
+        (function poll(tries) {
+          const canvas = img.parentNode.querySelector('canvas.heat-layer');
+          if (!(canvas && canvas.width) && tries > 0) return setTimeout(() => poll(tries - 1), 50);
+          if (!canvas) return done(null);
+          const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+          const map = new URL(img.getAttribute('data-map'), location.href).href;
+          done({key: img.getAttribute('data-key'), map: map,
+                width: canvas.width, height: canvas.height, rgba: Array.from(data),
+                opacity: canvas.style.opacity, rendering: getComputedStyle(canvas).imageRendering,
+                src: img.src, photo: img.getAttribute('data-photo')});
+        })(100);
+    """,
+        index,
+    )
+
+
+def expected_colours(out: Path, got: dict, cmap: str) -> np.ndarray:
+    """What the raw view should show for the map: its data script decoded in Python,
+    rectified, on its own scale, in ``cmap``."""
+    text = (out / got["map"].split(PREFIX, 1)[1]).read_text()
+    data = json.loads(text[text.index(", ") + 2 : text.rindex(");")])
+    levels = np.asarray(Image.open(io.BytesIO(base64.b64decode(data["png"]))))
+    values = np.maximum(figures.decode_map(levels, data), 0)
+    unit = np.clip((values - data["lo"]) / (data["hi"] - data["lo"]), 0, 1)
+    return figures.colourise(unit, cmap)
+
+
+@pytest.mark.parametrize("page", ["images/coffee.html", "methods/gradcampp.html"])
+def test_map_views_are_drawn_from_each_maps_data(served, browser, page):
+    """Own scale: the server's overlays. Any other view, colour map or opacity: a canvas
+    over the photo, coloured from the map's data exactly as Python colours it, the
+    choice remembered; back to the default, the overlays return."""
+    out, base = served
     fresh(browser, base + page)
-    legend = browser.find_element(By.CSS_SELECTOR, ".colour-legend")
     first = map_sources(browser)
-    assert first and all(s.endswith(own) and ".shared." not in s for s in first)
-    assert legend.text.startswith("this map's min")
-    sources = choose_view(browser, "shared")
-    assert all(s.endswith(shared) for s in sources), sources
-    assert (
-        legend.text.startswith("0")
-        and "0 … " in browser.find_element(By.CSS_SELECTOR, ".scale").text
-    )
+    own = ".webp" if "methods/" in page else ".jpg"
+    assert first and all(s.endswith(own) for s in first)
+    legend = browser.find_element(By.CSS_SELECTOR, ".colour-legend")
+    assert legend.text.startswith("this map's min") and "(viridis)" in legend.text
+    assert not browser.find_elements(By.CSS_SELECTOR, "a.drawn")
     sources = choose_view(browser, "raw")
-    assert all(s.endswith(".raw.png") for s in sources), sources
-    link = browser.find_element(By.CSS_SELECTOR, "a[data-raw]")
-    assert link.get_attribute("href").endswith(".raw.png")
-    rendering = browser.execute_script(
-        "return getComputedStyle(document.querySelector('img[data-raw]')).imageRendering"
+    assert all("/photos/" in s for s in sources), sources  # the photo under each canvas
+    for index in (0, len(sources) - 1):  # the last one drawn once scrolled to
+        got = drawn(browser, index)
+        want = expected_colours(out, got, "viridis")
+        assert (got["height"], got["width"]) == want.shape[:2]
+        rgb = np.asarray(got["rgba"], dtype=int).reshape(*want.shape[:2], 4)[..., :3]
+        assert np.abs(rgb - want).max() <= 4  # float32 in the browser: a neighbouring entry
+        assert got["opacity"] == "1" and got["rendering"] == "pixelated"
+    Select(browser.find_element(By.CSS_SELECTOR, "select[name=colour-map]")).select_by_value("jet")
+    assert "(jet)" in legend.text
+    got = drawn(browser, 0)
+    rgb = np.asarray(got["rgba"], dtype=int).reshape(got["height"], got["width"], 4)[..., :3]
+    assert np.abs(rgb - expected_colours(out, got, "jet")).max() <= 4
+    choose_view(browser, "signed")
+    assert "(RdBu_r)" in legend.text
+    slider = browser.find_element(By.CSS_SELECTOR, "input[name=opacity]")
+    browser.execute_script(
+        "arguments[0].value = 0.3; arguments[0].dispatchEvent(new Event('input'))", slider
     )
-    assert rendering == "pixelated"
-    open_page(browser, base + page)  # remembered, and every map loads
-    assert all(s.endswith(".raw.png") for s in map_sources(browser))
-    assert browser.find_element(By.CSS_SELECTOR, "input[value=raw]").is_selected()
+    got = drawn(browser, 0)
+    assert got["opacity"] == "0.3" and got["width"] >= 224  # up-sampled onto the photo
+    assert "… " in browser.find_element(By.CSS_SELECTOR, ".scale").text
+    open_page(browser, base + page)  # remembered
+    assert browser.find_element(By.CSS_SELECTOR, "input[value=signed]").is_selected()
+    assert drawn(browser, 0)["opacity"] == "0.3"
+    Select(browser.find_element(By.CSS_SELECTOR, "select[name=colour-map]")).select_by_value(
+        "viridis"
+    )
+    browser.execute_script(
+        "arguments[0].value = 0.5; arguments[0].dispatchEvent(new Event('input'))",
+        browser.find_element(By.CSS_SELECTOR, "input[name=opacity]"),
+    )
     assert choose_view(browser, "own") == first
+    assert not browser.find_elements(By.CSS_SELECTOR, "a.drawn")
+
+
+def test_every_channel_of_bn2_opens_from_its_atlas(served, browser):
+    """A channel by address, by the number box, by previous/next and by clicking its
+    tile: each shows that channel's strongest images with the field of the peak."""
+    _, base = served
+    open_page(browser, base + "layers/bn2.html#channel=1279")
+    panel = browser.find_element(By.ID, "channel-detail")
+    assert panel.is_displayed() and "Channel 1279 of 1280" in panel.text
+    click(browser, browser.find_element(By.CSS_SELECTOR, "form.channel-go [data-step='1']"))
+    assert "#channel=0" in browser.current_url and "Channel 0 of 1280" in panel.text
+    number = browser.find_element(By.CSS_SELECTOR, "form.channel-go input[name=channel]")
+    number.clear()
+    number.send_keys("641\n")
+    assert "Channel 641 of 1280" in panel.text
+    atlas = browser.find_element(By.CSS_SELECTOR, "img[data-atlas]")
+    browser.execute_async_script(
+        """
+        const [img, done] = arguments;
+        img.loading = 'eager';
+        img.scrollIntoView({block: 'center'});
+        if (img.complete && img.naturalWidth) done(); else img.onload = () => done();
+    """,
+        atlas,
+    )
+    browser.execute_script(
+        """
+        const img = arguments[0], box = img.getBoundingClientRect();
+        const scale = box.width / img.naturalWidth;  // tile (row 2, column 5): channel 69
+        img.dispatchEvent(new MouseEvent('click', {bubbles: true,
+            clientX: box.left + (5 * 40 + 20) * scale, clientY: box.top + (2 * 40 + 20) * scale}));
+    """,
+        atlas,
+    )
+    assert "#channel=69" in browser.current_url and "Channel 69 of 1280" in panel.text
+    fields = browser.find_elements(By.CSS_SELECTOR, "#channel-detail .field")
+    assert fields and all(f.size["width"] > 0 for f in fields)
+
+
+def test_leaderboard_column_groups_hide_and_stay_hidden(served, browser):
+    """Secondary columns start hidden (a compact table), a group's box hides its columns,
+    the choice survives a reload; the header row and method column stay in view."""
+    _, base = served
+    fresh(browser, base + "index.html")
+    table = browser.find_element(By.ID, "leaderboard-table")
+
+    def shown() -> list[str]:
+        return [
+            th.text for th in table.find_elements(By.CSS_SELECTOR, "thead th") if th.is_displayed()
+        ]
+
+    compact = shown()
+    assert "Average Drop" in " ".join(compact)
+    boxes = browser.find_elements(By.CSS_SELECTOR, "fieldset.columns input")
+    click(browser, next(b for b in boxes if b.get_attribute("value") == "detail"))
+    everything = shown()
+    assert len(everything) > len(compact)
+    click(browser, next(b for b in boxes if b.get_attribute("value") == "faithfulness"))
+    assert "Average Drop" not in " ".join(shown()) and len(shown()) < len(everything)
+    open_page(browser, base + "index.html")
+    table = browser.find_element(By.ID, "leaderboard-table")
+    assert "Average Drop" not in " ".join(shown())
+    sticky = browser.execute_script(
+        "const t = arguments[0]; return [getComputedStyle(t.querySelector('thead th')).position,"
+        " getComputedStyle(t.querySelector('tbody td')).position]",
+        table,
+    )
+    assert sticky == ["sticky", "sticky"]
 
 
 def test_filter_box_hides_rows_and_is_remembered(served, browser):
@@ -318,7 +446,8 @@ def test_compare_follows_its_selection_and_the_address(served, browser):
     open_page(browser, linked)  # a comparison is linkable
     columns, rows = grid(browser)
     assert rows == ["rocket"] and len(columns) == 2
-    assert choose_view(browser, "raw")[0].endswith(".raw.png")
+    assert "/photos/" in choose_view(browser, "raw")[0]
+    assert drawn(browser, 0)["width"] > 0
     open_page(browser, base + "compare.html")  # the last selection is remembered
     assert grid(browser)[0] == columns
     choose_view(browser, "own")

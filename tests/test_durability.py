@@ -73,7 +73,7 @@ def kill_when(process: subprocess.Popen, out: Path, parts: int) -> None:
 
 # Kill points after the batches, each by the run's own progress (reportgen.faults): as a
 # run-wide view starts, as the tables are assembled, and in the middle of the render
-AFTER_BATCHES = ("channel pages", "tables and shared-scale overlays", "page:20")
+AFTER_BATCHES = ("channel pages", "tables", "page:20")
 
 
 @pytest.mark.slow

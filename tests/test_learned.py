@@ -92,6 +92,59 @@ def test_top_patches_are_the_highest_stored_peaks_inside_the_image(site):
         assert row.silent == int((peaks[..., 0].max(0) <= 0).sum())
 
 
+def test_the_atlas_reaches_every_channel_with_its_strongest_crop(site):
+    """Every channel of every feature layer (bn2: all 1,280) has its top images in the
+    atlas table and a tile in its layer's atlas image: the crop around the channel's
+    highest peak (a silent channel's tile grey); the layer page embeds it all."""
+    from PIL import Image
+
+    from reportgen import data, models, sources
+    from reportgen.learned.channels import ATLAS_MIN_CROP, ATLAS_TOP
+    from reportgen.store import ATLAS_COLUMNS, ATLAS_TILE
+    from reportgen.techniques.neurons import crop, receptive_field, tile_box
+
+    atlas = table(site, "atlas")
+    ids = list(table(site, "images").image)
+    model = None
+    for layer, rows in atlas.groupby("layer"):
+        peaks = np.stack(
+            [np.load(site / "data" / "maps" / i / f"peaks@{layer}.npz")["map"] for i in ids]
+        )
+        channels = peaks.shape[1]
+        assert sorted(rows.channel.unique()) == list(range(channels))
+        assert (rows.groupby("channel").size() == min(ATLAS_TOP, IMAGES)).all()
+        firsts = rows[rows["rank"] == 0].set_index("channel")
+        assert firsts.activation.to_numpy() == pytest.approx(peaks[..., 0].max(0), rel=1e-6)
+        sheet = np.asarray(Image.open(site / "img" / learned_path("atlas", layer)), float)
+        assert sheet.shape[:2] == (-(-channels // ATLAS_COLUMNS) * ATLAS_TILE, 32 * ATLAS_TILE)
+        page = (site / "layers" / f"{layer}.html").read_text()
+        assert 'id="every-channel"' in page and f"Every channel ({channels})" in page
+        if layer != "bn2":
+            continue
+        assert channels == 1280
+        model, _ = models.load_model(models.get_spec("efficientnet_lite0"))
+        field = receptive_field(model, layer, (224, 224))
+        side = max(ATLAS_MIN_CROP, min(max(field.size), 3 * max(field.stride)))
+        records = {r.id: r for r in sources.dataset(None, models.imagenet_class_names())[1]}
+        for c in (0, 7, 1279):
+            i = int(np.argmax(peaks[:, c, 0]))
+            if peaks[i, c, 0] <= 0:
+                continue
+            photo = data.model_input(data.load_photo(records[ids[i]])[0], (224, 224))
+            photo = (photo * 255).round().astype(np.uint8)
+            box = tile_box(field, int(peaks[i, c, 1]), int(peaks[i, c, 2]), (224, 224), side)
+            want = np.asarray(
+                Image.fromarray(crop(photo, box)).resize((ATLAS_TILE, ATLAS_TILE), Image.LANCZOS),
+                float,
+            )
+            r, k = divmod(c, ATLAS_COLUMNS)
+            t = ATLAS_TILE
+            got = sheet[r * t : (r + 1) * t, k * t : (k + 1) * t]
+            # JPEG at quality 75 moves a tile by about 8 levels; another tile is ~75 away
+            assert np.abs(got - want).mean() < 15
+    assert model is not None, "bn2 has an atlas"
+
+
 def test_class_models_cover_the_predicted_classes_and_those_asked_for(site):
     synthesis = table(site, "synthesis")
     drawn = set(synthesis[synthesis.technique == "class_model"].item.astype(int))

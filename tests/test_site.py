@@ -94,6 +94,7 @@ def test_unchanged_render_writes_nothing(site):
 def test_assets_have_content_hashed_names_and_old_ones_go(site):
     assets = sorted(p.name for p in (site / "assets").iterdir())
     assert [re.sub(r"\.[0-9a-f]{8}\.", ".*.", a) for a in assets] == [
+        "colourmaps.*.js",
         "favicon.*.svg",
         "site.*.js",
         "style.*.css",
@@ -115,7 +116,7 @@ def test_thumbnails_are_small_webp_and_follow_their_source(site):
     thumb = site / "img/thumbs/maps/chelsea/gradcam@bn2.webp"
     with Image.open(thumb) as image:
         assert image.format == "WEBP" and max(image.size) == THUMB_SIZE
-    assert (site / "img/thumbs/maps/chelsea/gradcam@bn2.shared.webp").is_file()
+    assert (site / "img/thumbs/photos/chelsea.webp").is_file()  # under drawn views
     assert (site / "img/thumbs/photos/chelsea.boxes.webp").is_file()
     saved = source.read_bytes()
     try:
@@ -204,6 +205,39 @@ def test_colourise_matches_matplotlib(cmap):
     for values in (x, x.astype(np.float32), np.random.default_rng(0).random((50, 50))):
         expected = (colormaps[cmap](values)[..., :3] * 255).round().astype(np.uint8)
         assert np.array_equal(colourise(values, cmap), expected)
+
+
+def test_map_data_round_trips_and_keeps_small_values():
+    """The in-browser views' levels decode to within half a level of the value, in both
+    the square-root (unsigned) and signed encodings; a value 1 % of the largest still
+    gets its own levels (a linear 8-bit scale gives it 3 of 255)."""
+    from reportgen.figures import decode_map, encode_map
+
+    rng = np.random.default_rng(0)
+    unsigned = rng.gamma(0.3, size=(40, 30)) ** 2  # heavy-tailed, as gradient maps are
+    signed = rng.standard_normal((7, 7)) ** 3
+    for m in (unsigned, signed):
+        levels, meta = encode_map(m)
+        assert meta["signed"] == bool(m.min() < 0) and levels.dtype == np.uint8
+        back = decode_map(levels, meta)
+        share = np.sqrt(np.abs(m) / meta["a"])  # what a level quantises
+        step = 1 / 255 if not meta["signed"] else 1 / 127.5
+        assert np.all(np.abs(np.sqrt(np.abs(back) / meta["a"]) - share) <= step / 2 + 1e-9)
+        assert np.array_equal(np.sign(back[np.abs(back) > 0]), np.sign(m[np.abs(back) > 0]))
+    assert 0 < meta["top"] <= meta["a"]
+    levels, meta = encode_map(np.array([[0.0, 0.01, 1.0]]))
+    assert levels.tolist() == [[0, 26, 255]]
+    assert meta["lo"] == 0 and 0.01 < meta["hi"] < 1  # own scale: up to the 99th percentile
+
+
+def test_site_colour_tables_are_matplotlibs():
+    """The static colour script the site's views read is what figures makes from
+    matplotlib (regenerate: python -c "from reportgen import figures;
+    print(figures.colour_tables_js(), end='')" > templates/static/colourmaps.js)."""
+    from reportgen.figures import colour_tables_js
+
+    static = Path(__file__).parents[1] / "templates/static/colourmaps.js"
+    assert static.read_text() == colour_tables_js()
 
 
 def test_rankings_tables_and_figures(site):

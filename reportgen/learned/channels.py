@@ -11,7 +11,15 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import figures, techniques
-from ..store import PIXEL_LAYER, Store, channel_map_path, feature_grid_path, learned_path
+from ..store import (
+    ATLAS_COLUMNS,
+    ATLAS_TILE,
+    PIXEL_LAYER,
+    Store,
+    channel_map_path,
+    feature_grid_path,
+    learned_path,
+)
 from .common import (
     LAYER_PAGES,
     TOP_CHANNELS,
@@ -34,6 +42,11 @@ CHANNEL_SIDE = 160  # long side of the channel overlays, px
 PATCHES = 9  # Zeiler & Fergus show the top 9
 PATCH_SIDE = 56  # px of each patch in the 3x3 grids
 PROJECTION_BATCH = 16  # deconvnet projections per backward pass
+# The atlas: every channel of a feature layer as one tile in one JPEG per layer, the crop
+# around its highest peak on the data set (at most 3 strides wide: a deep layer's full
+# field is the whole image, the same for every channel), and its top images in a table
+ATLAS_TOP = 3  # images per channel in the atlas table
+ATLAS_MIN_CROP = 24  # px: an early layer's 3x3 field is shown with what surrounds it
 
 
 def _all_layers(ctx: Context) -> list[str]:
@@ -172,7 +185,14 @@ def top_patches(ctx: Context) -> dict:
         return {}
     chosen = choose_channels(ctx)
     size = tuple(ctx.spec.input_size)
-    rows, dead = [], []
+    rows, dead, atlas = [], [], []
+    cache: dict[str, np.ndarray] = {}
+
+    def photo_of(name: str) -> np.ndarray:  # the model's input pixels, decoded once
+        if name not in cache:
+            cache[name] = input_pixels(ctx, [name])[0]
+        return cache[name]
+
     with ctx.timer("top_patches", ALL, len(ids)):
         for depth, layer in enumerate(layers):
             table = found[layer]  # [images, C, 3]
@@ -187,30 +207,12 @@ def top_patches(ctx: Context) -> dict:
                 }
             )
             field = receptive_field(ctx.model, layer, size)
+            atlas += channel_atlas(ctx, layer, table, field, ids, silent, photo_of)
             for c in chosen[layer]:
-                order = np.argsort(-table[:, c, 0], kind="stable")[:PATCHES]
-                for rank, i in enumerate(order):
-                    y, x = int(table[i, c, 1]), int(table[i, c, 2])
-                    top, left, bottom, right = field.box(y, x, size)
-                    rows.append(
-                        {
-                            "layer": layer,
-                            "channel": c,
-                            "rank": rank,
-                            "image": ids[i],
-                            "activation": float(table[i, c, 0]),
-                            "y": y,
-                            "x": x,
-                            "top": top,
-                            "left": left,
-                            "bottom": bottom,
-                            "right": right,
-                        }
-                    )
+                rows += peak_rows(layer, c, table, PATCHES, field, size, ids)
         patches: dict[tuple[str, int], list] = defaultdict(lambda: [None] * PATCHES)
         projections: dict[tuple[str, int], list] = defaultdict(lambda: [None] * PATCHES)
-        needed = list(dict.fromkeys(r["image"] for r in rows))
-        photos = dict(zip(needed, input_pixels(ctx, needed), strict=True))  # decoded once
+        photos = {name: photo_of(name) for name in dict.fromkeys(r["image"] for r in rows)}
         for layer in tqdm(layers, desc="top patches", leave=False):
             mine = [r for r in rows if r["layer"] == layer]
             names = list(dict.fromkeys(r["image"] for r in mine))
@@ -239,7 +241,59 @@ def top_patches(ctx: Context) -> dict:
                     patch_grid([t for t in found_tiles if t is not None], PATCH_SIDE),
                     85,
                 )
-    return {"patches": rows, "dead": dead}
+    return {"patches": rows, "dead": dead, "atlas": atlas}
+
+
+def peak_rows(layer: str, c: int, table: np.ndarray, count: int, field, size, ids) -> list[dict]:
+    """Channel ``c``'s ``count`` highest peaks over the images (``table``: ``[images, C, 3]``:
+    value, y, x), each with the receptive field of that unit, ``(top, left, bottom, right)``."""
+    rows = []
+    for rank, i in enumerate(np.argsort(-table[:, c, 0], kind="stable")[:count]):
+        y, x = int(table[i, c, 1]), int(table[i, c, 2])
+        top, left, bottom, right = field.box(y, x, size)
+        rows.append(
+            {
+                "layer": layer,
+                "channel": c,
+                "rank": rank,
+                "image": ids[i],
+                "activation": float(table[i, c, 0]),
+                "y": y,
+                "x": x,
+                "top": top,
+                "left": left,
+                "bottom": bottom,
+                "right": right,
+            }
+        )
+    return rows
+
+
+def channel_atlas(ctx, layer, table, field, ids, silent, photo_of) -> list[dict]:
+    """Every channel of ``layer`` (``table``: ``[images, C, 3]`` peaks) as a tile of the
+    atlas image, row-major, ``ATLAS_COLUMNS`` to a row (a silent channel's tile is grey);
+    returns each channel's top ``ATLAS_TOP`` images with the field of its peak."""
+    from ..techniques.neurons import crop, tile_box
+
+    channels = table.shape[1]
+    sheet = np.full(
+        (-(-channels // ATLAS_COLUMNS) * ATLAS_TILE, ATLAS_COLUMNS * ATLAS_TILE, 3), 128, np.uint8
+    )
+    size = tuple(ctx.spec.input_size)
+    side = max(ATLAS_MIN_CROP, min(max(field.size), 3 * max(field.stride)))
+    rows = []
+    for c in range(channels):
+        rows += peak_rows(layer, c, table, ATLAS_TOP, field, size, ids)
+        if not silent[c]:
+            i = int(np.argmax(table[:, c, 0]))  # the first of the highest, as peak_rows
+            box = tile_box(field, int(table[i, c, 1]), int(table[i, c, 2]), size, side)
+            tile = figures.resize_rgb(crop(photo_of(ids[i]), box), (ATLAS_TILE, ATLAS_TILE))
+            r, k = divmod(c, ATLAS_COLUMNS)
+            sheet[r * ATLAS_TILE : (r + 1) * ATLAS_TILE, k * ATLAS_TILE : (k + 1) * ATLAS_TILE] = (
+                tile
+            )
+    ctx.store.save_image(learned_path("atlas", layer), sheet, 75)
+    return rows
 
 
 def features(ctx: Context, batch: Batch, layer: str) -> dict:

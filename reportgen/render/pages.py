@@ -175,10 +175,10 @@ def index(r: Report, site: SiteWriter) -> list[Page]:
         r.plot(site, "img/sparsity.svg", "layers", lambda path: sparsity_plot(r.layers, path))
     for image in r.ids:
         site.thumbnail(f"img/photos/{image}.boxes.jpg")
+        site.thumbnail(f"img/photos/{image}.jpg")  # under the gallery's in-browser views
         for method, layer in r.keys:
             if (image, f"{method}@{layer}") in r.scores:
-                for shared in (False, True):
-                    site.thumbnail("img/" + overlay_path(image, method, layer, shared))
+                site.thumbnail("img/" + overlay_path(image, method, layer))
     ranked = [g for g in r.rankings.values() if g.metric.headline]
     for g in ranked:
         r.plot(site, f"img/cd-{g.metric.id}.svg", "metrics", lambda path, g=g: cd_plot(g, path))

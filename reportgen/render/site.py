@@ -20,12 +20,14 @@ from evaluation import catalogue
 
 from .. import faults
 from ..store import (
+    ATLAS_COLUMNS,
+    ATLAS_TILE,
     atomic_write,
     channel_map_path,
     feature_grid_path,
     learned_path,
+    map_data_path,
     overlay_path,
-    raw_path,
 )
 
 THUMB_SIZE = 192  # long side of gallery thumbnails, px
@@ -94,15 +96,18 @@ def environment() -> Environment:
     env.filters["spread"] = spread
     env.filters["where"] = where
     env.filters["mean"] = lambda values: float(np.mean(list(values)))
-    env.globals["overlay"] = lambda image, method, layer, shared=False: (
-        "img/" + overlay_path(image, method, layer, shared)
+    env.globals["overlay"] = lambda image, method, layer: (
+        "img/" + overlay_path(image, method, layer)
     )
-    env.globals["raw_map"] = lambda image, method, layer: "img/" + raw_path(image, method, layer)
+    env.globals["map_data"] = lambda image, method, layer: (
+        "img/" + map_data_path(image, method, layer)
+    )
     env.globals["thumb"] = thumb
     env.globals["channel_map"] = lambda layer, channel, image: (
         "img/" + channel_map_path(layer, int(channel), image)
     )
     env.globals["feature_grid"] = lambda image, layer: "img/" + feature_grid_path(image, layer)
+    env.globals["atlas_columns"], env.globals["atlas_tile"] = ATLAS_COLUMNS, ATLAS_TILE
     env.globals["learned"] = lambda technique, key, variant="": (
         "img/" + learned_path(technique, str(key), variant)
     )

@@ -12,7 +12,7 @@ import pandas as pd
 from evaluation import catalogue
 from evaluation.leaderboard import Entry
 
-from ..store import COLUMNS, Store, overlay_path, raw_path
+from ..store import COLUMNS, Store, map_data_path, overlay_path
 from .site import thumb
 
 
@@ -106,7 +106,25 @@ class ViewData:
             "grid": self.grid,
             "table": self.table,
             "class_names": self.class_names,
+            "atlas": self.atlas,
         }
+
+    def atlas(self, layer: str) -> dict | None:
+        """What a layer page's atlas script reads (embedded in the page, so it works from
+        disk): per channel its top images as ``[image index, activation, top, left, bottom,
+        right]`` (the field of the peak, in input pixels), and the images' ids."""
+        rows = self.table("atlas")
+        rows = rows[rows.layer == layer] if len(rows) else rows
+        if not len(rows):
+            return None
+        images = list(dict.fromkeys(rows.image))
+        index = {name: i for i, name in enumerate(images)}
+        top: list[list] = [[] for _ in range(int(rows.channel.max()) + 1)]
+        for r in rows.sort_values(["channel", "rank"]).itertuples():
+            box = [int(r.top), int(r.left), int(r.bottom), int(r.right)]
+            top[int(r.channel)].append([index[r.image], float(f"{r.activation:.3g}"), *box])
+        silent = [c for c, found in enumerate(top) if not found or found[0][1] <= 0]
+        return {"images": images, "top": top, "silent": silent}
 
 
 CLASS_BLIND = 0.9  # mean Spearman from which a method's maps hardly depend on the class
@@ -196,7 +214,7 @@ def compare_data(
     path patterns with ``{image}``, ``{method}``, ``{layer}``, and per-image scores."""
     keys = [f"{e.method}@{e.layer}" for e in entries]
     holes = ("{image}", "{method}", "{layer}")
-    own, shared = "img/" + overlay_path(*holes), "img/" + overlay_path(*holes, shared=True)
+    own = "img/" + overlay_path(*holes)
     family = {
         k: methods.get(e.method, {}).get("family") for k, e in zip(keys, entries, strict=True)
     }
@@ -204,10 +222,9 @@ def compare_data(
     return {
         "paths": {
             "own": thumb(own),
-            "shared": thumb(shared),
-            "raw": "img/" + raw_path(*holes),
             "full_own": own,
-            "full_shared": shared,
+            "map": "img/" + map_data_path(*holes),
+            "plain_photo": thumb("img/photos/{image}.jpg"),
             "photo": thumb("img/photos/{image}.boxes.jpg"),
             "image_page": "images/{image}.html",
             "method_page": "methods/{method}.html#at-{layer}",

@@ -262,6 +262,18 @@ def projection_image(proj: torch.Tensor, box: Box | None = None, clip: float = 0
     return (p / scale * 127 + 128).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
 
 
+def tile_box(field: ReceptiveField, y: int, x: int, image_hw: tuple[int, int], side: int) -> Box:
+    """A ``side`` x ``side`` box centred where the unit at ``(y, x)`` looks, moved inside the
+    image (never cut, so every tile is square): a fixed-size view around a peak."""
+    box = []
+    for o, p, s, extent in zip(field.offset, (y, x), field.stride, image_hw, strict=True):
+        side_here = min(side, extent)
+        start = math.floor(o + p * s - side_here / 2 + 0.5)
+        box.append(min(max(start, 0), extent - side_here))
+    (top, left), (height, width) = box, (min(side, image_hw[0]), min(side, image_hw[1]))
+    return top, left, top + height, left + width
+
+
 def crop(rgb: np.ndarray, box: Box) -> np.ndarray:
     """The pixels of ``box`` (``(top, left, bottom, right)``, bottom and right exclusive)."""
     top, left, bottom, right = box
