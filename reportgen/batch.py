@@ -153,6 +153,9 @@ def choose_targets(rule: str | int, batch: Batch) -> torch.Tensor:
                 for item, p in zip(batch.items, batch.probs, strict=True)
             ]
         )
+    if str(rule).startswith("topk:"):  # each record's rank among the likeliest classes
+        order = batch.probs.argsort(1, descending=True)
+        return torch.stack([order[n, item.record.rank] for n, item in enumerate(batch.items)])
     return torch.full_like(predicted, rule)
 
 

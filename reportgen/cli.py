@@ -68,8 +68,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--target",
         default=d.target,
-        help="class each map explains: predicted (default), label (the first annotated "
-        "class), labels (each annotated class with boxes: a map per pair) or a class id",
+        help="class each map explains: predicted (default), label (first annotated), labels "
+        "(a map per annotated class), topk:K (a map per K likeliest class) or a class id",
     )
     run.add_argument(
         "--metrics",

@@ -277,8 +277,13 @@ def open_context(config: RunConfig, local_rank: int = 0, phases: Phases | None =
 
 
 def pairs_if(target: str | int, records: list[data.ImageRecord]) -> list[data.ImageRecord]:
-    """``--target labels``: a record per image and annotated class (``data.class_pairs``)."""
-    return data.class_pairs(records) if target == "labels" else records
+    """A record per map target: ``--target labels``, one per image and annotated class
+    (``data.class_pairs``); ``topk:K``, one per image and rank (``data.ranked_copies``)."""
+    if target == "labels":
+        return data.class_pairs(records)
+    if str(target).startswith("topk:"):
+        return data.ranked_copies(records, int(str(target).split(":")[1]))
+    return records
 
 
 def _layout(fields: dict, layout: str) -> dict:

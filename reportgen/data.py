@@ -59,6 +59,7 @@ class ImageRecord:
     crop: list[int] | None = None  # [y0, y1, x0, x1] in source pixels, applied after loading
     credit: str = ""
     skip: str = ""  # why this file is not loaded (e.g. not an image), kept so reports can say
+    rank: int = 0  # --target topk:K: the maps explain the image's (rank + 1)-th likeliest class
 
 
 class DataError(ValueError):
@@ -281,6 +282,22 @@ def safe_id(text: str, taken: set[str]) -> str:
 def batches(records: list[ImageRecord], size: int) -> Iterator[list[ImageRecord]]:
     for i in range(0, len(records), size):
         yield records[i : i + size]
+
+
+def ranked_copies(records: list[ImageRecord], k: int) -> list[ImageRecord]:
+    """``--target topk:K``: each image, then a copy per further rank (``image.top2`` ...
+    ``image.topK``), whose maps explain its 2nd ... K-th most probable class. Copies keep the
+    image's labels and boxes, so a map of a class the image is not labelled with is marked
+    as such wherever it is scored."""
+    out: list[ImageRecord] = []
+    taken = {r.id.lower() for r in records}
+    for r in records:
+        out.append(r)
+        if not r.skip:
+            out += [
+                replace(r, id=safe_id(f"{r.id}.top{n + 1}", taken), rank=n) for n in range(1, k)
+            ]
+    return out
 
 
 def class_pairs(records: list[ImageRecord]) -> list[ImageRecord]:

@@ -79,15 +79,16 @@ def overlay(
 def encode_map(saliency: np.ndarray) -> tuple[np.ndarray, dict[str, float | bool]]:
     """The map at its own resolution as ``uint8`` levels for the site's in-browser views,
     and what decodes them. Levels are square roots of the value's share of the largest
-    magnitude ``a`` (``v = a (q/255)^2``; signed maps: ``v = a s |s|``, ``s = (q - 127.5) /
-    127.5``), so small values keep resolution a linear 8-bit scale would round to 0.
+    magnitude ``a`` (``v = a (q/255)^2``; signed maps: ``v = a s |s|``, ``s = (q - 127) /
+    127``, so 127 is exactly 0), so small values keep resolution a linear 8-bit scale would
+    round to 0.
     Also the map's ``own_range`` (``lo``, ``hi``) for the own-scale view and the 99th
     percentile of its magnitudes (``top``) for the signed view."""
     m = np.nan_to_num(saliency.astype(np.float64))
     signed = bool(m.min() < 0)
     a = float(np.abs(m).max())
     share = np.sqrt(np.abs(m) / a) * np.sign(m) if a > 0 else np.zeros_like(m)
-    q = 127.5 + 127.5 * share if signed else 255 * share
+    q = 127 + 127 * share if signed else 255 * share
     lo, hi = own_range(m)
     top = float(np.percentile(np.abs(m), OWN_PERCENTILE))  # the signed view's robust scale
     meta = {"a": a, "signed": signed, "lo": lo, "hi": hi, "top": top if top > 0 else a}
@@ -97,7 +98,7 @@ def encode_map(saliency: np.ndarray) -> tuple[np.ndarray, dict[str, float | bool
 def decode_map(q: np.ndarray, meta: dict) -> np.ndarray:
     """The values ``encode_map`` stored (what the site's script computes)."""
     if meta["signed"]:
-        s = (q.astype(np.float64) - 127.5) / 127.5
+        s = (q.astype(np.float64) - 127) / 127
         return meta["a"] * s * np.abs(s)
     return meta["a"] * (q.astype(np.float64) / 255) ** 2
 

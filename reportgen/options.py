@@ -53,6 +53,9 @@ CURVE_STEPS_WHY = (
 )
 
 
+TOPK_MAX = 10  # --target topk:K: K maps per image at most
+
+
 class OptionError(ValueError):
     """A command-line value that cannot be used (exit status 2)."""
 
@@ -126,10 +129,18 @@ def parse_class(text: str, classes: int, option: str, others: str = "") -> int:
 
 
 def parse_target(text: str, classes: int) -> str | int:
-    """``--target``: ``predicted``, ``label``, ``labels`` or a class id in range."""
+    """``--target``: ``predicted``, ``label``, ``labels``, ``topk:K`` or a class id in range."""
     if text in ("predicted", "label", "labels"):
         return text
-    return parse_class(text, classes, "--target", "predicted, label, labels, or ")
+    if text.startswith("topk:"):
+        k = text[len("topk:") :]
+        if not (k.isdigit() and 1 <= int(k) <= min(classes, TOPK_MAX)):
+            raise OptionError(
+                f"--target '{text}': K must be a whole number from 1 to {min(classes, TOPK_MAX)} "
+                "(a map per image and each of its K most probable classes)"
+            )
+        return f"topk:{int(k)}"
+    return parse_class(text, classes, "--target", "predicted, label, labels, topk:K, or ")
 
 
 def warn_other_version(earlier: dict, now: dict, where) -> bool:

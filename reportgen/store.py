@@ -247,7 +247,7 @@ class Store:
 
     def save_map_data(self, rel: str, key: str, levels: np.ndarray, meta: dict) -> None:
         """A map for the site's in-browser views (``figures.encode_map``) as a script that
-        hands it to site.js: ``reportgenMap(key, {w, h, a, signed, lo, hi, png})``, the
+        hands it to site.js: ``reportgenMap(key, {w, h, a, signed, lo, hi, top, png})``, the
         levels a grey PNG in base64. A script, not a PNG or JSON file, because pages opened
         from disk may load scripts but not read a file's pixels or fetch it."""
         buffer = io.BytesIO()
@@ -256,7 +256,7 @@ class Store:
         data = {
             "w": w,
             "h": h,
-            **{k: round(v, 6) if isinstance(v, float) else v for k, v in meta.items()},
+            **{k: float(f"{v:.7g}") if isinstance(v, float) else v for k, v in meta.items()},
         }
         data["png"] = base64.b64encode(buffer.getvalue()).decode()
         text = f"reportgenMap({json.dumps(key)}, {json.dumps(data)});\n"

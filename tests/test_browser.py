@@ -241,6 +241,12 @@ def drawn(browser, index: int) -> dict:
     )
 
 
+SLIDE = (  # drag the slider to VALUE and let go
+    "arguments[0].value = VALUE; arguments[0].dispatchEvent(new Event('input'));"
+    " arguments[0].dispatchEvent(new Event('change'))"
+)
+
+
 def expected_colours(out: Path, got: dict, cmap: str) -> np.ndarray:
     """What the raw view should show for the map: its data script decoded in Python,
     rectified, on its own scale, in ``cmap``."""
@@ -283,7 +289,8 @@ def test_map_views_are_drawn_from_each_maps_data(served, browser, page):
     assert "(RdBu_r)" in legend.text
     slider = browser.find_element(By.CSS_SELECTOR, "input[name=opacity]")
     browser.execute_script(
-        "arguments[0].value = 0.3; arguments[0].dispatchEvent(new Event('input'))", slider
+        SLIDE.replace("VALUE", "0.3"),
+        slider,
     )
     got = drawn(browser, 0)
     assert got["opacity"] == "0.3" and got["width"] >= 224  # up-sampled onto the photo
@@ -295,7 +302,7 @@ def test_map_views_are_drawn_from_each_maps_data(served, browser, page):
         "viridis"
     )
     browser.execute_script(
-        "arguments[0].value = 0.5; arguments[0].dispatchEvent(new Event('input'))",
+        SLIDE.replace("VALUE", "0.5"),
         browser.find_element(By.CSS_SELECTOR, "input[name=opacity]"),
     )
     assert choose_view(browser, "own") == first

@@ -162,3 +162,21 @@ def test_target_labels_explains_each_annotated_class_on_its_own_boxes(tmp_path):
     entries, _ = leaderboard(scored, image_classes(ok[ok.image.isin(labelled)]))
     assert entries[0].stats["pointing_game"][0] == pytest.approx(per_class.mean())
     assert set(per_class.index) == {"cat", "dog"}
+
+
+def test_target_topk_explains_each_of_the_k_likeliest_classes(tmp_path):
+    """``--target topk:3``: three rows per image, ``<id>``, ``<id>.top2``, ``<id>.top3``,
+    whose maps explain the image's 1st, 2nd and 3rd most probable class (from the run's own
+    predictions table); a bad K is refused by name."""
+    out = tmp_path / "out"
+    argv = ["run", "--limit", "2", "--methods", "saliency", "--metrics", "complexity"]
+    assert main([*argv, "--target", "topk:3", "--out", str(out)]) == 0
+    metrics = pd.read_csv(out / "data" / "metrics.csv")
+    explained = metrics[metrics.metric == "target"].set_index("image").value
+    predictions = pd.read_csv(out / "data" / "predictions.csv")
+    for image in ("chelsea", "coffee"):
+        for rank, row in enumerate([image, f"{image}.top2", f"{image}.top3"]):
+            top = predictions[predictions.image == row].sort_values("probability").iloc[::-1]
+            assert explained[row] == top.class_id.iloc[rank]
+    assert "3 most probable classes" in (out / "index.html").read_text()
+    assert main([*argv, "--target", "topk:0", "--out", str(tmp_path / "bad")]) == 2

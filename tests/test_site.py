@@ -221,7 +221,7 @@ def test_map_data_round_trips_and_keeps_small_values():
         assert meta["signed"] == bool(m.min() < 0) and levels.dtype == np.uint8
         back = decode_map(levels, meta)
         share = np.sqrt(np.abs(m) / meta["a"])  # what a level quantises
-        step = 1 / 255 if not meta["signed"] else 1 / 127.5
+        step = 1 / 255 if not meta["signed"] else 1 / 127
         assert np.all(np.abs(np.sqrt(np.abs(back) / meta["a"]) - share) <= step / 2 + 1e-9)
         assert np.array_equal(np.sign(back[np.abs(back) > 0]), np.sign(m[np.abs(back) > 0]))
     assert 0 < meta["top"] <= meta["a"]

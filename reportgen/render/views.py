@@ -174,6 +174,13 @@ def target_rule(target: str) -> str:
             "most probable class id, scored on that class's boxes: TorchRay's pointing-game "
             "protocol; the top-1 prediction for an image without labels)"
         )
+    if str(target).startswith("topk:"):
+        k = str(target).split(":")[1]
+        return (
+            f"each of the image's {k} most probable classes in turn (one row per image and "
+            "rank: <id>.top2 ... explain the 2nd ... most probable class, each scored on the "
+            "image's labelled boxes, and marked where that class is not one of its labels)"
+        )
     return f"class {target}"
 
 

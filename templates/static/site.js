@@ -1,5 +1,6 @@
-// reportgen's site: sortable and filterable tables, the map view (overlay on its own or the
-// shared scale, raw map), the comparison grid and keyboard shortcuts. Plain JavaScript, no
+// reportgen's site: sortable and filterable tables and their column groups, the map views
+// (own, shared or signed scale, raw map; colour map, opacity), a layer's atlas, the
+// comparison grid and keyboard shortcuts. Plain JavaScript, no
 // dependencies; choices are remembered in localStorage. Works from disk and under any prefix.
 (function () {
   "use strict";
@@ -178,8 +179,9 @@
         box.style.left = 100 * found[3] / data.size[1] + "%";
         box.style.height = 100 * (found[4] - found[2]) / data.size[0] + "%";
         box.style.width = 100 * (found[5] - found[3]) / data.size[1] + "%";
-        var frame = element("a", {class: "field-frame", href: fill(data.image_page, {image: name})}, [
-          element("img", {src: fill(data.photo, {image: name}), alt: "photo " + name}), box]);
+        var photo = element("img", {src: fill(data.photo, {image: name}), alt: "photo " + name});
+        photo.style.aspectRatio = data.size[1] + " / " + data.size[0];  // as the model saw it
+        var frame = element("a", {class: "field-frame", href: fill(data.image_page, {image: name})}, [photo, box]);
         return element("figure", {}, [frame, element("figcaption", {}, [name + " · peak " + found[1]])]);
       });
       panel.textContent = "";
@@ -197,7 +199,7 @@
       if (location.hash === "#channel=" + c) show(c); else location.hash = "channel=" + c;
     }
     picture.addEventListener("click", function (event) {
-      var box = picture.getBoundingClientRect(), scale = picture.naturalWidth / box.width;
+      var box = picture.getBoundingClientRect(), scale = data.columns * data.tile / box.width;
       var col = Math.floor((event.clientX - box.left) * scale / data.tile);
       var row = Math.floor((event.clientY - box.top) * scale / data.tile);
       if (col < data.columns && row * data.columns + col < count) go(row * data.columns + col);
@@ -225,10 +227,13 @@
   };
   var look = {
     view: LEGEND[memory.get("view")] ? memory.get("view") : "own",
-    cmap: memory.get("cmap") || "viridis",
+    cmap: "viridis",
     opacity: typeof memory.get("opacity") === "number" ? memory.get("opacity") : 0.5
   };
-  var maps = {}, waiting = {}, requested = {};
+  each(document.querySelectorAll("select[name=colour-map] option"), function (option) {
+    if (option.value === memory.get("cmap")) look.cmap = option.value;  // only one offered
+  });
+  var maps = {}, waiting = {}, requested = {}, tables = {};
   function script(url, failed) {
     if (requested[url]) return;
     requested[url] = true;
@@ -237,9 +242,12 @@
     document.head.appendChild(tag);
   }
   function lut(name) {
-    var hex = window.reportgenColours[name], table = new Uint8Array(768);
-    for (var i = 0; i < 768; i++) table[i] = parseInt(hex.substr(2 * i, 2), 16);
-    return table;
+    if (!tables[name]) {
+      var hex = window.reportgenColours[name], table = new Uint8Array(768);
+      for (var i = 0; i < 768; i++) table[i] = parseInt(hex.substr(2 * i, 2), 16);
+      tables[name] = table;
+    }
+    return tables[name];
   }
   function isDefault() { return look.view === "own" && look.cmap === "viridis" && look.opacity === 0.5; }
   window.reportgenMap = function (key, data) {
@@ -250,7 +258,7 @@
       pen.drawImage(picture, 0, 0);
       var px = pen.getImageData(0, 0, data.w, data.h).data, values = new Float32Array(data.w * data.h);
       for (var i = 0; i < values.length; i++) {
-        var s = data.signed ? (px[4 * i] - 127.5) / 127.5 : px[4 * i] / 255;
+        var s = data.signed ? (px[4 * i] - 127) / 127 : px[4 * i] / 255;
         values[i] = data.a * s * Math.abs(s);
       }
       maps[key] = {data: data, values: values};
@@ -314,7 +322,14 @@
     var key = img.getAttribute("data-key");
     if (maps[key]) return paint(img);
     (waiting[key] = waiting[key] || []).push(img);
-    script(img.getAttribute("data-map"), function () { img.parentNode.classList.add("no-data"); });
+    script(img.getAttribute("data-map"), function () {  // no data (an older site): its overlay
+      (waiting[key] || []).forEach(function (node) {
+        node.src = node.getAttribute("data-own");
+        node.parentNode.classList.remove("drawn");
+        node.title = "this map has no data for the other views: shown on its own scale";
+      });
+      delete waiting[key];
+    });
   }
   var seen = "IntersectionObserver" in window ? new IntersectionObserver(function (entries) {
     entries.forEach(function (entry) {
@@ -368,9 +383,20 @@
     select.parentNode.hidden = false;
     select.addEventListener("change", function () { change("cmap", select.value); });
   });
+  // Dragging the opacity only fades the canvases (redrawn once, when they first appear);
+  // the default look's server overlays come back when the slider is let go at 0.5.
   each(document.querySelectorAll("input[name=opacity]"), function (range) {
     range.parentNode.hidden = false;
-    range.addEventListener("input", function () { change("opacity", parseFloat(range.value)); });
+    range.addEventListener("input", function () {
+      var drawn = document.querySelector("a.drawn") !== null;
+      look.opacity = parseFloat(range.value);
+      each(document.querySelectorAll("output.opacity-value"), function (out) { out.textContent = look.opacity.toFixed(2); });
+      if (!drawn) return refresh();
+      if (look.view !== "raw") {
+        each(document.querySelectorAll("canvas.heat-layer"), function (c) { c.style.opacity = look.opacity; });
+      }
+    });
+    range.addEventListener("change", function () { change("opacity", parseFloat(range.value)); });
   });
   if (document.querySelector("img[data-map]") || document.getElementById("compare-data")) {
     var colours = document.body.getAttribute("data-colours");
