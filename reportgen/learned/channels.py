@@ -283,11 +283,12 @@ def channel_atlas(ctx, layer, table, field, ids, silent, photo_of) -> list[dict]
     side = max(ATLAS_MIN_CROP, min(max(field.size), 3 * max(field.stride)))
     rows = []
     for c in range(channels):
-        rows += peak_rows(layer, c, table, ATLAS_TOP, field, size, ids)
+        found = peak_rows(layer, c, table, ATLAS_TOP, field, size, ids)
+        rows += found
         if not silent[c]:
-            i = int(np.argmax(table[:, c, 0]))  # the first of the highest, as peak_rows
-            box = tile_box(field, int(table[i, c, 1]), int(table[i, c, 2]), size, side)
-            tile = figures.resize_rgb(crop(photo_of(ids[i]), box), (ATLAS_TILE, ATLAS_TILE))
+            best = found[0]  # the tile: around the channel's highest peak
+            box = tile_box(field, best["y"], best["x"], size, side)
+            tile = figures.resize_rgb(crop(photo_of(best["image"]), box), (ATLAS_TILE, ATLAS_TILE))
             r, k = divmod(c, ATLAS_COLUMNS)
             sheet[r * ATLAS_TILE : (r + 1) * ATLAS_TILE, k * ATLAS_TILE : (k + 1) * ATLAS_TILE] = (
                 tile
