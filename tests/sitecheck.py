@@ -2,7 +2,7 @@
 
 ``check_site(out)`` returns a list of problems, empty when every page has a doctype, an
 ``<html lang>``, a non-empty title and exactly one ``<h1>``; every non-void element is
-closed in order; ids are unique; every ``href``, ``src`` and ``data-own/shared/raw`` is
+closed in order; ids are unique; every ``href``, ``src`` and ``data-own/photo/map/colours`` is
 relative (no ``file://``, no root-absolute ``/``) and names a file inside the site; every
 ``<img>`` has alt text; every embedded JSON block parses.
 """
