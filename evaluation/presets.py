@@ -84,7 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evaluation.presets", description=__doc__)
     parser.add_argument("--images", type=int, default=None, help="default photos (all: 12)")
     parser.add_argument(
-        "--rise-images", type=int, default=None, help="photos for RISE (default: --images)"
+        "--rise-images",
+        type=int,
+        default=None,
+        help="photos for RISE and extremal perturbation (default: --images)",
     )
     parser.add_argument(
         "--curve-images", type=int, default=None, help="photos for the curves (default: --images)"
@@ -152,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return keep
 
     by_name = {setting.part: setting for setting in GRID}
-    costly = ("rise", "rise_centred")
+    costly = ("rise", "rise_centred", "extremal_perturbation")
     order = [*(name for name in names if name not in costly), "curves", *costly, "precision"]
     for part in (p for p in [*order, "synthesis"] if p in parts):  # cheap first
         if part == "synthesis":

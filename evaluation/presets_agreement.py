@@ -103,8 +103,9 @@ def passes_per_image(method: str, settings: Mapping[str, int], size: tuple[int, 
 
     if method == "rise":
         return f"{settings['masks']} forward"
-    if method in ("smoothgrad", "integrated_gradients", "gradient_shap"):
-        n = settings["steps" if method == "integrated_gradients" else "samples"]
+    if method in ("smoothgrad", "integrated_gradients", "gradient_shap", "extremal_perturbation"):
+        key = {"integrated_gradients": "steps", "extremal_perturbation": "iterations"}
+        n = settings[key.get(method, "samples")]
         return f"{n} forward + {n} backward"
     if method == "occlusion":
         w, s = int(settings["window"]), int(settings["stride"])

@@ -19,6 +19,7 @@ from . import (  # noqa: E402, F401
     baselines,
     cam,
     deeplift,
+    extremal,
     fullgrad,
     gradient,
     lrp,
