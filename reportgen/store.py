@@ -237,11 +237,16 @@ class Store:
             return np.asarray(im.convert("RGB"))
 
     def save_image(self, rel: str, pixels: np.ndarray, quality: int = 80) -> str:
-        """Save ``uint8 [H, W, 3]`` (or ``[H, W]`` grey) under ``img/``; JPEG or PNG by
-        suffix. Returns the site path."""
+        """Save ``uint8 [H, W, 3]`` (or ``[H, W]`` grey) under ``img/``; WebP, JPEG or PNG
+        by suffix. Returns the site path.
+
+        The site's own pictures (overlays, feature grids, synthesis images) are WebP: a
+        third fewer bytes than JPEG at the same quality setting, which keeps the published
+        site within its size budget; effort 2 of libwebp's 0-6 as for the thumbnails."""
         path = self.img / rel
-        fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
-        options = {"quality": quality} if fmt == "JPEG" else {"optimize": True}
+        fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(path.suffix.lower(), "PNG")
+        by_format = {"JPEG": {"quality": quality}, "WEBP": {"quality": quality, "method": 2}}
+        options = by_format.get(fmt, {"optimize": True})
         self._write(path, lambda tmp: Image.fromarray(pixels).save(tmp, fmt, **options))
         return path.relative_to(self.out).as_posix()
 
@@ -269,7 +274,7 @@ def batch_name(index: int) -> str:
 
 def overlay_path(image: str, method: str, layer: str) -> str:
     """Where a method's overlay for an image (its own scale) lives, relative to ``img/``."""
-    return f"maps/{image}/{method}@{layer}.jpg"
+    return f"maps/{image}/{method}@{layer}.webp"
 
 
 def map_data_path(image: str, method: str, layer: str) -> str:
@@ -280,12 +285,12 @@ def map_data_path(image: str, method: str, layer: str) -> str:
 
 def channel_map_path(layer: str, channel: int, image: str) -> str:
     """Where one channel's activation over an image lives, relative to ``img/``."""
-    return f"channels/{layer}/{channel}/{image}.jpg"
+    return f"channels/{layer}/{channel}/{image}.webp"
 
 
 def feature_grid_path(image: str, layer: str) -> str:
     """Where an image's channel grid at a layer lives, relative to ``img/``."""
-    return f"features/{image}/{layer}.jpg"
+    return f"features/{image}/{layer}.webp"
 
 
 ATLAS_TILE = 40  # px per tile of a layer's atlas (every channel in one image)
@@ -295,4 +300,4 @@ ATLAS_COLUMNS = 32  # tiles per row of it
 def learned_path(technique: str, key: str, variant: str = "") -> str:
     """Where an image made by a synthesis or dataset view lives, relative to ``img/``
     (``key``: a layer/channel, a class id or an image@layer)."""
-    return f"learned/{technique}/{key}{'.' + variant if variant else ''}.jpg"
+    return f"learned/{technique}/{key}{'.' + variant if variant else ''}.webp"

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,3 +190,30 @@ def fast_site(tmp_path_factory):
     argv = ["run", "--out", str(out), "--limit", str(FAST_SITE_IMAGES), "--batch-size", "2"]
     assert main([*argv, *FAST_RUN, *methods]) == 0
     return out
+
+
+PREFIX = "/reportgen/"  # the sub-path a project site has on GitHub Pages
+
+
+class SubPathHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the site under /reportgen/ only, as GitHub Pages does for a project site."""
+
+    def translate_path(self, path: str) -> str:
+        if not path.startswith(PREFIX):
+            return str(Path(self.directory) / "__outside_the_prefix__")
+        return super().translate_path("/" + path[len(PREFIX) :])
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serve(site: Path) -> Iterator[str]:
+    """A site served over http under ``PREFIX`` for the block; yields its base URL."""
+    handler = functools.partial(SubPathHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}{PREFIX}"
+    finally:
+        server.shutdown()

@@ -4,7 +4,8 @@
 ``<html lang>``, a non-empty title and exactly one ``<h1>``; every non-void element is
 closed in order; ids are unique; every ``href``, ``src`` and ``data-own/photo/map/colours`` is
 relative (no ``file://``, no root-absolute ``/``) and names a file inside the site; every
-``<img>`` has alt text; every embedded JSON block parses.
+``<img>`` has alt text and a width and height (its box is kept while it loads: no layout
+shift); every embedded JSON block parses.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class PageParser(HTMLParser):
                 self.refs.append((tag, attrs[key]))
         if tag == "img" and not (attrs.get("alt") or "").strip():
             self.problems.append(f"<img src={attrs.get('src', '?')}> has no alt text")
+        if tag == "img" and not (attrs.get("width") and attrs.get("height")):
+            self.problems.append(f"<img src={attrs.get('src', '?')}> has no width and height")
         if "id" in attrs:
             if attrs["id"] in self.ids:
                 self.problems.append(f"duplicate id {attrs['id']!r}")

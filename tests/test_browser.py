@@ -9,14 +9,11 @@ scrolls sideways on a phone.
 from __future__ import annotations
 
 import base64
-import functools
-import http.server
 import io
 import json
 import os
 import shutil
 import tempfile
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +22,7 @@ from PIL import Image
 
 from reportgen import figures
 
-from .conftest import FAST_SITE_IMAGES
+from .conftest import FAST_SITE_IMAGES, PREFIX, serve
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -34,7 +31,6 @@ from selenium.webdriver.support.ui import Select  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-PREFIX = "/reportgen/"
 
 if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
     if os.environ.get("REPORTGEN_REQUIRE_BROWSER"):  # set by .ci/run: never skip there
@@ -44,27 +40,10 @@ if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
     )
 
 
-class SubPathHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves the site under /reportgen/ only, as GitHub Pages does for a project site."""
-
-    def translate_path(self, path: str) -> str:
-        if not path.startswith(PREFIX):
-            return str(Path(self.directory) / "__outside_the_prefix__")
-        return super().translate_path("/" + path[len(PREFIX) :])
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def served(fast_site):
-    out = fast_site
-    handler = functools.partial(SubPathHandler, directory=str(out))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield out, f"http://127.0.0.1:{server.server_address[1]}{PREFIX}"
-    server.shutdown()
+    with serve(fast_site) as base:
+        yield fast_site, base
 
 
 @pytest.fixture(scope="module")
@@ -266,8 +245,8 @@ def test_map_views_are_drawn_from_each_maps_data(served, browser, page):
     out, base = served
     fresh(browser, base + page)
     first = map_sources(browser)
-    own = ".webp" if "methods/" in page else ".jpg"
-    assert first and all(s.endswith(own) for s in first)
+    thumbs = "methods/" in page  # method pages show thumbnails, image pages the overlays
+    assert first and all(s.endswith(".webp") and ("/thumbs/" in s) == thumbs for s in first)
     legend = browser.find_element(By.CSS_SELECTOR, ".colour-legend")
     assert legend.text.startswith("this map's min") and "(viridis)" in legend.text
     assert not browser.find_elements(By.CSS_SELECTOR, "a.drawn")

@@ -46,7 +46,9 @@ def every_table(out: Path) -> dict[str, bytes]:
 
 
 def overlays(out: Path) -> dict[str, bytes]:
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in (out / "img").rglob("*.jpg")}
+    """Every picture the run drew (photos, overlays, channel and synthesis images)."""
+    drawn = [p for suffix in ("*.jpg", "*.webp") for p in (out / "img").rglob(suffix)]
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in drawn}
 
 
 @pytest.fixture(scope="module")

@@ -112,7 +112,7 @@ def test_assets_have_content_hashed_names_and_old_ones_go(site):
 
 
 def test_thumbnails_are_small_webp_and_follow_their_source(site):
-    source = site / "img/maps/chelsea/gradcam@bn2.jpg"
+    source = site / "img/maps/chelsea/gradcam@bn2.webp"
     thumb = site / "img/thumbs/maps/chelsea/gradcam@bn2.webp"
     with Image.open(thumb) as image:
         assert image.format == "WEBP" and max(image.size) == THUMB_SIZE
@@ -344,3 +344,27 @@ def test_index_opens_with_a_verdict_linked_to_its_evidence(site):
     links = re.findall(r'href="#(cd-[^"]+)"', verdict)
     assert links and all(f'id="{anchor}"' in index for anchor in links)
     assert "The bar</strong>: maps that ignore the model score" in verdict
+
+
+def test_images_get_their_files_size(tmp_path):
+    """Width and height from the file (an SVG's points at 96/72 px), so the browser keeps
+    the box before the image loads; sizes already given, data URLs and missing files are
+    left alone."""
+    from reportgen.render.site import sized_images
+
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (30, 20)).save(tmp_path / "img" / "a.jpg")
+    (tmp_path / "img" / "b.svg").write_text('<svg width="72pt" height="36pt" viewBox="0 0 72 36">')
+    page = tmp_path / "images"
+    page.mkdir()
+    html = (
+        '<img loading="lazy" src="../img/a.jpg" alt="a"><img class="plot" src="../img/b.svg">'
+        '<img src="../img/a.jpg" width="5" height="5"><img src="data:image/png;base64,AA">'
+        '<img src="../img/missing.png">'
+    )
+    assert sized_images(html, page) == (
+        '<img width="30" height="20" loading="lazy" src="../img/a.jpg" alt="a">'
+        '<img width="96" height="48" class="plot" src="../img/b.svg">'
+        '<img src="../img/a.jpg" width="5" height="5"><img src="data:image/png;base64,AA">'
+        '<img src="../img/missing.png">'
+    )

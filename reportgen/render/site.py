@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 import zlib
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -205,6 +206,58 @@ def site_size(out: str | Path, images: int) -> SiteSize:
     return SiteSize(published, raw, images)
 
 
+UNSIZED_IMG = re.compile(r'<img\b(?![^>]*\bwidth=)([^>]*?)\bsrc="([^"]+)"')
+SVG_SIZE = re.compile(rb'<svg[^>]*?\bwidth="([\d.]+)(pt|px)?"[^>]*?\bheight="([\d.]+)(pt|px)?"')
+
+
+_SIZES: dict[tuple[Path, float], tuple[int, int]] = {}
+
+
+def image_size(path: Path) -> tuple[int, int] | None:
+    """A written image's size in CSS pixels (an SVG's points at 96/72), or None if it is not
+    there or unreadable. Cached by path and modification time."""
+    try:
+        key = (path, path.stat().st_mtime)
+        if key not in _SIZES:
+            found = _read_size(path)
+            if found is None:
+                return None
+            _SIZES[key] = found
+        return _SIZES[key]
+    except OSError:
+        return None
+
+
+def _read_size(path: Path) -> tuple[int, int] | None:
+    try:
+        if path.suffix == ".svg":
+            found = SVG_SIZE.search(path.read_bytes()[:2000])
+            if not found:
+                return None
+            w, wu, h, hu = found.groups()
+            scale = {b"pt": 96 / 72}
+            return round(float(w) * scale.get(wu, 1)), round(float(h) * scale.get(hu, 1))
+        with Image.open(path) as img:
+            return img.size
+    except (OSError, ValueError):
+        return None
+
+
+def sized_images(html: str, page_dir: Path) -> str:
+    """Every ``<img>`` without a width gets its file's width and height, so the browser
+    keeps its box before it loads (no layout shift; anchors land where they point). CSS
+    still scales it (``height: auto``)."""
+
+    def add(m: re.Match) -> str:
+        src = m.group(2)
+        size = None if ":" in src else image_size((page_dir / src).resolve())
+        if size is None:
+            return m.group(0)
+        return f'<img width="{size[0]}" height="{size[1]}"{m.group(1)}src="{src}"'
+
+    return UNSIZED_IMG.sub(add, html)
+
+
 class SiteWriter:
     """Writes pages and files only when their content changed, like coverage.py's report.
 
@@ -239,6 +292,7 @@ class SiteWriter:
         html = self.env.get_template(template).render(
             root="../" * rel.count("/"), page=rel, **context
         )
+        html = sized_images(html, (self.out / rel).parent)
         if self._changed(rel, hashlib.sha256(html.encode()).hexdigest()):
             atomic_write(self.out / rel, lambda tmp: Path(tmp).write_text(html, encoding="utf-8"))
 

@@ -469,7 +469,8 @@
       var body = picked.i.map(function (image) {
         return element("tr", {}, [element("th", {}, [
           element("a", {href: path("image_page", image, "")}, [
-            element("img", {class: "photo", loading: "lazy", src: path("photo", image, ""), alt: "photo " + image}),
+            element("img", {class: "photo", loading: "lazy", src: path("photo", image, ""), alt: "photo " + image,
+                            style: "aspect-ratio: " + data.shapes[image]}),
             image
           ])
         ])].concat(picked.m.map(function (key) { return cell(image, key); })));
