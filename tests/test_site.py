@@ -333,6 +333,37 @@ def test_misclassified_images_are_marked_and_every_map_names_its_class(site, tmp
         target = int(metrics[metrics.image == row.image].value.iloc[0])
         assert f"Every map below explains class {target}," in page, row.image
     assert "✗ seen as" in index and "labelled images" in index
+    # the leaderboard again on the correctly classified images alone
+    correct = [
+        r.image
+        for r in images.itertuples()
+        if int(top.class_id[r.image])
+        in {int(float(c)) for c in str(r.classes).split() if c != "nan"}
+    ]
+    board = index.split('id="correct-table"')[1].split("</table>")[0]
+    counts = [int(n) for n in re.findall(r"</td><td>[^<]+</td><td>(\d+)</td>", board)]
+    assert counts and max(counts) == len(correct) < len(images)
+
+
+def test_leaderboard_columns_have_a_visible_legend_and_pairs_a_page_of_their_own(site):
+    """Every column heading is expanded under the table (no hover needed), every row's
+    p-values are in a table, and the pairwise tables, most of the index's bytes
+    otherwise, are on pairs.html, one per metric, each reachable from its list."""
+    index = (site / "index.html").read_text()
+    head = index.split('id="leaderboard-table"')[1].split("</thead>")[0]
+    headings = re.findall(
+        r'<th data-type="num" data-group[^>]*>([^<]+) <span class="better">', head
+    )
+    legend = index.split('id="columns-legend"')[1].split("</dl>")[0]
+    assert headings and all(f"<dt>{escape(h)}</dt>" in legend for h in headings)
+    rows = index.split('id="leaderboard-table"')[1].split("</table>")[0].count("<tr>") - 1
+    p_values = index.split('id="p-value-table"')[1].split("</table>")[0]
+    assert p_values.count("<tr>") - 1 == rows
+    pairs = (site / "pairs.html").read_text()
+    assert 'class="matrix"' not in index and 'href="pairs.html"' in index
+    links = re.findall(r'href="#(pairs-[^"]+)"', pairs)
+    assert links and all(f'<details id="{anchor}">' in pairs for anchor in links)
+    assert pairs.count('class="matrix"') == len(links)
 
 
 def test_index_opens_with_a_verdict_linked_to_its_evidence(site):

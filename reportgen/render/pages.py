@@ -211,8 +211,30 @@ def index(r: Report, site: SiteWriter) -> list[Page]:
         "wilcoxon_images": images_for_wilcoxon(len(r.entries) - 1),
         "agreement": agreement_verdict(agreement, headings) if not agreement.empty else "",
         "setting_moves": setting_moves(r.metrics, agreement) if not agreement.empty else [],
+        "correct_only": correct_only(r),
     }
-    return [Page("index.html", "index.html", context)]
+    pages = [Page("index.html", "index.html", context)]
+    if r.tables:  # every pair, on a page of its own: most of the index's weight otherwise
+        pages.append(Page("pairs.html", "pairs.html", {"tables": r.tables, "image_ids": r.ids}))
+    return pages
+
+
+def correct_only(r: Report) -> dict | None:
+    """The leaderboard again on the correctly classified images alone, when some images
+    are misclassified (their maps explain a class they are not labelled with)."""
+    correct = [image for image, mark in r.marks.items() if mark["correct"]]
+    if not r.entries or not 0 < len(correct) < len(r.ids):
+        return None
+    entries, _ = leaderboard(
+        r.metrics[r.metrics.image.isin(correct)], image_classes(r.ok[r.ok.image.isin(correct)])
+    )
+    return {
+        "images": len(correct),
+        "entries": entries,
+        "counts": Counter(m for e in entries for m in e.best),
+        "note": f"{images_for_wilcoxon(len(entries) - 1)} images are needed for any row "
+        f"to differ significantly from the best after Holm's correction.",
+    }
 
 
 def about(r: Report, site: SiteWriter) -> list[Page]:
