@@ -85,6 +85,7 @@ COLUMNS = {  # fixed columns, so an empty table still reads back with its header
         "rank",
         "image",
         "activation",
+        "pre_activation",
         "y",
         "x",
         "top",

@@ -80,6 +80,8 @@ def test_top_patches_are_the_highest_stored_peaks_inside_the_image(site):
         assert len(rows) == min(learned.PATCHES, IMAGES)
         expected = sorted(peaks[:, c, 0], reverse=True)
         assert rows.activation.tolist() == pytest.approx(expected, rel=1e-6)
+        for _, tied in rows.groupby("activation"):  # equal peaks: furthest past the clamp first
+            assert tied.pre_activation.is_monotonic_decreasing
         assert (rows.top >= 0).all() and (rows.left >= 0).all()
         assert (rows.bottom <= 224).all() and (rows.right <= 224).all()
         assert (rows.bottom > rows.top).all() and (rows.right > rows.left).all()

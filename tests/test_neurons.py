@@ -149,7 +149,7 @@ def test_projection_of_one_conv_is_its_transposed_convolution():
 def test_projection_on_resnet_is_batched_inside_the_field_and_leaves_the_model(small_resnet):
     model, x = small_resnet
     layer, channels = "layer2", torch.tensor([0, 5, 17])
-    _, peaks = top_patches(model, x, layers=[layer])[layer]
+    _, peaks, _ = top_patches(model, x, layers=[layer])[layer]
     positions = peaks[torch.arange(3), channels]
     model.layer3.requires_grad_(False)
     model.train()
@@ -204,13 +204,42 @@ def test_top_patches_technique(tiny, batch):
     technique = REGISTRY["top_patches"]
     assert technique.family == "view" and not technique.needs_gradient
     out = top_patches(tiny, batch, layers=["features.1", "features.3"])
-    values, positions = out["features.3"]
+    values, positions, before = out["features.3"]
     assert values.shape == (3, 6) and positions.shape == (3, 6, 2)
     with torch.no_grad():
         acts = tiny.features(batch)
     expected_values, expected_positions = channel_peaks(acts)
     torch.testing.assert_close(values, expected_values)
     assert torch.equal(positions, expected_positions)
+    torch.testing.assert_close(before, values)  # no clamp at the end: the maximum itself
+
+
+class NormAct(nn.Module):
+    """timm's BatchNormAct2d in miniature: a scale, then an in-place ReLU6 as ``act``."""
+
+    def __init__(self):
+        super().__init__()
+        self.act = nn.ReLU6(inplace=True)
+
+    def forward(self, x):
+        return self.act(x * 2.0)
+
+
+@pytest.mark.parametrize("folded", [False, True])
+def test_top_patches_break_ties_at_relu6_by_the_pre_activation(folded):
+    """Two units saturate at 6 in image 0 (pre-activations 8 and 14) and one in image 1
+    (10): the peak is the unit furthest past the clamp, and the pre-activation is kept
+    to rank equal peaks; a folded norm (``Sequential`` of its activation) reads the same."""
+    layer = nn.Sequential(nn.ReLU6(inplace=True)) if folded else NormAct()
+    model = nn.Sequential(nn.Identity(), layer)
+    x = torch.zeros(2, 1, 3, 3)
+    x[0, 0, 0, 1], x[0, 0, 2, 2], x[1, 0, 1, 1] = 4.0, 7.0, 5.0
+    if folded:
+        x = x * 2.0
+    values, positions, before = top_patches(model, x, layers=["1"])["1"]
+    assert values.tolist() == [[6.0], [6.0]]
+    assert positions.tolist() == [[[2, 2]], [[1, 1]]]
+    assert before.tolist() == [[14.0], [10.0]]
 
 
 @pytest.mark.slow
@@ -242,7 +271,7 @@ def test_projection_on_lite0_with_a_photo_stays_in_the_field(lite0):
     assert wide == ReceptiveField((147, 147), (16, 16), (7.0, 11.0))
     assert wide.box(0, 0, (200, 300)) == (0, 0, 81, 85)  # centre (7, 11) +- 73, clipped
     with torch.no_grad():
-        values, positions = top_patches(model, x, layers=[layer])[layer]
+        values, positions, _ = top_patches(model, x, layers=[layer])[layer]
     channels = values[0].topk(3).indices
     proj = deconv_projection(
         model, x.expand(3, -1, -1, -1), layer, channels, positions[0, channels]

@@ -155,10 +155,11 @@ def peaks(ctx: Context, batch: Batch, layer: str) -> dict:
         found = techniques.get("top_patches").run(
             ctx.forward_model, batch.x, layers=ctx.spec.feature_layers
         )
-        for feature_layer, (values, where) in found.items():
-            stacked = torch.cat([values[..., None].float(), where.float()], -1)
+        for feature_layer, (values, where, before) in found.items():
+            stacked = torch.cat([values[..., None], where.float(), before[..., None]], -1)
             for image, table in zip(batch.ids, stacked.cpu().numpy(), strict=True):
-                ctx.store.save_map(image, f"peaks@{feature_layer}", table)  # [C, 3]: max, y, x
+                # [C, 4]: max, y, x, pre-activation there (ties at a clamp's ceiling)
+                ctx.store.save_map(image, f"peaks@{feature_layer}", table)
     return {"synthesis": [], "timing": ctx.timer.last}
 
 
@@ -245,10 +246,13 @@ def top_patches(ctx: Context) -> dict:
 
 
 def peak_rows(layer: str, c: int, table: np.ndarray, count: int, field, size, ids) -> list[dict]:
-    """Channel ``c``'s ``count`` highest peaks over the images (``table``: ``[images, C, 3]``:
-    value, y, x), each with the receptive field of that unit, ``(top, left, bottom, right)``."""
+    """Channel ``c``'s ``count`` highest peaks over the images (``table``: ``[images, C, 4]``:
+    value, y, x, pre-activation), each with the receptive field of that unit, ``(top, left,
+    bottom, right)``. Equal peaks (a clamp's ceiling) are ordered by their pre-activation;
+    a table of 3 columns (a run stored before it was kept) by image order."""
+    before = table[:, c, 3] if table.shape[-1] > 3 else table[:, c, 0]
     rows = []
-    for rank, i in enumerate(np.argsort(-table[:, c, 0], kind="stable")[:count]):
+    for rank, i in enumerate(np.lexsort((-before, -table[:, c, 0]))[:count]):
         y, x = int(table[i, c, 1]), int(table[i, c, 2])
         top, left, bottom, right = field.box(y, x, size)
         rows.append(
@@ -258,6 +262,7 @@ def peak_rows(layer: str, c: int, table: np.ndarray, count: int, field, size, id
                 "rank": rank,
                 "image": ids[i],
                 "activation": float(table[i, c, 0]),
+                "pre_activation": float(before[i]),
                 "y": y,
                 "x": x,
                 "top": top,

@@ -9,6 +9,7 @@ bookkeeping across images.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Callable, Sequence
@@ -19,7 +20,15 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..capture import Capture, activations, backward_rule, frozen, grad_ready_input, preserved_state
+from ..capture import (
+    Capture,
+    activations,
+    backward_rule,
+    frozen,
+    grad_ready_input,
+    preserved_state,
+    resolve_layer,
+)
 from .registry import Technique, register
 from .views import first_conv
 
@@ -313,14 +322,47 @@ def dead_channels(peaks_over_dataset: np.ndarray, threshold: float = 0.0) -> np.
     return np.asarray(peaks_over_dataset).max(axis=0) <= threshold
 
 
+def final_clamp(module: nn.Module) -> nn.Module | None:
+    """The clamp a layer ends with (ReLU6 or another ``Hardtanh``: timm's norm + activation
+    layers, folded into a ``Sequential`` or not), else None. Its input, the
+    pre-activation, orders the units it saturates."""
+    last = module[-1] if isinstance(module, nn.Sequential) and len(module) else None
+    last = getattr(module, "act", last)
+    return last if isinstance(last, nn.Hardtanh) else None
+
+
 def top_patches(
     model: nn.Module, x: torch.Tensor, targets=None, *, layers: Sequence[str], **_
-) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """One forward pass: per layer, each channel's maximum ``[N, C]`` and its position
-    ``[N, C, 2]``, what the pipeline ranks images by across the data set."""
-    with preserved_state(model), torch.no_grad(), Capture(model, layers) as cap:
-        model(x)
-    return {name: channel_peaks(cap.outputs[name].float()) for name in layers}
+) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """One forward pass: per layer, each channel's maximum ``[N, C]``, its position
+    ``[N, C, 2]`` and the pre-activation there ``[N, C]``, what the pipeline ranks images by
+    across the data set. Where the layer ends with a clamp (ReLU6 saturates at 6: at
+    Lite0's ``bn2`` most channels reach it on most images), the peak is the unit with the
+    largest pre-activation: the same maximum, its ties broken by how far past the clamp
+    each unit went. Elsewhere the pre-activation is the maximum itself."""
+    before: dict[str, torch.Tensor] = {}
+    clamps = {name: final_clamp(resolve_layer(model, name)) for name in layers}
+    with contextlib.ExitStack() as stack:
+        for name, clamp in clamps.items():
+            if clamp is not None:
+
+                def keep(_module, args, name=name) -> None:
+                    before[name] = args[0].detach().to(torch.float32, copy=True)  # in place
+
+                stack.callback(clamp.register_forward_pre_hook(keep).remove)
+        with preserved_state(model), torch.no_grad(), Capture(model, layers) as cap:
+            model(x)
+    found = {}
+    for name in layers:
+        after = cap.outputs[name].float()
+        pre = before.get(name, after)
+        values, positions = channel_peaks(pre)
+        n, c = values.shape
+        y, x_ = positions.unbind(-1)
+        rows = torch.arange(n, device=after.device)[:, None]
+        channels = torch.arange(c, device=after.device)[None]
+        found[name] = (after[rows, channels, y, x_], positions, values)
+    return found
 
 
 register(
@@ -340,7 +382,9 @@ register(
         "from the corner units at the input size). The deconvnet rule passes "
         "R_in = ReLU(R_out) at every activation, ignoring the forward input, through "
         "transposed filters and max-pool switches. Projections: largest magnitude to "
-        "128 ± 127 around grey.",
+        "128 ± 127 around grey. Where the layer ends with a clamp (ReLU6), equal peaks at "
+        "its ceiling are ordered by the pre-activation, and the unit shown is the one "
+        "that went furthest past it.",
         cost="1 forward pass per image (peaks); then per channel 1 forward + 1 backward "
         "pass over its 9 images (batched)",
         run=top_patches,
