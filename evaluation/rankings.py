@@ -11,6 +11,7 @@ many images a test would need when the data set is too small for it. Torch-free.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,11 +94,12 @@ class Ranking:
         this many images at all."""
         return self.n >= images_for_wilcoxon(self.k - 1)
 
-    def headline(self) -> str:
+    def headline(self, titles: Mapping[str, str] | None = None) -> str:
         """The answer first, in a sentence: the best row (and any tied with it), how many
-        rows are significantly worse and how many cannot be told apart from it."""
+        rows are significantly worse and how many cannot be told apart from it. ``titles``:
+        a method's name as people write it ("Grad-CAM at bn2"), else its key."""
         tied = [
-            f"{m}@{lay}"
+            f"{titles[m]} at {lay}" if titles and m in titles else f"{m}@{lay}"
             for (m, lay), r in zip(self.keys, self.mean_ranks, strict=True)
             if r == self.mean_ranks[0]
         ]

@@ -169,3 +169,4 @@ def test_the_headline_names_the_best_row_its_ties_and_what_can_be_told_apart():
     same = np.array([1.0, 0.0, 1.0, 0.0, 1.0, 1.0])
     tied = rank_metric(long({"a": same, "b": same, "d": same + 1}), DROP)
     assert tied.headline().startswith("a@input and b@input, but with 6 images no other row")
+    assert tied.headline({"a": "Method A"}).startswith("Method A at input and b@input, but")

@@ -212,6 +212,7 @@ def index(r: Report, site: SiteWriter) -> list[Page]:
         "agreement": agreement_verdict(agreement, headings) if not agreement.empty else "",
         "setting_moves": setting_moves(r.metrics, agreement) if not agreement.empty else [],
         "correct_only": correct_only(r),
+        "titles": {name: about["title"] for name, about in r.methods.items()},
     }
     pages = [Page("index.html", "index.html", context)]
     if r.tables:  # every pair, on a page of its own: most of the index's weight otherwise
