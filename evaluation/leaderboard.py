@@ -6,6 +6,8 @@ figures beside the published ones. The renderer shows what these return."""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -195,3 +197,48 @@ def published_rows(entries: list[Entry], cam_layer: str) -> list[dict]:
         }
         for p in PUBLISHED
     ]
+
+
+SAME_MAP = 1e-6  # 1 - cosine similarity under which two rectified maps are the same
+
+
+def _same_map(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    """Equal up to a positive scale (both empty counts as equal)."""
+    if a is None or b is None or a.shape != b.shape:
+        return False
+    norms = float(np.sqrt((a @ a) * (b @ b)))
+    if norms == 0:
+        return not a.any() and not b.any()
+    return 1 - float(a @ b) / norms <= SAME_MAP
+
+
+def same_map_groups(
+    load: Callable[[str, str], np.ndarray | None],
+    keys: Sequence[tuple[str, str]],
+    images: Sequence[str],
+) -> list[list[tuple[str, str]]]:
+    """Rows at one layer whose rectified maps (what every score reads) are the same up to a
+    positive scale on every image, each group in ``keys`` order: their scores can differ
+    only by the rounding of the metric passes, so the leaderboard says so instead of
+    ranking them apart. ``load(image, "method@layer")``: a stored map. Pairs are checked
+    image by image, so only the maps of pairs still equal are read."""
+    by_layer: dict[str, list[tuple[str, str]]] = {}
+    for key in keys:
+        by_layer.setdefault(key[1], []).append(key)
+    groups = []
+    for rows in by_layer.values():
+        pairs = set(itertools.combinations(rows, 2))
+        for image in images:
+            if not pairs:
+                break
+            maps = {}
+            for key in {k for pair in pairs for k in pair}:
+                found = load(image, f"{key[0]}@{key[1]}")
+                maps[key] = None if found is None else np.maximum(found, 0).ravel().astype(float)
+            pairs = {(a, b) for a, b in pairs if _same_map(maps[a], maps[b])}
+        first: dict[tuple[str, str], tuple[str, str]] = {}
+        for a, b in sorted(pairs, key=lambda p: (rows.index(p[0]), rows.index(p[1]))):
+            first.setdefault(b, first.get(a, a))
+        for head in dict.fromkeys(first.values()):
+            groups.append([head, *(k for k in rows if first.get(k) == head)])
+    return groups

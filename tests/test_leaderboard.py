@@ -123,3 +123,25 @@ def test_rows_tied_for_the_best_are_all_marked_best():
     assert "insertion_auc" in by["first"].best and "insertion_auc" in by["twin"].best
     assert "insertion_auc" not in by["worse"].best
     assert "insertion_auc" not in by["first"].versus and "insertion_auc" not in by["twin"].versus
+
+
+def test_rows_with_the_same_rectified_map_are_grouped():
+    """Equal up to a positive scale on every image groups rows of one layer; a map equal on
+    one image only, a negated map (rectified away) or another layer's does not join."""
+    from evaluation.leaderboard import same_map_groups
+
+    rng = np.random.default_rng(0)
+    base = {image: rng.normal(size=(7, 7)) for image in ("a", "b")}
+    maps = {}
+    for image, m in base.items():
+        maps[image, "cam@l"] = m
+        maps[image, "gradcam@l"] = 3.0 * m
+        maps[image, "hirescam@l"] = 0.5 * m
+        maps[image, "other@l"] = m if image == "a" else -m
+        maps[image, "cam@k"] = m
+    keys = [("cam", "l"), ("other", "l"), ("gradcam", "l"), ("hirescam", "l"), ("cam", "k")]
+    groups = same_map_groups(lambda image, key: maps.get((image, key)), keys, ["a", "b"])
+    assert groups == [[("cam", "l"), ("gradcam", "l"), ("hirescam", "l")]]
+    maps["b", "hirescam@l"] = maps["b", "hirescam@l"] + 1e-2 * rng.normal(size=(7, 7))
+    groups = same_map_groups(lambda image, key: maps.get((image, key)), keys, ["a", "b"])
+    assert groups == [[("cam", "l"), ("gradcam", "l")]]

@@ -366,6 +366,25 @@ def test_leaderboard_columns_have_a_visible_legend_and_pairs_a_page_of_their_own
     assert pairs.count('class="matrix"') == len(links)
 
 
+def test_rows_with_the_same_map_are_marked_with_the_reason(site):
+    """At Lite0's bn2 (global average pooling and a linear classifier follow) Grad-CAM,
+    HiResCAM and XGrad-CAM compute CAM's map: the group's best-ranked row stands, the
+    others point to it, and a note gives the reason."""
+    index = (site / "index.html").read_text()
+    note = index.split('id="same-maps"')[1].split("</p>")[0]
+    assert all(t in note for t in ("CAM", "Grad-CAM", "HiResCAM", "XGrad-CAM", "bn2"))
+    assert "global average pooling and a linear classifier" in note
+    board = index.split('id="leaderboard-table"')[1].split("</table>")[0]
+    marks = {}
+    for method in ("cam", "gradcam", "hirescam", "xgradcam"):
+        cell = board.split(f'href="methods/{method}.html#at-bn2">')[1].split("</td>")[0]
+        marks[method] = re.findall(r'class="same-mark" href="#same-maps"[^>]*>= ([^<]+)<', cell)
+    heads = [m for m, found in marks.items() if not found]
+    assert len(heads) == 1, marks
+    title = board.split(f'href="methods/{heads[0]}.html#at-bn2">')[1].split("<")[0]
+    assert all(found == [title] for m, found in marks.items() if m != heads[0]), marks
+
+
 def test_index_opens_with_a_verdict_linked_to_its_evidence(site):
     """A line per headline ranking and the baselines' bar, before the leaderboard; each
     'Why' link lands on its critical-difference diagram."""

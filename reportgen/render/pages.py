@@ -23,6 +23,7 @@ from evaluation.leaderboard import (
     leaderboard,
     negative_shares,
     published_rows,
+    same_map_groups,
 )
 from evaluation.published import PUBLISHED_WIN, WIN_METRIC, WIN_PAIR
 from evaluation.rankings import AGREEMENT_COLUMNS as AGREEMENT
@@ -190,6 +191,7 @@ def index(r: Report, site: SiteWriter) -> list[Page]:
         draw = lambda path: agreement_plot(agreement, headings, path)  # noqa: E731
         r.plot(site, "img/agreement.svg", "metrics", draw)
     converted = r.ok[r.ok.note.notna()] if "note" in r.ok else r.ok.iloc[:0]  # "" reads as NaN
+    same_maps = same_map_groups(r.store.load_map, r.keys, r.ids)
     context = {
         "entries": r.entries,
         "best_counts": Counter(m for e in r.entries for m in e.best),  # > 1: a tie for the best
@@ -213,6 +215,9 @@ def index(r: Report, site: SiteWriter) -> list[Page]:
         "setting_moves": setting_moves(r.metrics, agreement) if not agreement.empty else [],
         "correct_only": correct_only(r),
         "titles": {name: about["title"] for name, about in r.methods.items()},
+        "same_maps": same_maps,
+        "same_as": {f"{m}@{lay}": group[0] for group in same_maps for m, lay in group[1:]},
+        "same_as_cam": any(m == "cam" for group in same_maps for m, _ in group),
     }
     pages = [Page("index.html", "index.html", context)]
     if r.tables:  # every pair, on a page of its own: most of the index's weight otherwise
