@@ -20,6 +20,7 @@ from .rankings import ALPHA, Ranking, rankings
 
 SIGNIFICANCE = ALPHA  # Holm-corrected Wilcoxon p below this: a real difference
 SIGNED_SHARE = 1.0  # % of a layer's activations below zero from which it counts as signed
+FEW_IMAGES = 5  # a cell resting on fewer images is greyed with its count: a mean of 1-4 says little
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Entry:
     versus: dict[str, float] = field(default_factory=dict)
     best: set[str] = field(default_factory=set)  # the metrics this row has the best mean rank of
     ranks: dict[str, float] = field(default_factory=dict)  # metric -> mean rank (1 = best)
+    counts: dict[str, int] = field(default_factory=dict)  # metric -> images it rests on
 
     @property
     def versus_best(self) -> float:
@@ -102,7 +104,9 @@ def leaderboard(
                 stats[metric] = (float(values.mean()), *bootstrap_ci(values))
         key = f"{method}@{layer}"
         win = float(wins.loc[key].drop(key).mean()) if key in wins.index else float("nan")
-        entries.append(Entry(method, layer, int(group.image.nunique()), stats, win))
+        entry = Entry(method, layer, int(group.image.nunique()), stats, win)
+        entry.counts = {m: int(group[group.metric == m].image.nunique()) for m in stats}
+        entries.append(entry)
     by_key = {(e.method, e.layer): e for e in entries}
     for metric, ranked in found.items():  # the best mean rank, and each row against it
         for i, key in enumerate(ranked.keys):
@@ -157,17 +161,17 @@ def instance_split(metrics: pd.DataFrame, entries: list[Entry]) -> dict:
     rows = []
     for e in entries:
         mine = metrics[(metrics.method == e.method) & (metrics.layer == e.layer)]
-        stats = {}
+        stats, counts = {}, {}
         for metric in present:
             values = mine[mine.metric == metric]
             for group, ids in groups.items():
                 v = values[values.image.isin(ids)].value.to_numpy(dtype=float)
                 if v.size:
                     stats[metric, group] = (float(v.mean()), *bootstrap_ci(v))
-        rows.append({"method": e.method, "layer": e.layer, "stats": stats})
-    counts = {group: len(ids) for group, ids in groups.items()}
+                    counts[metric, group] = int(v.size)
+        rows.append({"method": e.method, "layer": e.layer, "stats": stats, "counts": counts})
     return {
-        "counts": counts,
+        "counts": {group: len(ids) for group, ids in groups.items()},
         "metrics": [m for m in catalogue.ranked() if m.id in present],
         "rows": rows,
     }

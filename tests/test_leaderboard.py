@@ -145,3 +145,15 @@ def test_rows_with_the_same_rectified_map_are_grouped():
     maps["b", "hirescam@l"] = maps["b", "hirescam@l"] + 1e-2 * rng.normal(size=(7, 7))
     groups = same_map_groups(lambda image, key: maps.get((image, key)), keys, ["a", "b"])
     assert groups == [[("cam", "l"), ("gradcam", "l")]]
+
+
+def test_each_cell_counts_the_images_it_rests_on():
+    """A metric scored on 3 of a row's 10 images (say, the ones with boxes) counts 3, so the
+    index can grey that cell with its count."""
+    metrics = pd.DataFrame(
+        rows("a", "average_drop", np.linspace(10, 50, 10))
+        + rows("a", "pointing_game", [100.0, 0.0, 100.0], images=["im0", "im4", "im7"])
+    )
+    (entry,), _ = leaderboard(metrics)
+    assert entry.images == 10
+    assert entry.counts == {"average_drop": 10, "pointing_game": 3}

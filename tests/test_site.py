@@ -366,6 +366,16 @@ def test_leaderboard_columns_have_a_visible_legend_and_pairs_a_page_of_their_own
     assert pairs.count('class="matrix"') == len(links)
 
 
+def test_cells_on_too_few_images_are_grey_with_their_count(site):
+    """The fast site explains 3 images, fewer than the 5 a cell needs to count as more than
+    an anecdote: every leaderboard cell with a mean is greyed and shows n = 3."""
+    index = (site / "index.html").read_text()
+    board = index.split('id="leaderboard-table"')[1].split("</table>")[0]
+    cells = re.findall(r'<td data-group[^>]*data-value="[^"]+"[^>]*>.*?</td>', board)
+    assert cells and all("data-few" in c and "n = 3</span>" in c for c in cells)
+    assert "rests on fewer than 5 images" in index
+
+
 def test_rows_with_the_same_map_are_marked_with_the_reason(site):
     """At Lite0's bn2 (global average pooling and a linear classifier follow) Grad-CAM,
     HiResCAM and XGrad-CAM compute CAM's map: the group's best-ranked row stands, the

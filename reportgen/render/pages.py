@@ -16,6 +16,7 @@ import pandas as pd
 
 from evaluation import catalogue
 from evaluation.leaderboard import (
+    FEW_IMAGES,
     SIGNED_SHARE,
     SIGNIFICANCE,
     image_classes,
@@ -136,6 +137,7 @@ class Report:
             "feature_layers": self.feature_layers,
             "metric_defs": [m for m in catalogue.ranked() if m.id in self.present],
             "significance": SIGNIFICANCE,
+            "few_images": FEW_IMAGES,
             "primary": catalogue.PRIMARY,
             "signed": signed,
             "negative": negative,
