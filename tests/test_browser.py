@@ -465,6 +465,55 @@ def test_phone_width_does_not_scroll_sideways(served, browser, page):
         browser.set_window_size(1280, 1000)
 
 
+@pytest.mark.parametrize("page", ["index.html", "compare.html", "images/chelsea.html"])
+def test_tab_alone_reaches_every_control(served, browser, page):
+    """Keyboard only: from the top of the page, Tab visits every visible control (links,
+    buttons, boxes, sliders, lists, summaries; one stop per radio group, whose arrows move
+    inside it) before it cycles back."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    _, base = served
+    fresh(browser, base + page)
+    count = browser.execute_script("""
+        const sel = 'a[href], button, input, select, textarea, summary, [tabindex]';
+        const groups = new Set();
+        let n = 0;
+        document.querySelectorAll(sel).forEach(e => {
+            const r = e.getBoundingClientRect(), s = getComputedStyle(e);
+            const outer = e.tagName === 'SUMMARY' ? e.parentElement.parentElement : e;
+            const folded = outer && outer.closest('details:not([open])');  // content not shown
+            const hidden = folded || !r.width || !r.height || s.visibility === 'hidden';
+            if (e.tabIndex < 0 || e.disabled || hidden) return;
+            if (e.type === 'radio') {  // a group: the radios of one name in one form
+                const key = e.name + '@' + Array.prototype.indexOf.call(document.forms, e.form);
+                if (groups.has(key)) return;
+                groups.add(key);
+            }
+            e.dataset.stop = n++;
+        });
+        document.activeElement.blur();
+        return n;
+    """)
+    assert count > 10
+    seen, actions = set(), ActionChains(browser)
+    for _ in range(3 * count):
+        actions.send_keys(Keys.TAB).perform()
+        stop = browser.execute_script(
+            "const e = document.activeElement; return e && e.dataset ? e.dataset.stop : null"
+        )
+        if stop is not None:
+            if int(stop) in seen and len(seen) >= count:
+                break
+            seen.add(int(stop))
+    missed = sorted(set(range(count)) - seen)
+    described = browser.execute_script(
+        "return arguments[0].map(i => document.querySelector(`[data-stop='${i}']`).outerHTML"
+        ".slice(0, 120))",
+        missed[:5],
+    )
+    assert not missed, f"{page}: {len(missed)} of {count} controls never get focus: {described}"
+
+
 def test_skip_link_and_theme_switch(served, browser):
     """The first Tab reaches a skip link that moves focus to the content; the theme switch
     cycles system -> light -> dark -> system, changes the colours at once and is
