@@ -34,7 +34,7 @@ FLAGS = (
 ACCESSIBILITY = 0.95
 LAYOUT_SHIFT = 0.1
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.lighthouse]
 
 if not (Path(LIGHTHOUSE).exists() and Path(CHROMIUM).exists()):
     if os.environ.get("REPORTGEN_REQUIRE_BROWSER"):  # set by .ci/run: never skip there
