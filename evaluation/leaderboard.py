@@ -90,13 +90,14 @@ def leaderboard(
     wins = tables.get(catalogue.PRIMARY.id, (pd.DataFrame(),))[0]
     entries = []
     for (method, layer), group in metrics.groupby(["method", "layer"], sort=False):
-        stats = {}
+        stats, counts = {}, {}
         for m in catalogue.ranked():
             metric = m.id
             rows = group[group.metric == metric]
             values = rows.value.to_numpy(dtype=float)
             if not values.size:
                 continue
+            counts[metric] = int(rows.image.nunique())
             if m.per_class and classes is not None:  # mean of per-class means
                 groups = rows.image.map(classes).fillna(rows.image).tolist()
                 stats[metric] = (group_mean(values, groups), *bootstrap_ci(values, groups=groups))
@@ -104,9 +105,7 @@ def leaderboard(
                 stats[metric] = (float(values.mean()), *bootstrap_ci(values))
         key = f"{method}@{layer}"
         win = float(wins.loc[key].drop(key).mean()) if key in wins.index else float("nan")
-        entry = Entry(method, layer, int(group.image.nunique()), stats, win)
-        entry.counts = {m: int(group[group.metric == m].image.nunique()) for m in stats}
-        entries.append(entry)
+        entries.append(Entry(method, layer, int(group.image.nunique()), stats, win, counts=counts))
     by_key = {(e.method, e.layer): e for e in entries}
     for metric, ranked in found.items():  # the best mean rank, and each row against it
         for i, key in enumerate(ranked.keys):

@@ -9,7 +9,6 @@ bookkeeping across images.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 from collections.abc import Callable, Sequence
@@ -26,6 +25,7 @@ from ..capture import (
     backward_rule,
     frozen,
     grad_ready_input,
+    hooks,
     preserved_state,
     resolve_layer,
 )
@@ -337,21 +337,21 @@ def top_patches(
     """One forward pass: per layer, each channel's maximum ``[N, C]``, its position
     ``[N, C, 2]`` and the pre-activation there ``[N, C]``, what the pipeline ranks images by
     across the data set. Where the layer ends with a clamp (ReLU6 saturates at 6: at
-    Lite0's ``bn2`` most channels reach it on most images), the peak is the unit with the
-    largest pre-activation: the same maximum, its ties broken by how far past the clamp
-    each unit went. Elsewhere the pre-activation is the maximum itself."""
+    Lite0's ``bn2`` about 6 % of the channels' peaks on photos reach it), the peak is the
+    unit with the largest pre-activation: the same maximum, its ties broken by how far past
+    the clamp each unit went. Elsewhere the pre-activation is the maximum itself."""
     before: dict[str, torch.Tensor] = {}
+
+    def keeper(name: str) -> Callable:
+        def keep(_module, args) -> None:  # a copy: the clamp may run in place
+            before[name] = args[0].detach().to(torch.float32, copy=True)
+
+        return keep
+
     clamps = {name: final_clamp(resolve_layer(model, name)) for name in layers}
-    with contextlib.ExitStack() as stack:
-        for name, clamp in clamps.items():
-            if clamp is not None:
-
-                def keep(_module, args, name=name) -> None:
-                    before[name] = args[0].detach().to(torch.float32, copy=True)  # in place
-
-                stack.callback(clamp.register_forward_pre_hook(keep).remove)
-        with preserved_state(model), torch.no_grad(), Capture(model, layers) as cap:
-            model(x)
+    pre = [(clamp, keeper(name)) for name, clamp in clamps.items() if clamp is not None]
+    with preserved_state(model), torch.no_grad(), hooks(pre=pre), Capture(model, layers) as cap:
+        model(x)
     found = {}
     for name in layers:
         after = cap.outputs[name].float()
