@@ -7,6 +7,7 @@ import functools
 import http.server
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -203,14 +204,22 @@ class SubPathHandler(http.server.SimpleHTTPRequestHandler):
             return str(Path(self.directory) / "__outside_the_prefix__")
         return super().translate_path("/" + path[len(PREFIX) :])
 
+    script_delay = 0.0  # seconds each script waits before it is sent: a slow network
+
+    def do_GET(self) -> None:
+        if self.path.split("?")[0].endswith(".js"):
+            time.sleep(self.script_delay)
+        super().do_GET()
+
     def log_message(self, *args) -> None:
         pass
 
 
 @contextlib.contextmanager
-def serve(site: Path) -> Iterator[str]:
+def serve(site: Path, script_delay: float = 0.0) -> Iterator[str]:
     """A site served over http under ``PREFIX`` for the block; yields its base URL."""
-    handler = functools.partial(SubPathHandler, directory=str(site))
+    slow = type("Handler", (SubPathHandler,), {"script_delay": script_delay})
+    handler = functools.partial(slow, directory=str(site))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

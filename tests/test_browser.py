@@ -514,6 +514,29 @@ def test_tab_alone_reaches_every_control(served, browser, page):
     assert not missed, f"{page}: {len(missed)} of {count} controls never get focus: {described}"
 
 
+@pytest.mark.parametrize(
+    "page", ["index.html", "compare.html", "images/chelsea.html", "layers/bn2.html"]
+)
+def test_nothing_moves_while_the_script_loads(fast_site, browser, page):
+    """The first paint already shows what site.js adds or hides (filter boxes, column
+    groups, the comparison grid, the map views' help): with every script held back for a
+    second and a half, as on a slow network or a busy machine, the page does not move.
+    Layout shift as the browser measures it (the Layout Instability API)."""
+    with serve(fast_site, script_delay=1.5) as base:
+        browser.get(base + page)
+        browser.execute_script("localStorage.clear()")
+        browser.get(base + page)
+        shifts = browser.execute_async_script("""
+            const done = arguments[arguments.length - 1], seen = [];
+            new PerformanceObserver(list => seen.push(...list.getEntries()))
+                .observe({type: 'layout-shift', buffered: true});
+            setTimeout(() => done(seen.filter(e => !e.hadRecentInput).map(e => [e.value,
+                e.sources.map(s => s.node ? s.node.nodeName + '#' + s.node.id : '?')])), 800);
+        """)
+    total = sum(value for value, _ in shifts)
+    assert total < 0.01, f"{page}: layout shift {total:.3f} while its script loads: {shifts}"
+
+
 def test_skip_link_and_theme_switch(served, browser):
     """The first Tab reaches a skip link that moves focus to the content; the theme switch
     cycles system -> light -> dark -> system, changes the colours at once and is

@@ -150,9 +150,10 @@ class SmoothMask:
         weight = torch.exp(-2 * (dist - 0.5).clamp(min=0) ** 2)  # [jy, jx, ky, kx]
         self.weight = weight.reshape(step * step, -1).to(device)  # [offsets, K]
 
-    def params(self, n: int, device) -> torch.Tensor:
-        """The starting point: every node at 1 (the whole image kept)."""
-        return torch.ones(n, 1, *self.grid, device=device)
+    def params(self, like: torch.Tensor) -> torch.Tensor:
+        """The starting point for the images ``like``: every node at 1 (the whole image kept),
+        in their dtype and on their device."""
+        return like.new_ones(len(like), 1, *self.grid)
 
     def __call__(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``[N, 1, gh, gw]`` -> (mask cropped to the image, mask with its margin), both
@@ -195,7 +196,7 @@ def optimise_masks(
     pyramid = BlurPyramid(x.detach(), levels, max_blur)
     smooth = SmoothMask(tuple(x.shape[2:]), step, sigma, x.device)
     target = area_target(smooth.full[0] * smooth.full[1], area, x.device)
-    params = smooth.params(len(x), x.device).requires_grad_(True)
+    params = smooth.params(x).requires_grad_(True)
     optimiser = torch.optim.SGD([params], lr=lr, momentum=MOMENTUM, dampening=MOMENTUM)
     weight = AREA_WEIGHT
     for t in trange(iterations, desc="extremal", leave=False, disable=not progress):
