@@ -104,7 +104,8 @@ class Report:
         self.methods = self.run["techniques"]  # the registry's text, stored by the run
         self.scales = self.run.get("scales", {})
         self.scores = cell_scores(self.metrics)
-        self.keys = [(e.method, e.layer) for e in self.entries]  # best Average Drop first
+        # best first: by mean rank on the primary metric (Average Drop)
+        self.keys = [(e.method, e.layer) for e in self.entries]
         self.ids = list(self.ok.image)
         self.shape = {
             r.image: f"{int(r.width)} / {int(r.height)}" for r in self.ok.itertuples(index=False)
