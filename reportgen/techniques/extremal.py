@@ -93,6 +93,14 @@ class BlurPyramid:
         return ((1 - frac) * below + frac * above)[:, 0]
 
 
+def _scaled_exp(cw: torch.Tensor, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One offset's ``c·a = cw_k · node_k`` ``[N, K, blocks]`` and ``exp(c·a − max_k c·a)``
+    (the softmax's numerator, shifted so it cannot overflow): new tensors each, which the
+    caller may change in place."""
+    ca = cw[None, :, None] * nodes
+    return ca, torch.sub(ca, ca.amax(1, keepdim=True)).exp_()
+
+
 class _SoftMaximum(torch.autograd.Function):
     """Per pixel, ``Σ_k a_k · softmax(c · a)_k`` over its ``K`` nodes, ``a_k = w_k · node_k``.
 
@@ -108,9 +116,7 @@ class _SoftMaximum(torch.autograd.Function):
     def forward(ctx, nodes: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         out = nodes.new_empty(len(nodes), len(weight), nodes.shape[2])  # [N, offsets, blocks]
         for o, w in enumerate(COLDNESS * weight):
-            ca = w[None, :, None] * nodes  # c·a, then exp(c·a − max) in place of a copy
-            top = ca.amax(1, keepdim=True)
-            e = torch.sub(ca, top).exp_()
+            ca, e = _scaled_exp(w, nodes)
             out[:, o] = (ca.mul_(e)).sum(1) / (COLDNESS * e.sum(1))
         ctx.save_for_backward(nodes, weight, out)
         return out
@@ -120,9 +126,7 @@ class _SoftMaximum(torch.autograd.Function):
         nodes, weight, out = ctx.saved_tensors
         grad = torch.zeros_like(nodes)
         for o, w in enumerate(COLDNESS * weight):
-            ca = w[None, :, None] * nodes
-            top = ca.amax(1, keepdim=True)
-            e = torch.sub(ca, top).exp_()
+            ca, e = _scaled_exp(w, nodes)
             # σ_k (1 + c·a_k − c·out) · grad_out, with σ = e / Σe
             scale = grad_out[:, o, None] / e.sum(1, keepdim=True)
             ca.add_(1 - COLDNESS * out[:, o, None]).mul_(e).mul_(scale)
