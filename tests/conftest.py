@@ -28,18 +28,6 @@ def pytest_configure(config):
         torch.set_num_threads(fair)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Groups for pytest-xdist's ``--dist loadgroup`` (README's test command): a file's
-    tests run on one worker, so its module fixtures are built once, except the tests that
-    read the shared fast site, which run on one worker together, so it is built once and a
-    test that changes it and puts it back races no reader. Runs before xdist reads groups."""
-    for item in items:
-        shared = "fast_site" in getattr(item, "fixturenames", ())
-        group = "fast_site" if shared else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 # our gradient CAMs and pytorch-grad-cam's class for each
 GRADIENT_CAM_PEERS = [
     ("gradcam", "GradCAM"),
@@ -177,7 +165,7 @@ LEARNED_TINY = [
 ]
 
 # The fast site: FAST_RUN with the learned views at tiny settings over the first photos, in
-# two batches. Built once per session for every module that reads a site (the command line,
+# two batches. Built once per worker for every module that reads a site (the command line,
 # the site, the phase table, the browser); a test that changes it puts it back.
 FAST_SITE_IMAGES = 3
 
