@@ -13,6 +13,8 @@ import torch
 
 from reportgen.cli import main
 
+from .conftest import shared_run
+
 # cheap techniques of every kind: a gradient CAM at two layers, a pixel gradient, a
 # perturbation, a seeded random baseline, and the feature-map view
 RUN = [
@@ -53,9 +55,7 @@ def overlays(out: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("reference")
-    assert main(["run", "--out", str(out), *RUN]) == 0
-    return out
+    return shared_run(tmp_path_factory, "reference", RUN)
 
 
 def command(out: Path, *extra: str) -> list[str]:

@@ -16,7 +16,7 @@ from reportgen import learned
 from reportgen.cli import main
 from reportgen.store import Store, learned_path
 
-from .conftest import LEARNED_METHODS, LEARNED_TINY
+from .conftest import LEARNED_METHODS, LEARNED_TINY, shared_run
 from .sitecheck import check_site
 
 IMAGES = 5
@@ -27,9 +27,7 @@ ARGS += [*LEARNED_TINY, "--curve-steps", "4"]  # the curves: test_site.py, test_
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    out = tmp_path_factory.mktemp("learned")
-    assert main(["run", "--out", str(out), *ARGS]) == 0
-    return out
+    return shared_run(tmp_path_factory, "learned", ARGS)
 
 
 def table(out, name: str) -> pd.DataFrame:
