@@ -174,7 +174,7 @@ def top_patches(ctx: Context) -> dict:
         deconv_projection,
         patch_grid,
         projection_image,
-        receptive_field,
+        receptive_fields,
     )
 
     layers = list(ctx.spec.feature_layers)
@@ -195,6 +195,7 @@ def top_patches(ctx: Context) -> dict:
         return cache[name]
 
     with ctx.timer("top_patches", ALL, len(ids)):
+        fields = receptive_fields(ctx.model, layers, size)
         for depth, layer in enumerate(layers):
             table = found[layer]  # [images, C, 3]
             silent = dead_channels(table[..., 0])
@@ -207,10 +208,9 @@ def top_patches(ctx: Context) -> dict:
                     "silent_share": float(silent.mean()),
                 }
             )
-            field = receptive_field(ctx.model, layer, size)
-            atlas += channel_atlas(ctx, layer, table, field, ids, silent, photo_of)
+            atlas += channel_atlas(ctx, layer, table, fields[layer], ids, silent, photo_of)
             for c in chosen[layer]:
-                rows += peak_rows(layer, c, table, PATCHES, field, size, ids)
+                rows += peak_rows(layer, c, table, PATCHES, fields[layer], size, ids)
         patches: dict[tuple[str, int], list] = defaultdict(lambda: [None] * PATCHES)
         projections: dict[tuple[str, int], list] = defaultdict(lambda: [None] * PATCHES)
         photos = {name: photo_of(name) for name in dict.fromkeys(r["image"] for r in rows)}

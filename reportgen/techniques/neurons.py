@@ -131,66 +131,76 @@ NARROW = 64  # px across a stretched canvas: at least one unit even at stride 64
 
 
 def _supports(
-    probe: nn.Module, layer: str, hw: tuple[int, int], units: Units
-) -> tuple[tuple[int, int], list[Box]]:
-    """The layer's output size ``(h, w)`` and, for each unit ``units(h, w)`` (summed over
+    probe: nn.Module, layers: Sequence[str], hw: tuple[int, int], units: Units
+) -> dict[str, tuple[tuple[int, int], list[Box]]]:
+    """Per layer, its output size ``(h, w)`` and, for each unit ``units(h, w)`` (summed over
     channels, all alike in the probe), the bounding box of its input gradient.
 
-    One forward pass of a single image, one backward per unit: a batch would multiply the
-    memory of the large canvases by the number of units.
+    One forward pass of a single image for all the layers, one backward per unit: a batch
+    would multiply the memory of the large canvases by the number of units.
     """
     p = next(probe.parameters())
     channels = first_conv(probe)[1].in_channels
     ones = torch.ones(1, channels, *hw, dtype=p.dtype, device=p.device)
-    boxes = []
+    found = {}
     with torch.enable_grad(), backward_rule(probe, "deconvnet"):
-        with Capture(probe, [layer], for_grad=True) as cap:
+        with Capture(probe, list(layers), for_grad=True) as cap:
             inp = grad_ready_input(ones)
             probe(inp)
-        acts = cap.outputs[layer]
-        for y, x in units(*acts.shape[-2:]):
-            seed = torch.zeros_like(acts)
-            seed[:, :, y, x] = 1.0
-            (grad,) = torch.autograd.grad(acts, inp, seed, retain_graph=True)
-            support = grad[0].sum(dim=0) > 0
-            rows, cols = support.any(dim=1).nonzero()[:, 0], support.any(dim=0).nonzero()[:, 0]
-            boxes.append((int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1))
-    return tuple(acts.shape[-2:]), boxes
+        for layer in layers:
+            acts, boxes = cap.outputs[layer], []
+            for y, x in units(*acts.shape[-2:]):
+                seed = torch.zeros_like(acts)
+                seed[:, :, y, x] = 1.0
+                (grad,) = torch.autograd.grad(acts, inp, seed, retain_graph=True)
+                support = grad[0].sum(dim=0) > 0
+                rows = support.any(dim=1).nonzero()[:, 0]
+                cols = support.any(dim=0).nonzero()[:, 0]
+                boxes.append((int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1))
+            found[layer] = (tuple(acts.shape[-2:]), boxes)
+    return found
 
 
-def _extent(
-    probe: nn.Module, layer: str, hw: tuple[int, int], axis: int, max_scale: int
-) -> tuple[int, int]:
-    """Field size and stride along ``axis`` (0: y, 1: x), from a central unit and its next
-    neighbour along the axis, on a canvas stretched along it until both fields fit
-    strictly inside (only then is nothing cut off by the border). The canvas is at most
-    ``NARROW`` px across the other axis: convolutions and pooling act on each axis
-    separately, so the field's extent along one does not depend on the other's size
-    (3.5 times less work at Lite0's deep layers); the input's own size across when a
-    model's maps vanish at ``NARROW`` (unpadded convolutions: Inception v3)."""
+def _extents(
+    probe: nn.Module, layers: Sequence[str], hw: tuple[int, int], axis: int, max_scale: int
+) -> dict[str, tuple[int, int]]:
+    """Per layer, field size and stride along ``axis`` (0: y, 1: x), from a central unit and
+    its next neighbour along the axis, on a canvas stretched along it until both fields fit
+    strictly inside (only then is nothing cut off by the border); one pass per canvas serves
+    every layer not yet settled. The canvas is at most ``NARROW`` px across the other axis:
+    convolutions and pooling act on each axis separately, so the field's extent along one
+    does not depend on the other's size (3.5 times less work at Lite0's deep layers); the
+    input's own size across when a model's maps vanish at ``NARROW`` (unpadded
+    convolutions: Inception v3)."""
 
     def centre_and_next(h: int, w: int) -> list[tuple[int, int]]:
         centre = ((h - 1) // 2, (w - 1) // 2)
         step = (1, 0) if axis == 0 else (0, 1)
         return [centre, (min(centre[0] + step[0], h - 1), min(centre[1] + step[1], w - 1))]
 
+    found: dict[str, tuple[int, int]] = {}
     scale, across = 1, min(hw[1 - axis], NARROW)
-    while scale <= max_scale:
+    while len(found) < len(layers) and scale <= max_scale:
         canvas = (hw[0] * scale, across) if axis == 0 else (across, hw[1] * scale)
+        todo = [layer for layer in layers if layer not in found]
         try:
-            out, (centre, after) = _supports(probe, layer, canvas, centre_and_next)
+            supports = _supports(probe, todo, canvas, centre_and_next)
         except RuntimeError:
             if across == hw[1 - axis]:
                 raise
             across = hw[1 - axis]  # too narrow for this model: again at the input's width
             continue
-        if out[axis] > 1 and centre[axis] > 0 and after[axis + 2] < canvas[axis]:
-            return centre[axis + 2] - centre[axis], after[axis] - centre[axis]
+        for layer, (out, (centre, after)) in supports.items():
+            if out[axis] > 1 and centre[axis] > 0 and after[axis + 2] < canvas[axis]:
+                found[layer] = (centre[axis + 2] - centre[axis], after[axis] - centre[axis])
         scale *= 2
-    raise ValueError(
-        f"the receptive field of '{layer}' does not fit in {max_scale}x the input: "
-        "the layer depends on the whole image (attention, global pooling?)"
-    )
+    for layer in layers:
+        if layer not in found:
+            raise ValueError(
+                f"the receptive field of '{layer}' does not fit in {max_scale}x the input: "
+                "the layer depends on the whole image (attention, global pooling?)"
+            )
+    return found
 
 
 def _offset(size: int, stride: int, first: Box, last: Box, axis: int, n: int, image: int) -> float:
@@ -207,7 +217,18 @@ def _offset(size: int, stride: int, first: Box, last: Box, axis: int, n: int, im
 def receptive_field(
     model: nn.Module, layer: str, input_size: tuple[int, int] = (224, 224), max_scale: int = 16
 ) -> ReceptiveField:
-    """The receptive field of ``layer``'s units for inputs of ``input_size`` (H, W), measured.
+    """The receptive field of ``layer``'s units for inputs of ``input_size`` (H, W), measured
+    (``receptive_fields`` of that one layer)."""
+    return receptive_fields(model, [layer], input_size, max_scale)[layer]
+
+
+def receptive_fields(
+    model: nn.Module,
+    layers: Sequence[str],
+    input_size: tuple[int, int] = (224, 224),
+    max_scale: int = 16,
+) -> dict[str, ReceptiveField]:
+    """The receptive field of each layer's units for inputs of ``input_size`` (H, W), measured.
 
     No architecture is parsed, so branches, residuals, depthwise or dilated convolutions,
     pooling and asymmetric ("same") padding are all handled: on a probe copy of the
@@ -219,14 +240,21 @@ def receptive_field(
     "same" padding depends on the input size; it is exact whenever some unit's field
     ends inside the image (otherwise every unit sees the whole image, and any consistent
     value gives the same boxes). Squeeze-excitation gates are cut (``_cut_global_gate``).
+    The layers share one probe copy and each canvas's forward pass.
     """
     probe = _probe(model)
     hw = (int(input_size[0]), int(input_size[1]))
-    (h, w), (first, last) = _supports(probe, layer, hw, lambda h, w: [(0, 0), (h - 1, w - 1)])
-    extents = [_extent(probe, layer, hw, axis, max_scale) for axis in (0, 1)]
-    size, stride = zip(*extents, strict=True)
-    offset = tuple(_offset(size[a], stride[a], first, last, a, (h, w)[a], hw[a]) for a in (0, 1))
-    return ReceptiveField(size, stride, offset)
+    corners = _supports(probe, layers, hw, lambda h, w: [(0, 0), (h - 1, w - 1)])
+    extents = [_extents(probe, layers, hw, axis, max_scale) for axis in (0, 1)]
+    fields = {}
+    for layer in layers:
+        (h, w), (first, last) = corners[layer]
+        size, stride = zip(*(extents[a][layer] for a in (0, 1)), strict=True)
+        offset = tuple(
+            _offset(size[a], stride[a], first, last, a, (h, w)[a], hw[a]) for a in (0, 1)
+        )
+        fields[layer] = ReceptiveField(size, stride, offset)
+    return fields
 
 
 def deconv_projection(
