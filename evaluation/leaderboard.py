@@ -7,7 +7,7 @@ figures beside the published ones. The renderer shows what these return."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,13 +48,17 @@ class Entry:
 Pairwise = tuple[pd.DataFrame, pd.DataFrame]  # Win % of row over column, Holm-corrected p
 
 
-def pairwise_tables(metrics: pd.DataFrame) -> dict[str, Pairwise]:
-    """Per metric, every pair of rows compared image by image: the share of images where
-    the row is strictly better than the column, and the Holm-corrected (over that metric's
-    pairs) Wilcoxon signed-rank p-value. Images a row has no value for are left out of its
-    pairs."""
+def pairwise_tables(
+    metrics: pd.DataFrame, only: Collection[str] | None = None
+) -> dict[str, Pairwise]:
+    """Per metric (those in ``only``, if given), every pair of rows compared image by image:
+    the share of images where the row is strictly better than the column, and the
+    Holm-corrected (over that metric's pairs) Wilcoxon signed-rank p-value. Images a row
+    has no value for are left out of its pairs."""
     tables = {}
     for m in catalogue.ranked():
+        if only is not None and m.id not in only:
+            continue
         metric, better = m.id, m.better
         values = metrics[metrics.metric == metric].pivot_table(
             index="image", columns=["method", "layer"], values="value"
@@ -78,15 +82,18 @@ def leaderboard(
     metrics: pd.DataFrame,
     classes: pd.Series | None = None,
     found: dict[str, Ranking] | None = None,
+    pairs: bool = True,
 ) -> tuple[list[Entry], dict[str, Pairwise]]:
     """Means with bootstrap 95 % CIs per (method, layer), the best mean rank on the primary
     metric first, each row marked with the metrics it ranks best at and its p-value
     against each metric's best row (``rankings``: k - 1 tests, Holm-corrected); and
     the pairwise tables of every metric. ``classes`` maps an image to its class (the
-    pointing game is averaged per class); ``found``: the rankings, if already made."""
+    pointing game is averaged per class); ``found``: the rankings, if already made.
+    ``pairs=False``: only the primary metric's table (the win rates need it), for a caller
+    that shows no pairs (a third of a render's time went to tables no page showed)."""
     if metrics.empty:
         return [], {}
-    tables = pairwise_tables(metrics)
+    tables = pairwise_tables(metrics, None if pairs else [catalogue.PRIMARY.id])
     found = rankings(metrics) if found is None else found
     wins = tables.get(catalogue.PRIMARY.id, (pd.DataFrame(),))[0]
     entries = []

@@ -235,7 +235,9 @@ def correct_only(r: Report) -> dict | None:
     if not r.entries or not 0 < len(correct) < len(r.ids):
         return None
     entries, _ = leaderboard(
-        r.metrics[r.metrics.image.isin(correct)], image_classes(r.ok[r.ok.image.isin(correct)])
+        r.metrics[r.metrics.image.isin(correct)],
+        image_classes(r.ok[r.ok.image.isin(correct)]),
+        pairs=False,
     )
     return {
         "images": len(correct),
