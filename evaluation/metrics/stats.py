@@ -82,10 +82,29 @@ def wilcoxon(a: Sequence[float], b: Sequence[float], min_pairs: int = WILCOXON_M
     # correction is the textbook answer there and for large samples, the exact one otherwise
     exact = d.size <= 50 and np.unique(d).size == d.size and d.min() > 0
     if not exact:
-        return float(stats.wilcoxon(x, y, method="approx").pvalue)
+        return _approx_p(x - y)
     ranks = np.empty(d.size, dtype=np.int64)
     ranks[np.argsort(d)] = np.arange(1, d.size + 1)
     return _exact_p(d.size, int(ranks[x > y].sum()))
+
+
+_APPROX: dict[tuple, float] = {}
+
+
+def _approx_p(d: np.ndarray) -> float:
+    """scipy's two-sided normal-approximation p (tie-corrected, no continuity correction,
+    zero differences dropped) of the differences ``d``. It depends only on how many are
+    non-zero, the rank sum of the positive ones and the sizes of the groups of tied
+    ranks, so scipy is called once per such triple (a tied metric, such as the pointing
+    game's hits, repeats a few triples over thousands of pairs; scipy's call costs ~0.5 ms,
+    this ~40 µs)."""
+    nonzero = d[d != 0]
+    ranks = stats.rankdata(np.abs(nonzero))
+    _, tied = np.unique(ranks, return_counts=True)
+    key = (nonzero.size, float(ranks[nonzero > 0].sum()), tuple(sorted(tied[tied > 1])))
+    if key not in _APPROX:
+        _APPROX[key] = float(stats.wilcoxon(d, method="approx").pvalue)
+    return _APPROX[key]
 
 
 @functools.lru_cache(maxsize=4096)
