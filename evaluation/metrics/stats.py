@@ -96,8 +96,8 @@ def _approx_p(d: np.ndarray) -> float:
     zero differences dropped) of the differences ``d``. It depends only on how many are
     non-zero, the rank sum of the positive ones and the sizes of the groups of tied
     ranks, so scipy is called once per such triple (a tied metric, such as the pointing
-    game's hits, repeats a few triples over thousands of pairs; scipy's call costs ~0.5 ms,
-    this ~40 µs)."""
+    game's hits, repeats a few triples over thousands of pairs: the default site's 16
+    pairwise tables took 0.91 s this way, 1.50 s with a scipy call per pair)."""
     nonzero = d[d != 0]
     ranks = stats.rankdata(np.abs(nonzero))
     _, tied = np.unique(ranks, return_counts=True)
