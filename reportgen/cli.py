@@ -84,8 +84,8 @@ def parser() -> argparse.ArgumentParser:
         "--curve-steps",
         type=positive_int,
         default=d.curve_steps,
-        help="steps of the insertion/deletion curves (default: the --quality preset's, "
-        "fast 12, paper 100: 1 %% of the pixels a step)",
+        help="steps of the insertion/deletion curves, spaced as the --quality preset's (fast: "
+        "8, step i of n at (i/n)^1.5 of the pixels; paper: 100 even, 1 %% of the pixels each)",
     )
     run.add_argument(
         "--input-size",

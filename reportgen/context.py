@@ -61,6 +61,7 @@ class Context:
     extra_classes: list[int]  # --classes
     metric_groups: tuple[str, ...]
     curve_steps: int
+    curve_spacing: float  # > 1: the curves' steps crowd at the start (curves.curve_plan)
     dataset: dict
     records: list[data.ImageRecord]
     store: Store
@@ -166,6 +167,7 @@ class Context:
             },
             "quality": config.quality,
             "curve_steps": self.curve_steps,
+            "curve_spacing": self.curve_spacing,
             "curve_steps_why": CURVE_STEPS_WHY if config.quality == "fast" else "",
             "forward_precision": "bf16" if self.forward_dtype else "fp32",
             "folded_norms": self.folded,  # batch norms folded in the copy the passes run on
@@ -265,6 +267,7 @@ def open_context(config: RunConfig, local_rank: int = 0, phases: Phases | None =
         "extra_classes": extra,
         "metric_groups": groups,
         "curve_steps": config.curve_steps or METRIC_PRESETS[config.quality]["curve_steps"],
+        "curve_spacing": METRIC_PRESETS[config.quality]["curve_spacing"],
         "dataset": dataset,
         "records": pairs_if(target, records[: config.limit] if config.limit else records),
         "store": Store(config.out, phases),

@@ -248,7 +248,10 @@ def score(ctx, batch: Batch, refs: References | None, up: np.ndarray, values: li
                 step = M.curve_step(up[k].shape, ctx.curve_steps)
                 for mode in ("insertion", "deletion"):
                     substrate = refs.blurred[k] if mode == "insertion" else None
-                    plan = M.curve_plan(inputs[k], up[k], mode=mode, step=step, substrate=substrate)
+                    plan = M.curve_plan(
+                        inputs[k], up[k], mode=mode, step=step, substrate=substrate,
+                        spacing=ctx.curve_spacing,
+                    )  # fmt: skip
                     batcher.add(
                         plan.images(1, len(plan.changed) - 1),
                         lambda out, k=k, mode=mode, plan=plan: add_curve(
@@ -291,7 +294,7 @@ def settings_variants(ctx, inputs, up: np.ndarray, classes, values: list[dict]) 
                 substrate = inputs[k].mean((0, 1))
             plan = M.curve_plan(
                 inputs[k], up[k], mode=mode, step=M.curve_step(up[k].shape, max(1, round(steps))),
-                substrate=substrate,
+                substrate=substrate, spacing=ctx.curve_spacing,
             )  # fmt: skip
 
             def keep(out, k=k, plan=plan, metric=m.id) -> None:

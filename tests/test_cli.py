@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from PIL import Image
 
 from reportgen.cli import main
 
@@ -165,6 +166,15 @@ def test_default_run_scores_every_cam_method(tmp_path):
             assert means.notna()[(method, layer, metric)]
     assert check_site(site) == []
     assert len(list((site / "images").glob("*.html"))) >= 12
+    # channel visualisation: lucid's recipe at its 128 px, Chollet's beside it at his 150 px
+    # (the cheap run here sets neither)
+    recipes = {"fourier": 128, "pixel": 150}
+    for variant, side in recipes.items():
+        drawn = list((site / "img" / "learned" / "filter_vis").rglob(f"*.{variant}.webp"))
+        assert drawn or default_site() is None, variant
+        for path in drawn:
+            with Image.open(path) as im:
+                assert im.size == (side, side), path
 
 
 def test_torchvision_model_with_local_weights(tmp_path):

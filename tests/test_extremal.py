@@ -101,6 +101,27 @@ def test_soft_maximum_backward_is_its_derivative():
     assert torch.autograd.gradcheck(lambda n: _SoftMaximum.apply(n, weight), (nodes,))
 
 
+def test_soft_maximum_shifts_its_exponentials_only_where_they_could_overflow():
+    """Nodes in [0, 1] (every mask's) take ``exp`` unshifted: the value and gradient equal
+    a float64 softmax's to float32 rounding; nodes of 1000 (``c·a`` up to 20000,
+    ``exp`` far past float32) take the shift and stay finite."""
+    torch.manual_seed(0)
+    weight = torch.rand(6, 9)
+    for scale, shifted, tolerance in ((1.0, False, 1e-5), (1000.0, True, 1e-2)):
+        nodes = (scale * torch.rand(2, 9, 7)).requires_grad_(True)
+        assert extremal._needs_shift(extremal.COLDNESS * weight, nodes) is shifted
+        out = _SoftMaximum.apply(nodes, weight)
+        (grad,) = torch.autograd.grad(out.sum(), nodes)
+        assert torch.isfinite(out).all() and torch.isfinite(grad).all()
+        exact = nodes.detach().double().requires_grad_(True)
+        a = extremal.COLDNESS * weight.double()[None, :, :, None] * exact[:, None]
+        reference = (torch.softmax(a, 2) * a).sum(2) / extremal.COLDNESS
+        (expected,) = torch.autograd.grad(reference.sum(), exact)
+        assert torch.allclose(out.double(), reference, rtol=1e-5, atol=1e-5 * scale)
+        # at c·a ~ 2e4, float32's rounding of ``a − out`` is multiplied by c = 20
+        assert torch.allclose(grad.double(), expected, rtol=1e-4, atol=tolerance)
+
+
 def test_soft_maximum_is_the_largest_weighted_node_when_one_dominates():
     """With coldness 20, a node far above the others is (nearly) the pixel's value: its
     share of the softmax is 1 − 2e^−10 at a lead of 0.5."""

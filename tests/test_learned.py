@@ -11,6 +11,7 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from reportgen import learned
 from reportgen.cli import main
@@ -55,6 +56,10 @@ def test_filter_vis_draws_every_channel_page_channel_with_both_recipes(site):
         assert len(pixel) == learned.PIXEL_RECIPE_UNITS and pixel <= wanted
         for c in wanted:
             assert (site / "img" / learned_path("filter_vis", f"{layer}/{c}", "fourier")).is_file()
+        for c in pixel:  # the pixel recipe's own 150 px yield to --set filter_vis.size=64
+            drawn = site / "img" / learned_path("filter_vis", f"{layer}/{c}", "pixel")
+            with Image.open(drawn) as im:
+                assert im.size == (64, 64)
         # the natural level: each channel's strongest photo, from the stored channel means
         means = np.stack(
             [

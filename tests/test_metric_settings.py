@@ -30,7 +30,7 @@ def test_each_variant_is_the_game_with_its_setting_changed():
     inputs = rng.uniform(0, 1, (3, 16, 16, 3)).astype(np.float32)
     maps = rng.normal(size=(3, 16, 16))
     classes = np.array([0, 1, 0])
-    ctx = SimpleNamespace(probabilities=probabilities, rows=5, curve_steps=8)
+    ctx = SimpleNamespace(probabilities=probabilities, rows=5, curve_steps=8, curve_spacing=1.5)
     values: list[dict] = [{} for _ in inputs]
     settings_variants(ctx, inputs, maps, classes, values)
     variants = catalogue.of_group("settings")
@@ -45,7 +45,9 @@ def test_each_variant_is_the_game_with_its_setting_changed():
             "insertion_auc_half": dict(mode="insertion", step=64),
         }
         for metric, kw in expected.items():
-            curve = M.insertion_deletion(probabilities, inputs[k], maps[k], classes[k], **kw)
+            curve = M.insertion_deletion(  # spaced as the run's own curves
+                probabilities, inputs[k], maps[k], classes[k], spacing=1.5, **kw
+            )
             assert values[k][metric] == pytest.approx(curve.auc), metric
 
 

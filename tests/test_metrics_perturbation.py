@@ -71,6 +71,29 @@ def test_partial_last_step_and_default_step():
     assert len(default.values) == 101 and default.fractions[1] == pytest.approx(0.01)
 
 
+def test_spaced_steps_crowd_at_the_start_by_hand():
+    """``spacing=2`` on 100 pixels in 4 steps of 25: point i at 100 · (i/4)² pixels (6.25
+    rounds up to 7), the AUC the trapezoid over those shares; a curve that falls in
+    its first pixels (a 0.9 drop over the first 10 %) is followed closer than by 4 even
+    steps, measured against the 100-step curve."""
+    image = grey(np.full((10, 10), 0.5))
+    image[0, :] = 1.0  # the 10 brightest pixels: deleting them first drops p0 fast
+    saliency = image[..., 0] + np.linspace(0, 1e-3, 100).reshape(10, 10)  # no ties
+    spaced = insertion_deletion(MeanModel(), image, saliency, 0, mode="deletion", step=25,
+                                spacing=2)  # fmt: skip
+    assert spaced.fractions == pytest.approx([0, 0.07, 0.25, 0.57, 1.0])
+    assert spaced.auc == pytest.approx(np.trapezoid(spaced.values, spaced.fractions))
+    even = insertion_deletion(MeanModel(), image, saliency, 0, mode="deletion", step=25)
+    fine = insertion_deletion(MeanModel(), image, saliency, 0, mode="deletion", step=1)
+    assert abs(spaced.auc - fine.auc) < abs(even.auc - fine.auc) / 2
+    # spacing 1 is RISE's even grid, and a spacing must be positive
+    plain = insertion_deletion(MeanModel(), image, saliency, 0, mode="deletion", step=25,
+                               spacing=1)  # fmt: skip
+    assert plain.fractions == pytest.approx([0, 0.25, 0.5, 0.75, 1]) and plain.auc == even.auc
+    with pytest.raises(ValueError, match="spacing"):
+        insertion_deletion(MeanModel(), image, saliency, 0, mode="deletion", spacing=0)
+
+
 def test_each_image_is_one_batch_unless_batch_size_is_given():
     model = MeanModel()
     whole = insertion_deletion(model, IMAGE, SALIENCY, 0, mode="deletion", step=1)

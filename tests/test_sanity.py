@@ -193,7 +193,7 @@ def test_gradcam_falls_apart_when_the_weights_are_destroyed(small_resnet):
 
 @pytest.mark.parametrize("variant", [cascading_randomisation, independent_randomisation])
 def test_explaining_every_third_step_keeps_the_full_cascade_s_points(small_resnet, variant):
-    """The fast preset explains at every other step: the blocks are still re-initialised
+    """The fast preset explains at every third step: the blocks are still re-initialised
     one by one, so each step explained gives exactly the rows of the full cascade (here
     every third of ResNet-18's 10 steps: 1, 4, 7 and the last)."""
     model, x = small_resnet

@@ -119,8 +119,14 @@ def curve_plan(
     mode: Literal["deletion", "insertion"],
     step: int | None = None,
     substrate: str | float | np.ndarray | None = None,
+    spacing: float = 1.0,
 ) -> CurvePlan:
-    """The points of :func:`insertion_deletion`'s curve, without running the model."""
+    """The points of :func:`insertion_deletion`'s curve, without running the model.
+
+    ``spacing`` places the curve's ``n`` steps: point ``i`` has changed ``n · step ·
+    (i / n) ** spacing`` pixels (rounded up, at most all of them). 1: every step
+    changes ``step`` pixels (RISE's curve); above 1 the points crowd where the curves move
+    most, the first pixels, so a curve of few steps follows them more closely."""
     img = np.asarray(image)
     if not np.issubdtype(img.dtype, np.floating):
         # float32 holds every 8- and 16-bit value exactly, and a curve's images take half
@@ -141,7 +147,14 @@ def curve_plan(
     start, finish = (img, base) if mode == "deletion" else (base, img)
     rank = np.empty(pixels, dtype=np.int64)
     rank[salience_order(saliency)] = np.arange(pixels)
-    changed = np.minimum(np.arange(math.ceil(pixels / step) + 1) * step, pixels)
+    if not spacing > 0:
+        raise ValueError(f"spacing must be positive, got {spacing}")
+    n = math.ceil(pixels / step)
+    i = np.arange(n + 1)
+    if spacing == 1:  # integers throughout: the 100-step curve is exactly RISE's
+        changed = np.minimum(i * step, pixels)
+    else:
+        changed = np.minimum(np.ceil(step * n * (i / n) ** spacing).astype(np.int64), pixels)
     return CurvePlan(start, finish, rank.reshape(h, w), changed)
 
 
@@ -155,6 +168,7 @@ def insertion_deletion(
     step: int | None = None,
     substrate: str | float | np.ndarray | None = None,
     batch_size: int | None = None,
+    spacing: float = 1.0,
 ) -> Curve:
     """RISE's deletion / insertion game (Petsiuk et al. 2018, ``CausalMetric``).
 
@@ -173,10 +187,11 @@ def insertion_deletion(
 
     ``step`` defaults to 1 % of the pixels (rounded up). All steps of the image go
     to ``probabilities`` in one call, or in calls of at most ``batch_size`` images
-    when given (to bound memory). :func:`curve_plan` gives the same points without a
-    model, for callers that batch many curves together.
+    when given (to bound memory). ``spacing`` above 1 crowds the steps at the start
+    (:func:`curve_plan`), which gives the same points without a model, for callers that
+    batch many curves together.
     """
-    plan = curve_plan(image, saliency, mode=mode, step=step, substrate=substrate)
+    plan = curve_plan(image, saliency, mode=mode, step=step, substrate=substrate, spacing=spacing)
     points = len(plan.changed)
     chunk = points if batch_size is None else int(batch_size)
     if chunk < 1:

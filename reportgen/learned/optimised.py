@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..store import PIXEL_LAYER, batch_name, learned_path
+from ..techniques.synthesis_maximisation import PIXEL_RECIPE
 from .common import (
     LAYER_PAGES,
     View,
@@ -106,15 +107,20 @@ def natural_peaks(ctx: Context, layer: str) -> np.ndarray | None:
 
 def filter_vis(ctx: Context) -> dict:
     """Activation maximisation for every chosen channel (one batch, the default recipe), and
-    the first ``PIXEL_RECIPE_UNITS`` of each layer with the plain-pixel recipe beside it."""
+    the first ``PIXEL_RECIPE_UNITS`` of each layer with the plain-pixel recipe beside it, at
+    that recipe's own steps and size unless ``--set`` gives them."""
     chosen = choose_channels(ctx)
     layers = ctx.spec.feature_layers
     units = [(layer, c) for layer in layers for c in chosen[layer]]
     pixel_units = [(layer, c) for layer in layers for c in chosen[layer][:PIXEL_RECIPE_UNITS]]
     rows = []
     with ctx.timer("filter_vis", "all", len(units)):
-        for variant, todo in (("fourier", units), ("pixel", pixel_units)):
-            result = synthesise(ctx, "filter_vis", units=todo, param=variant, progress=True)
+        chosen_by_user = ctx.config.options.get("filter_vis", {})  # --set: both recipes
+        own = {k: v for k, v in PIXEL_RECIPE.items() if k not in chosen_by_user}
+        for variant, todo, given in (("fourier", units, {}), ("pixel", pixel_units, own)):
+            result = synthesise(
+                ctx, "filter_vis", units=todo, param=variant, progress=True, **given
+            )
             shown = result.extra.get("stretched", result.images)  # pixels: contrast stretched
             for k, ((layer, c), pixels) in enumerate(zip(todo, to_uint8(shown), strict=True)):
                 ctx.store.save_image(

@@ -42,7 +42,7 @@ STRIP_SIDE = 72  # px of each map in a sanity strip
 def sanity(ctx: Context) -> dict:
     """The gradient CAMs (at the first CAM layer) and the run's other ``cheap`` methods on
     the first ``SANITY_IMAGES`` images, re-explained as the weights are re-initialised
-    from the logits down (``evaluation.sanity``; at every other step in the fast preset),
+    from the logits down (``evaluation.sanity``; at every third step in the fast preset),
     the rest on the first image at the first and last steps; then one block at a time,
     and the random-logit test. Rows for ``sanity.csv``, ``sanity_independent.csv`` and
     ``random_logit.csv``, and per method a strip of the first image's map at every step

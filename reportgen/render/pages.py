@@ -297,10 +297,11 @@ def perf(r: Report, site: SiteWriter) -> list[Page]:
     page, so it covers the render up to here."""
     order = [f"{e.method}@{e.layer}" for e in r.entries]
     if r.run.get("curves"):
+        spacing = r.run.get("curve_spacing", 1.0)  # runs before it took uniform steps
         site.file(
             "img/curves.svg",
-            json.dumps([r.run["curves"], order]).encode(),
-            lambda path: curves_plot(r.run["curves"], order, path),
+            json.dumps([r.run["curves"], order, spacing]).encode(),
+            lambda path: curves_plot(r.run["curves"], order, path, spacing),
         )
     if catalogue.PRIMARY.id in r.present:
         r.plot(

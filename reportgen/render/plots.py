@@ -34,8 +34,11 @@ def svg_figure(path: Path, *args, **kwargs) -> Iterator[tuple]:
         plt.close(fig)
 
 
-def curves_plot(curves: dict[str, dict[str, list[float]]], order: list[str], path: Path) -> None:
-    """Mean insertion and deletion curves (RISE) of each method@layer, best AD first."""
+def curves_plot(
+    curves: dict[str, dict[str, list[float]]], order: list[str], path: Path, spacing: float = 1.0
+) -> None:
+    """Mean insertion and deletion curves (RISE) of each method@layer, best AD first, each
+    point at its share of pixels changed (``spacing``: as the run placed its steps)."""
     from matplotlib import colormaps
 
     with svg_figure(path, 1, 2, figsize=(9, 3.6), sharey=True) as (fig, axes):
@@ -45,7 +48,7 @@ def curves_plot(curves: dict[str, dict[str, list[float]]], order: list[str], pat
             for i, key in enumerate(keys):
                 values = curves[key].get(mode)
                 if values:
-                    x = np.linspace(0, 1, len(values))
+                    x = np.linspace(0, 1, len(values)) ** spacing
                     panel.plot(x, values, lw=1.4, color=colours(i % 20), label=key)
             better = "higher" if mode == "insertion" else "lower"
             panel.set_title(f"{mode} (area: {better} is better)", fontsize=10)

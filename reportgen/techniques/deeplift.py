@@ -45,16 +45,17 @@ class _Rescale(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         x, y = ctx.saved_tensors
-        dx = torch.cat(2 * [x[: len(x) // 2] - x[len(x) // 2 :]])
-        dy = torch.cat(2 * [y[: len(y) // 2] - y[len(y) // 2 :]])
+        half = len(x) // 2  # Δy/Δx is the same for a row and its counterpart: made once
+        dx = x[:half] - x[half:]
         small = dx.abs() < EPS
-        rescaled = grad_out * dy / torch.where(small, torch.ones_like(dx), dx)
+        ratio = (y[:half] - y[half:]).div_(dx.masked_fill_(small, 1.0))
+        rescaled = grad_out * torch.cat([ratio, ratio])
         if not small.any():  # the usual case: no derivative needed
             return rescaled, None
         with torch.enable_grad():
             leaf = x.detach().requires_grad_(True)
             (plain,) = torch.autograd.grad(ctx.fn(leaf.clone()), leaf, grad_out)
-        return torch.where(small, plain, rescaled), None
+        return torch.where(torch.cat([small, small]), plain, rescaled), None
 
 
 class _Rescaled(StandIn):

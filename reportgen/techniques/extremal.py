@@ -93,12 +93,21 @@ class BlurPyramid:
         return ((1 - frac) * below + frac * above)[:, 0]
 
 
-def _scaled_exp(cw: torch.Tensor, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One offset's ``c·a = cw_k · node_k`` ``[N, K, blocks]`` and ``exp(c·a − max_k c·a)``
-    (the softmax's numerator, shifted so it cannot overflow): new tensors each, which the
+def _scaled_exp(
+    cw: torch.Tensor, nodes: torch.Tensor, shift: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One offset's ``c·a = cw_k · node_k`` ``[N, K, blocks]`` and ``exp(c·a)``, shifted by
+    ``max_k c·a`` only if ``shift`` (where it could overflow): new tensors each, which the
     caller may change in place."""
     ca = cw[None, :, None] * nodes
-    return ca, torch.sub(ca, ca.amax(1, keepdim=True)).exp_()
+    return ca, torch.sub(ca, ca.amax(1, keepdim=True)).exp_() if shift else ca.exp()
+
+
+def _needs_shift(cw: torch.Tensor, nodes: torch.Tensor) -> bool:
+    """Whether some ``|c·a|`` may pass 80, where ``exp`` of 81 terms nears float32's limits
+    (the masks' nodes stay in [0, 1], so ``c·a`` stays in [0, 20]: no shift, which took a
+    third of the soft maximum's exponential work)."""
+    return float(cw.abs().max() * nodes.abs().max()) > 80.0
 
 
 class _SoftMaximum(torch.autograd.Function):
@@ -115,8 +124,9 @@ class _SoftMaximum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, nodes: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         out = nodes.new_empty(len(nodes), len(weight), nodes.shape[2])  # [N, offsets, blocks]
+        shift = _needs_shift(COLDNESS * weight, nodes)
         for o, w in enumerate(COLDNESS * weight):
-            ca, e = _scaled_exp(w, nodes)
+            ca, e = _scaled_exp(w, nodes, shift)
             out[:, o] = (ca.mul_(e)).sum(1) / (COLDNESS * e.sum(1))
         ctx.save_for_backward(nodes, weight, out)
         return out
@@ -125,8 +135,9 @@ class _SoftMaximum(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor):
         nodes, weight, out = ctx.saved_tensors
         grad = torch.zeros_like(nodes)
+        shift = _needs_shift(COLDNESS * weight, nodes)
         for o, w in enumerate(COLDNESS * weight):
-            ca, e = _scaled_exp(w, nodes)
+            ca, e = _scaled_exp(w, nodes, shift)
             # σ_k (1 + c·a_k − c·out) · grad_out, with σ = e / Σe
             scale = grad_out[:, o, None] / e.sum(1, keepdim=True)
             ca.add_(1 - COLDNESS * out[:, o, None]).mul_(e).mul_(scale)

@@ -69,8 +69,9 @@ register(
         "scaled by 1/frequency, with decorrelated colour and a sigmoid; every step sees a "
         "randomly padded, jittered, scaled (0.9-1.1) and rotated (±10°) copy; Adam, lr "
         "0.05, 128 px; ReLUs pass a redirected gradient while a channel is silent. "
-        "param=pixel is Chollet's recipe: grey plus noise, steps of 1/255 along the "
-        "RMS-normalised gradient, no regulariser.",
+        "param=pixel is Chollet's recipe, shown beside it with his notebook's 40 steps at "
+        "150 px in both presets: grey plus noise, steps of 1/255 along the RMS-normalised "
+        "gradient, no regulariser.",
         cost="steps forward+backward passes to each layer, for all its channels at once",
         run=filter_vis,
         presets={"fast": {"steps": 64}, "paper": PAPER_STEPS["filter_vis"]},

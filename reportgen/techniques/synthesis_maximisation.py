@@ -35,6 +35,10 @@ CLASS_MODEL_REGULARISER = (
 
 # --- 1. Activation maximisation of channels ----------------------------------------------
 
+# Chollet's recipe as his notebook runs it (40 steps at 150 px), in both presets: a
+# comparison with lucid's, not a setting the presets trade for time
+PIXEL_RECIPE = {"steps": 40, "size": 150}
+
 
 def filter_vis(
     model: nn.Module,
