@@ -33,10 +33,9 @@ def measure_precision(inp: Inputs, images: int) -> dict:
     """bfloat16 (autocast) against float32 for what the fast preset runs in bfloat16: the
     forward-only techniques' maps (Pearson r per image, same seed) and the metric scores
     of the ``CURVE_MAPS`` maps (insertion / deletion AUCs at 12 even steps, the fast preset's
-    when this was measured;
-    Average Drop per map, in points). The bfloat16 side runs on the copy with batch norms
-    folded, as a run's forward-only passes do. Also the speed of each precision (the
-    probe)."""
+    when this was measured; Average Drop per map, in points). The bfloat16 side runs on the
+    copy with batch norms folded, as a run's forward-only passes do. Also the speed of each
+    precision (the probe)."""
     from reportgen.context import make_probabilities
     from reportgen.models import folded_copy
     from reportgen.timing import probe
