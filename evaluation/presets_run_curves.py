@@ -36,6 +36,7 @@ from reportgen.context import make_probabilities
 from reportgen.models import folded_copy
 from reportgen.store import Store
 from reportgen.techniques.cam import upsample
+from reportgen.timing import native_bf16
 
 
 def run_maps(site: Path) -> tuple[list[str], list[str], dict[str, int]]:
@@ -72,7 +73,7 @@ def curve_aucs(site: Path, schedules: Sequence[Schedule], rows: int = 8, limit=N
     inp = default_inputs()
     order = {image: k for k, image in enumerate(inp.ids)}
     folded, _ = folded_copy(inp.model, tuple(inp.spec.input_size))
-    bf16 = torch.bfloat16 if torch.backends.mkldnn.is_available() else None
+    bf16 = torch.bfloat16 if native_bf16(torch.device("cpu")) else None  # as a run decides
     mean = torch.tensor(inp.spec.mean).view(1, 3, 1, 1)
     std = torch.tensor(inp.spec.std).view(1, 3, 1, 1)
     probabilities = make_probabilities(
@@ -177,7 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "images": found["images"],
         "maps": keys,
-        "precision": "bfloat16 autocast, folded model, channels-last, 8 rows a pass",
+        "precision": f"{'bfloat16 autocast' if native_bf16(torch.device('cpu')) else 'float32'}"
+        ", folded model, channels-last, 8 rows a pass",
         "seconds": found["seconds"],
         "candidates": [],
         "aucs": found["aucs"],

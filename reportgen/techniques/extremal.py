@@ -124,20 +124,20 @@ class _SoftMaximum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, nodes: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         out = nodes.new_empty(len(nodes), len(weight), nodes.shape[2])  # [N, offsets, blocks]
-        shift = _needs_shift(COLDNESS * weight, nodes)
-        for o, w in enumerate(COLDNESS * weight):
-            ca, e = _scaled_exp(w, nodes, shift)
+        cw = COLDNESS * weight
+        ctx.shift = _needs_shift(cw, nodes)  # the backward pass reuses the forward's choice
+        for o, w in enumerate(cw):
+            ca, e = _scaled_exp(w, nodes, ctx.shift)
             out[:, o] = (ca.mul_(e)).sum(1) / (COLDNESS * e.sum(1))
-        ctx.save_for_backward(nodes, weight, out)
+        ctx.save_for_backward(nodes, cw, out)
         return out
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        nodes, weight, out = ctx.saved_tensors
+        nodes, cw, out = ctx.saved_tensors
         grad = torch.zeros_like(nodes)
-        shift = _needs_shift(COLDNESS * weight, nodes)
-        for o, w in enumerate(COLDNESS * weight):
-            ca, e = _scaled_exp(w, nodes, shift)
+        for o, w in enumerate(cw):
+            ca, e = _scaled_exp(w, nodes, ctx.shift)
             # σ_k (1 + c·a_k − c·out) · grad_out, with σ = e / Σe
             scale = grad_out[:, o, None] / e.sum(1, keepdim=True)
             ca.add_(1 - COLDNESS * out[:, o, None]).mul_(e).mul_(scale)
