@@ -441,7 +441,7 @@ def probe(
     model: nn.Module,
     input_size: tuple[int, int],
     device: torch.device,
-    layouts: tuple[str, ...] = ("nchw", "nhwc"),
+    layouts: tuple[str, ...] = ("nhwc", "nchw"),
     sizes: tuple[int, ...] | None = None,
     half: bool = False,
     forward_model: nn.Module | None = None,
@@ -449,8 +449,8 @@ def probe(
     """The model's best per-row inference time on this device: each memory layout at each
     batch size of ``PROBE_ROWS`` (a warm-up pass at each, as a new shape picks its kernels
     on its first call, then the best of two timed passes; a layout stops growing once a
-    larger pass is slower a row), in the precision the run's
-    batched passes will use (bfloat16 autocast with ``half``, else float32). The best
+    larger pass is slower a row or 1.5x slower than the best so far), in the precision
+    the run's batched passes will use (bfloat16 autocast with ``half``, else float32). The best
     (layout, rows) is what every batched phase of the run uses. At it, the other
     precision's forward and a forward + backward to the input are timed too: the per-row
     times the run's floor is built on; and each layer's share of a pass's time there
@@ -475,9 +475,11 @@ def probe(
                 ahead(x[:rows])  # warm-up: allocator, kernel choice for this shape
                 seconds = _best_seconds(lambda r=rows, x=x: ahead(x[:r]), 2, device)
                 tried.append({"layout": layout, "rows": rows, "ms_per_row": 1000 * seconds / rows})
-                if len(tried) > 1 and tried[-2]["layout"] == layout:
-                    if tried[-1]["ms_per_row"] > tried[-2]["ms_per_row"]:
-                        break  # slower a row than a smaller pass: larger ones will not win
+                now, before = tried[-1]["ms_per_row"], tried[-2] if len(tried) > 1 else {}
+                if before.get("layout") == layout and now > before["ms_per_row"]:
+                    break  # slower a row than a smaller pass: larger ones will not win
+                if now > 1.5 * min(t["ms_per_row"] for t in tried):
+                    break  # far behind another layout: larger passes gained 1.2x at most
     best = min(tried, key=lambda t: t["ms_per_row"])
     for m in {id(model): model, id(ahead): ahead}.values():
         m.to(memory_format=LAYOUTS[best["layout"]])

@@ -156,6 +156,33 @@ def test_folded_copy_folds_norms_into_the_convolutions_before_them():
             torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("size", [16, 15, 21])
+def test_folded_copy_pads_tensorflow_same_convolutions_without_a_copy(size):
+    """timm's Conv2dSame (3x3 and 5x5 at stride 2, one before a norm) reads the same pixels
+    after the swap at even and odd sizes: same logits and input gradients."""
+    from timm.layers import Conv2dSame
+
+    from reportgen.models import _SamePadded, folded_copy
+
+    model = _random_stats(
+        nn.Sequential(
+            Conv2dSame(3, 8, 3, stride=2),
+            nn.BatchNorm2d(8),
+            Conv2dSame(8, 8, 5, stride=2, groups=8),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(8, 5),
+        )
+    )
+    copy, folded = folded_copy(model, (size, size))
+    assert folded == 1 and isinstance(copy[0], _SamePadded) and isinstance(copy[2], _SamePadded)
+    x = torch.randn(2, 3, size, size, requires_grad=True)
+    got, expected = copy(x), model(x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    grads = [torch.autograd.grad(y.square().sum(), x)[0] for y in (got, expected)]
+    torch.testing.assert_close(*grads, rtol=1e-4, atol=1e-4)
+
+
 class _Residual(nn.Module):
     """The convolution's output is used twice: folding its norm would change the sum."""
 

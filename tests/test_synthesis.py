@@ -133,6 +133,16 @@ def test_redirected_relu6_gradient_by_hand(inplace):
     assert model[1] is relu
 
 
+def test_redirected_relu_gradient_by_hand():
+    """ReLU has no upper bound: a silent item keeps the gradient wherever it is positive."""
+    model = nn.Sequential(nn.Identity(), nn.ReLU())
+    x = torch.tensor([[[-1.0, 2.0, 7.0]], [[-1.0, -2.0, -0.5]]], requires_grad=True)
+    up = torch.tensor([[[1.0, -1.0, 1.0]], [[1.0, -1.0, 2.0]]])
+    with syn._redirected_relus(model):
+        (grad,) = torch.autograd.grad((model(x) * up).sum(), x)
+    torch.testing.assert_close(grad, torch.tensor([[[0.0, -1.0, 1.0]], [[1.0, 0.0, 2.0]]]))
+
+
 @pytest.mark.parametrize("param", ["fourier", "pixel"])
 def test_filter_vis_raises_every_unit_even_silent_ones(net, param):
     """Every unit ends above where it started; units silent on the start image (ReLU at 0

@@ -67,11 +67,15 @@ class _RedirectedReLU(torch.autograd.Function):
         # flatten (which copies a channels-last tensor)
         dims = tuple(range(1, ordinary.dim()))
         dead = (ordinary.amax(dims) == 0) & (ordinary.amin(dims) == 0)
-        if dead.any():  # rare after the first steps: only then pay for the redirection
-            d = dead.nonzero()[:, 0]
-            g, yd = grad[d], y[d]
-            outward = ((yd <= 0) & (g < 0)) | ((yd >= upper) & (g > 0))
-            ordinary[d] = g.masked_fill(outward, 0)
+        # A dead item's gradient is zero wherever 0 < y < upper, so the redirection keeps
+        # it where it points inward: g > 0 at y = 0, g < 0 at y = upper. One item at a
+        # time: basic indexing keeps the layout (index lists copied it: 2.5x slower).
+        for i in dead.nonzero()[:, 0].tolist():
+            g = grad[i]
+            inward = g.clamp(min=0)
+            if math.isfinite(upper):
+                inward = torch.where(y[i] >= upper, g.clamp(max=0), inward)
+            ordinary[i] = inward
         return ordinary, None, None
 
 
