@@ -39,9 +39,9 @@ GROUPS = {
     "positive part (no model pass)",
     "sanity": "cascading and independent randomisation (Adebayo et al. 2018) of the gradient "
     "CAMs and cheap gradient methods on the first images (the other methods on the first "
-    "image, at the cascade's first and last steps): Spearman and SSIM to the trained "
-    "model's maps per step, in sanity.csv and sanity_independent.csv; and the random-logit "
-    "test",
+    "image, after the cascade's last step; with --quality paper its first too): Spearman "
+    "and SSIM to the trained model's maps per step, in sanity.csv and "
+    "sanity_independent.csv; and the random-logit test",
 }
 DEFAULT_GROUPS = ("faithfulness", "insertion_deletion", "localisation", "complexity", "sanity")
 

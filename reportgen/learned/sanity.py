@@ -34,7 +34,8 @@ SANITY_IMAGES = 4  # the check re-explains the first images at every step
 INDEPENDENT_METHODS = ("saliency", "guided_backprop", "baseline_edges")
 INDEPENDENT_IMAGES = 2
 # The other scored methods (hundreds of passes a map: RISE, Occlusion, Score-CAM, ...) take
-# the cascade on the first image only, at its first and last steps, in the run's preset
+# the cascade on the first image only, after its last step (the paper preset: its first
+# too), in the run's preset
 COSTLY_IMAGES = 1
 STRIP_SIDE = 72  # px of each map in a sanity strip
 
@@ -43,10 +44,10 @@ def sanity(ctx: Context) -> dict:
     """The gradient CAMs (at the first CAM layer) and the run's other ``cheap`` methods on
     the first ``SANITY_IMAGES`` images, re-explained as the weights are re-initialised
     from the logits down (``evaluation.sanity``; at every third step in the fast preset),
-    the rest on the first image at the first and last steps; then one block at a time,
-    and the random-logit test. Rows for ``sanity.csv``, ``sanity_independent.csv`` and
-    ``random_logit.csv``, and per method a strip of the first image's map at every step
-    explained."""
+    the rest on the first image after the last step (the paper preset: the first too);
+    then one block at a time, and the random-logit test. Rows for ``sanity.csv``,
+    ``sanity_independent.csv`` and ``random_logit.csv``, and per method a strip of the
+    first image's map at every step explained."""
     from ..randomisation import (
         cascading_randomisation,
         independent_randomisation,
@@ -126,8 +127,11 @@ def sanity(ctx: Context) -> dict:
             trained=trained,
             every=every,
         )
-        if costly and len(steps) > 1:  # the first and last steps: the cascade's models there
+        if costly and len(steps) > 1:  # the cascade's models after its first and last steps
             label = {0: (0, TRAINED), 1: (1, steps[0]), 2: (len(steps), steps[-1])}
+            ends = [steps[0], "+".join(steps[1:])]
+            if METRIC_PRESETS[ctx.config.quality]["sanity_costly_steps"] == 1:
+                label, ends = {0: label[0], 1: label[2]}, ["+".join(steps)]  # the last only
             first = stored_maps(ctx, images[0], costly, x.shape[-2:])
             coarse = cascading_randomisation(
                 ctx.model,
@@ -135,7 +139,7 @@ def sanity(ctx: Context) -> dict:
                 targets[:COSTLY_IMAGES],
                 lambda *a: explain(*a, units=costly),
                 seed=ctx.config.seed,
-                steps=[steps[0], "+".join(steps[1:])],
+                steps=ends,
                 trained=None if first is None else shown(first),
             )
             rows += [
