@@ -284,9 +284,9 @@ def open_context(config: RunConfig, local_rank: int = 0, phases: Phases | None =
 def keep_freed_memory() -> None:
     """Under glibc, every block from the heap and freed memory kept there for the next
     one. By default each block over 32 MB (a large activation) is mapped afresh and
-    unmapped when freed, so every pass page-faults its activations in again: out-of-place
-    ops ran at a quarter of memory speed, and Lite0's forward + backward at 32 rows took
-    27 ms a row, 17 with this (docs/performance.md). Elsewhere nothing changes."""
+    unmapped when freed, so every pass page-faults its activations in again: a large
+    out-of-place clamp took 5x as long, and Lite0's forward + backward at 32 rows 27 ms a
+    row, 17 with this (docs/performance.md). Other C libraries are left alone."""
     import ctypes
     import ctypes.util
 
