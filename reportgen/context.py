@@ -288,13 +288,11 @@ def keep_freed_memory() -> None:
     out-of-place clamp took 5x as long, and Lite0's forward + backward at 32 rows 27 ms a
     row, 17 with this (docs/performance.md). Other C libraries are left alone."""
     import ctypes
-    import ctypes.util
 
-    name = ctypes.util.find_library("c")
-    if platform.system() != "Linux" or not name:
+    if platform.system() != "Linux":
         return
     try:
-        libc = ctypes.CDLL(name)
+        libc = ctypes.CDLL(None)  # the process's own symbols: its C library's among them
         libc.mallopt(-4, 0)  # M_MMAP_MAX: no block mapped on its own
         libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB freed at the top
     except (OSError, AttributeError):  # another C library (musl has no mallopt)

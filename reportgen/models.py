@@ -433,7 +433,8 @@ def _traced_plan(
 
 @torch.no_grad()
 def _fold(work: nn.Module, plan: dict[str, str]) -> None:
-    """Fold each norm of ``plan`` into its convolution, in place."""
+    """Fold each norm of ``plan`` into its convolution, in place; timm's ``Conv2dSame``
+    layers become ``_SamePadded`` (the same function, without a padded copy of the input)."""
     for norm_name, conv_name in plan.items():
         norm, conv = work.get_submodule(norm_name), work.get_submodule(conv_name)
         scale = torch.rsqrt(norm.running_var + norm.eps)

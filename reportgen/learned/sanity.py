@@ -128,10 +128,12 @@ def sanity(ctx: Context) -> dict:
             every=every,
         )
         if costly and len(steps) > 1:  # the cascade's models after its first and last steps
-            label = {0: (0, TRAINED), 1: (1, steps[0]), 2: (len(steps), steps[-1])}
-            ends = [steps[0], "+".join(steps[1:])]
+            ends = [steps[0], "+".join(steps[1:])]  # the paper preset's; fast: the last only
             if METRIC_PRESETS[ctx.config.quality]["sanity_costly_steps"] == 1:
-                label, ends = {0: label[0], 1: label[2]}, ["+".join(steps)]  # the last only
+                ends = ["+".join(steps)]
+            label = {0: (0, TRAINED), len(ends): (len(steps), steps[-1])}
+            if len(ends) == 2:
+                label[1] = (1, steps[0])
             first = stored_maps(ctx, images[0], costly, x.shape[-2:])
             coarse = cascading_randomisation(
                 ctx.model,
