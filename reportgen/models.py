@@ -22,6 +22,7 @@ from torch import nn
 from . import synthetic_model
 from .capture import LayerOutput, hooks, record_outputs
 from .config import SYNTHETIC_MODEL
+from .convs import _SamePadded, fuse
 from .hints import did_you_mean, imported
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -434,7 +435,9 @@ def _traced_plan(
 @torch.no_grad()
 def _fold(work: nn.Module, plan: dict[str, str]) -> None:
     """Fold each norm of ``plan`` into its convolution, in place; timm's ``Conv2dSame``
-    layers become ``_SamePadded`` (the same function, without a padded copy of the input)."""
+    layers become ``_SamePadded`` (the same function, without a padded copy of the input),
+    and a ReLU / ReLU6 right after a folded convolution runs inside it (``convs.fuse``)."""
+    fused: list[tuple[nn.Module, list[nn.Module]]] = []
     for norm_name, conv_name in plan.items():
         norm, conv = work.get_submodule(norm_name), work.get_submodule(conv_name)
         scale = torch.rsqrt(norm.running_var + norm.eps)
@@ -451,32 +454,13 @@ def _fold(work: nn.Module, plan: dict[str, str]) -> None:
                 m.inplace = False
         replacement = nn.Sequential(*keep) if keep else nn.Identity()
         setattr(work.get_submodule(parent), attr, replacement)
+        fused.append((conv, keep))
     for m in work.modules():
         if type(m).__name__ == "Conv2dSame" and m.dilation == (1, 1) and m.padding == (0, 0):
             m.__class__ = _SamePadded
-
-
-class _SamePadded(nn.Conv2d):
-    """timm's ``Conv2dSame`` (TensorFlow's "same" padding) without its padded copy of each
-    input: where the padding after is one pixel longer than before (even sizes at stride
-    2), the kernel gets a zero tap in front and the convolution pads both sides by the
-    longer amount, which reads the same pixels. Same outputs up to float rounding; Lite0's
-    passes 8-12 % faster (docs/performance.md)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        (before_h, after_h), (before_w, after_w) = (
-            _same_pads(x.shape[-2 + i], self.kernel_size[i], self.stride[i]) for i in (0, 1)
-        )
-        weight = self.weight
-        if after_h > before_h or after_w > before_w:
-            weight = F.pad(weight, (after_w - before_w, 0, after_h - before_h, 0))
-        return F.conv2d(x, weight, self.bias, self.stride, (after_h, after_w), 1, self.groups)
-
-
-def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """TensorFlow's "same" padding of one axis (before, after): after is 0 or 1 longer."""
-    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
-    return total // 2, total - total // 2
+    for conv, keep in fused:  # a rectifier right after its convolution runs inside it
+        if keep and all(isinstance(m, nn.Identity) for m in keep[:-1]):
+            fuse(conv, keep[-1])
 
 
 def _foldable(module: nn.Module) -> bool:

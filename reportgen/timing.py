@@ -53,8 +53,7 @@ class PassCounter:
             self.calibrate(model, input_size)
 
     def _hook(self):
-        cell = [1.0, 0.0]
-        self.cells.append(cell)
+        self.cells.append(cell := [1.0, 0.0])
 
         def count(module: nn.Module, _inputs, out) -> None:
             if "forward" in module.__dict__ or not isinstance(out, torch.Tensor):
@@ -72,6 +71,7 @@ class PassCounter:
             elif out.dtype == torch.bfloat16:
                 self.half_macs += macs
 
+        count.counts_only = True  # a fused convolution may still fuse (convs._Fused)
         return count
 
     def calibrate(self, model: nn.Module, input_size: tuple[int, int]) -> None:

@@ -6,7 +6,7 @@ import torchvision
 from torch import nn
 
 from reportgen import data
-from reportgen.capture import record_outputs
+from reportgen.capture import hooks, record_outputs
 from reportgen.models import (
     ModelError,
     apply_weights,
@@ -200,3 +200,56 @@ def test_folded_copy_keeps_the_model_when_a_fold_would_change_it():
 
     model = _random_stats(_Residual())
     assert folded_copy(model, (8, 8)) == (model, 0)
+
+
+@pytest.mark.parametrize("act", [nn.ReLU6, nn.ReLU])
+def test_folded_copy_runs_the_rectifier_inside_the_convolution(act):
+    """Without a gradient (float32, and bfloat16 autocast) the rectifier after a folded
+    convolution runs inside it (oneDNN's fused call, "same" padding included): the model's
+    outputs. With a gradient, or a hook on the convolution (it expects the output before
+    the rectifier), the plain path runs."""
+    from timm.layers import BatchNormAct2d, Conv2dSame
+
+    from reportgen.convs import _Fused
+    from reportgen.models import folded_copy
+
+    model = _random_stats(
+        nn.Sequential(
+            Conv2dSame(3, 8, 3, stride=2),
+            BatchNormAct2d(8, act_layer=act),
+            nn.Conv2d(8, 8, 3, padding=1, groups=8),
+            BatchNormAct2d(8, act_layer=act),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(8, 5),
+        )
+    )
+    copy, folded = folded_copy(model, (16, 16))
+    assert folded == 2 and isinstance(copy[0], _Fused) and isinstance(copy[2], _Fused)
+    assert isinstance(copy[1][-1], act)  # a swap of every rectifier still finds it
+    x = torch.randn(2, 3, 16, 16)
+
+    def fused_pass(**cast) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        copy[0].__dict__.pop("made", None)
+        with torch.inference_mode(), torch.autocast("cpu", **cast):
+            got, expected = copy(x), model(x)
+        return got.float(), expected.float(), "made" in copy[0].__dict__
+
+    got, expected, fused = fused_pass(enabled=False)
+    assert fused
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    got, expected, fused = fused_pass(dtype=torch.bfloat16)
+    assert fused
+    torch.testing.assert_close(got, expected, rtol=0.05, atol=0.05)
+
+    seen = []
+    with hooks(forward=[(copy[0], lambda m, i, out: seen.append(out.clone()))]):
+        got, expected, fused = fused_pass(enabled=False)
+    assert not fused and (seen[0] < 0).any()  # the convolution's own output, before the rectifier
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+    copy[0].__dict__.pop("made", None)
+    x.requires_grad_(True)
+    grads = [torch.autograd.grad(m(x).square().sum(), x)[0] for m in (copy, model)]
+    assert "made" not in copy[0].__dict__
+    torch.testing.assert_close(*grads, rtol=1e-4, atol=1e-4)

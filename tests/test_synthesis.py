@@ -117,16 +117,19 @@ def test_random_transform_without_randomness_pads_the_image(monkeypatch):
 @pytest.mark.parametrize("inplace", [True, False])
 def test_redirected_relu6_gradient_by_hand(inplace):
     """Item 0 fires somewhere: its gradient is ReLU6's own (zero outside (0, 6)). Item 1
-    never fires: it gets the incoming gradient except where that points out of (0, 6).
-    The original modules are back afterwards."""
+    never fires: it gets the incoming gradient except where that points out of (0, 6),
+    until the redirection is switched off. The original modules are back afterwards."""
     relu = nn.ReLU6(inplace=inplace)
     model = nn.Sequential(nn.Identity(), relu)
     x = torch.tensor([[[-1.0, 2.0, 7.0, 3.0]], [[-1.0, -2.0, 8.0, -3.0]]], requires_grad=True)
     up = torch.tensor([[[1.0, -1.0, 1.0, 1.0]], [[1.0, -1.0, -1.0, 1.0]]])
-    with syn._redirected_relus(model):
+    with syn._redirected_relus(model) as redirect:
         y = model(x.clone())
         (grad,) = torch.autograd.grad((y * up).sum(), x)
+        redirect(False)  # lucid's schedule: after its first steps, ReLU6's own gradient
+        (plain,) = torch.autograd.grad((model(x.clone()) * up).sum(), x)
     torch.testing.assert_close(y.detach(), x.detach().clamp(0, 6))
+    torch.testing.assert_close(plain[1], torch.zeros(1, 4))
     torch.testing.assert_close(grad[0], torch.tensor([[0.0, -1.0, 0.0, 1.0]]))
     # at x = -2 a step of -1 points further below 0 (dropped); at x = 8 the -1 points back in
     torch.testing.assert_close(grad[1], torch.tensor([[1.0, 0.0, -1.0, 1.0]]))

@@ -68,7 +68,8 @@ register(
         "batch. Default (lucid): the image is parameterised by its Fourier coefficients "
         "scaled by 1/frequency, with decorrelated colour and a sigmoid; every step sees a "
         "randomly padded, jittered, scaled (0.9-1.1) and rotated (±10°) copy; Adam, lr "
-        "0.05, 128 px; ReLUs pass a redirected gradient while a channel is silent. "
+        "0.05, 128 px; ReLUs pass a redirected gradient while a channel is silent, for the "
+        "first 17 steps (lucid). "
         "param=pixel is Chollet's recipe, shown beside it with his notebook's 40 steps at "
         "150 px in both presets: grey plus noise, steps of 1/255 along the RMS-normalised "
         "gradient, no regulariser.",

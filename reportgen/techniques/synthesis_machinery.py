@@ -4,8 +4,9 @@ display/model spaces, lucid's Fourier image and random transforms, and the optim
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -79,29 +80,46 @@ class _RedirectedReLU(torch.autograd.Function):
         return ordinary, None, None
 
 
-class _Redirected(nn.Module):
-    """Stands in for an ``nn.ReLU``/``nn.ReLU6`` while ``_redirected_relus`` holds."""
+REDIRECTED_STEPS = 17  # lucid redirects while its global step is at most 16, then stops
 
-    def __init__(self, upper: float, inplace: bool):
+
+class _Redirected(nn.Module):
+    """Stands in for an ``nn.ReLU``/``nn.ReLU6`` while ``_redirected_relus`` holds; the
+    original itself runs once ``active`` is off."""
+
+    def __init__(self, original: nn.Module):
         super().__init__()
-        self.upper, self.inplace = upper, inplace
+        self.__dict__["original"] = original  # not a submodule: layer names stay as they were
+        self.active = True
+        self.upper = 6.0 if isinstance(original, nn.ReLU6) else math.inf
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and x.requires_grad:
-            return _RedirectedReLU.apply(x, self.upper, self.inplace)
-        return x.clamp_(0, self.upper) if self.inplace else x.clamp(0, self.upper)
+        if self.active and torch.is_grad_enabled() and x.requires_grad:
+            return _RedirectedReLU.apply(x, self.upper, self.original.inplace)
+        return self.original(x)
 
 
-def _redirected_relus(model: nn.Module):
+@contextlib.contextmanager
+def _redirected_relus(model: nn.Module) -> Iterator[Callable[[bool], None]]:
     """Every ``nn.ReLU``/``nn.ReLU6`` of ``model`` swapped for a ``_Redirected`` one for the
-    block. A swap, not forward hooks: hooks had to copy the input of an in-place rectifier
-    and the output for the autograd function, which made each optimisation step 1.8x as
-    slow as the plain pass."""
+    block; yields a switch: ``redirect(False)`` puts the ordinary gradient back (lucid
+    redirects for its first ``REDIRECTED_STEPS`` steps only: once a unit has started, the
+    ordinary gradient is the objective's own; the redirection cost as much as the
+    rectifier itself). A swap, not forward hooks: hooks had to copy the input of an
+    in-place rectifier and the output for the autograd function, which made each
+    optimisation step 1.8x as slow as the plain pass."""
+    made: list[_Redirected] = []
 
     def redirected(m: nn.Module) -> nn.Module:
-        return _Redirected(6.0 if isinstance(m, nn.ReLU6) else math.inf, m.inplace)
+        made.append(_Redirected(m))
+        return made[-1]
 
-    return swapped_modules(model, (nn.ReLU, nn.ReLU6), redirected)
+    def redirect(on: bool) -> None:
+        for module in made:
+            module.active = on
+
+    with swapped_modules(model, (nn.ReLU, nn.ReLU6), redirected):
+        yield redirect
 
 
 def _channel_means(acts: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ from torch import nn
 from ..capture import activations, frozen, preserved_state
 from ..models import probabilities
 from .synthesis_machinery import (
+    REDIRECTED_STEPS,
     Synthesised,
     _channel_means,
     _FourierImage,
@@ -66,7 +67,8 @@ def filter_vis(
     * ``param="fourier"`` (lucid/lucent, the default): ``_FourierImage`` (1/f-scaled
       Fourier coefficients, decorrelated colour, sigmoid), ``_random_transform`` at every
       step, Adam ``lr``. ReLU/ReLU6 modules use lucid's redirected gradient while a unit
-      is silent, so units that never fire on grey can start.
+      is silent, so units that never fire on grey can start, for the first
+      ``REDIRECTED_STEPS`` steps as lucid does (both recipes).
     * ``param="pixel"`` (Chollet): grey ``128 + U[0, 20)`` (0..255 units), plain ascent
       ``I += pixel_step/255 * g / rms(g)`` per item (step 1 on the 0..255 scale, as in the
       notebook whose model took 0..255 input), clamped to [0, 1], no transforms.
@@ -104,7 +106,11 @@ def filter_vis(
             transform = lambda images, _g: images  # noqa: E731
         with torch.no_grad():
             start = score(render())
-        objective = lambda _i: score(transform(render(), g))  # noqa: E731
+
+        def objective(i: int) -> torch.Tensor:
+            redirect(i < REDIRECTED_STEPS)
+            return score(transform(render(), g))
+
         _optimise(params, objective, steps, lr=lr, step=step, progress=progress, desc=layer)
         with torch.no_grad():
             images = render()
@@ -115,7 +121,12 @@ def filter_vis(
         groups.setdefault(layer, []).append(i)
     images = torch.empty(len(units), 3, size, size)
     start, final = torch.empty(len(units)), torch.empty(len(units))
-    with preserved_state(model), frozen(model), torch.enable_grad(), _redirected_relus(model):
+    with (
+        preserved_state(model),
+        frozen(model),
+        torch.enable_grad(),
+        _redirected_relus(model) as redirect,
+    ):
         for layer, rows in groups.items():
             images[rows], start[rows], final[rows] = maximise(layer, [units[i][1] for i in rows])
     extra = {"stretched": _stretch(images)} if param == "pixel" else {}
