@@ -48,16 +48,14 @@ def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
 
 
 class _Fused:
-    """A convolution whose rectifier (``post``) runs inside it when no gradient is recorded,
-    on the CPU, in float32 or bfloat16 autocast, and nothing but the pass counter hooks it
-    (a hook on the convolution expects its output before the rectifier). The output it
-    made is remembered (weakly) so the rectifier module after it passes that one through;
-    any other input, it rectifies as usual (idempotent anyway)."""
+    """A convolution whose rectifier (``post``) runs inside it where ``_fused_dtype``
+    allows. The output it made is remembered (weakly) so the rectifier module after it
+    passes that one through; any other input, it rectifies as usual (idempotent anyway)."""
 
     post: tuple[str, list[float]]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = _fusable_dtype(self, x)
+        dtype = _fused_dtype(self, x)
         if dtype is None:
             return super().forward(x)
         same = isinstance(self, _SamePadded)
@@ -75,20 +73,40 @@ class _Fused:
         return out
 
 
-def _fusable_dtype(conv: nn.Conv2d, x: torch.Tensor) -> torch.dtype | None:
-    """The dtype the fused call runs in, or None where the plain path must run."""
+def _fused_dtype(conv: nn.Conv2d, x: torch.Tensor) -> torch.dtype | None:
+    """The dtype the fused call runs in, or None where the plain path must run: on the
+    CPU only; while nothing but the pass counter hooks the convolution (a capture there
+    expects its output before the rectifier), nothing hooks the rectifier's input (the
+    top patches read the pre-activation there) and the rectifier is in its place (not
+    swapped for a backward rule: guided backpropagation, the redirected ReLU); without a
+    gradient (a backward pass would need the output before the rectifier); float32, or
+    bfloat16 under autocast."""
     if torch.is_grad_enabled() or x.device.type != "cpu" or x.dim() != 4:
         return None
-    if isinstance(conv.padding, str) or conv.padding_mode != "zeros":
-        return None
-    if nn.modules.module._global_forward_hooks or not all(
-        getattr(hook, "counts_only", False) for hook in conv._forward_hooks.values()
-    ):
+    (holder, own), (parent, name) = conv.__dict__["slots"]
+    act = conv.__dict__["act"]
+    if holder._modules.get(own) is not conv or parent._modules.get(name) is not act:
+        return None  # one of them swapped: LRP's rules, guided backpropagation, ...
+    if isinstance(conv.padding, str) or _hooked(conv, act, parent):
         return None
     if torch.is_autocast_enabled("cpu"):
         wanted = torch.get_autocast_dtype("cpu")
-        return wanted if wanted is torch.bfloat16 and x.dtype in (torch.float32, wanted) else None
+        return wanted if wanted is torch.bfloat16 else None
     return torch.float32 if x.dtype is torch.float32 and conv.weight.dtype is x.dtype else None
+
+
+def _hooked(conv: nn.Module, act: nn.Module, parent: nn.Module) -> bool:
+    module = nn.modules.module
+    return bool(
+        module._global_forward_hooks
+        or module._global_forward_pre_hooks
+        or module._global_backward_hooks
+        or module._global_backward_pre_hooks
+        or act._forward_pre_hooks
+        or parent._forward_pre_hooks
+        or any(m._backward_hooks or m._backward_pre_hooks for m in (conv, act))
+        or not all(getattr(h, "counts_only", False) for h in conv._forward_hooks.values())
+    )
 
 
 class _FusedConv(_Fused, nn.Conv2d):
@@ -99,20 +117,24 @@ class _FusedSamePadded(_Fused, _SamePadded):
     pass
 
 
-def fuse(conv: nn.Module, act: nn.Module) -> nn.Module | None:
-    """Make ``conv`` apply ``act`` inside it where it can (in place: its class changes);
-    returns the module to put in ``act``'s place, or None if they cannot be fused.
-    Needs oneDNN (``torch.backends.mkldnn``)."""
+def fuse(model: nn.Module, conv_name: str, parent: nn.Module, name: str) -> None:
+    """Make the convolution ``conv_name`` of ``model`` apply the rectifier ``parent.name``
+    inside it where it can (in place: both change class). Needs oneDNN
+    (``torch.backends.mkldnn``) and zero padding; others are left as they are."""
+    conv, act = model.get_submodule(conv_name), parent._modules[name]
     post = FUSABLE.get(type(act))
     if post is None or type(conv) not in (nn.Conv2d, _SamePadded):
-        return None
-    if not torch.backends.mkldnn.is_available():
-        return None
+        return
+    if not torch.backends.mkldnn.is_available() or conv.padding_mode != "zeros":
+        return
+    holder, _, own = conv_name.rpartition(".")
     conv.__class__ = _FusedConv if type(conv) is nn.Conv2d else _FusedSamePadded
     conv.post = post
+    # where each must still be for the fused call (not submodules: names stay as they were)
+    conv.__dict__["slots"] = ((model.get_submodule(holder), own), (parent, name))
+    conv.__dict__["act"] = act
     act.__class__ = _PassFused[type(act)]
-    act.__dict__["conv"] = conv  # not a submodule: layer names stay as they were
-    return act
+    act.__dict__["conv"] = conv
 
 
 class _PassFusedMixin:

@@ -437,7 +437,7 @@ def _fold(work: nn.Module, plan: dict[str, str]) -> None:
     """Fold each norm of ``plan`` into its convolution, in place; timm's ``Conv2dSame``
     layers become ``_SamePadded`` (the same function, without a padded copy of the input),
     and a ReLU / ReLU6 right after a folded convolution runs inside it (``convs.fuse``)."""
-    fused: list[tuple[nn.Module, list[nn.Module]]] = []
+    fused: list[tuple[str, nn.Module]] = []
     for norm_name, conv_name in plan.items():
         norm, conv = work.get_submodule(norm_name), work.get_submodule(conv_name)
         scale = torch.rsqrt(norm.running_var + norm.eps)
@@ -454,13 +454,13 @@ def _fold(work: nn.Module, plan: dict[str, str]) -> None:
                 m.inplace = False
         replacement = nn.Sequential(*keep) if keep else nn.Identity()
         setattr(work.get_submodule(parent), attr, replacement)
-        fused.append((conv, keep))
+        fused.append((conv_name, replacement))
     for m in work.modules():
         if type(m).__name__ == "Conv2dSame" and m.dilation == (1, 1) and m.padding == (0, 0):
             m.__class__ = _SamePadded
-    for conv, keep in fused:  # a rectifier right after its convolution runs inside it
-        if keep and all(isinstance(m, nn.Identity) for m in keep[:-1]):
-            fuse(conv, keep[-1])
+    for conv_name, after in fused:  # a rectifier right after its convolution runs inside it
+        if isinstance(after, nn.Sequential) and all(isinstance(m, nn.Identity) for m in after[:-1]):
+            fuse(work, conv_name, after, str(len(after) - 1))
 
 
 def _foldable(module: nn.Module) -> bool:

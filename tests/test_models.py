@@ -6,7 +6,7 @@ import torchvision
 from torch import nn
 
 from reportgen import data
-from reportgen.capture import hooks, record_outputs
+from reportgen.capture import frozen, hooks, record_outputs
 from reportgen.models import (
     ModelError,
     apply_weights,
@@ -206,12 +206,14 @@ def test_folded_copy_keeps_the_model_when_a_fold_would_change_it():
 def test_folded_copy_runs_the_rectifier_inside_the_convolution(act):
     """Without a gradient (float32, and bfloat16 autocast) the rectifier after a folded
     convolution runs inside it (oneDNN's fused call, "same" padding included): the model's
-    outputs. With a gradient, or a hook on the convolution (it expects the output before
-    the rectifier), the plain path runs."""
+    outputs. With a hook on the convolution (it expects the output before the rectifier),
+    one on the rectifier's input (the top patches' pre-activations), the rectifier swapped
+    (a backward rule), or a gradient, the plain path runs."""
     from timm.layers import BatchNormAct2d, Conv2dSame
 
     from reportgen.convs import _Fused
     from reportgen.models import folded_copy
+    from reportgen.techniques.synthesis_machinery import _redirected_relus
 
     model = _random_stats(
         nn.Sequential(
@@ -248,8 +250,22 @@ def test_folded_copy_runs_the_rectifier_inside_the_convolution(act):
     assert not fused and (seen[0] < 0).any()  # the convolution's own output, before the rectifier
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
-    copy[0].__dict__.pop("made", None)
-    x.requires_grad_(True)
-    grads = [torch.autograd.grad(m(x).square().sum(), x)[0] for m in (copy, model)]
-    assert "made" not in copy[0].__dict__
+    with hooks(pre=[(copy[1][-1], lambda m, args: seen.append(args[0].clone()))]):
+        got, expected, fused = fused_pass(enabled=False)
+    assert not fused and (seen[1] < 0).any()  # the rectifier's input, before it
+
+    def gradients() -> tuple[list[torch.Tensor], bool]:
+        copy[0].__dict__.pop("made", None)
+        x.requires_grad_(True)
+        with frozen(copy):  # as every technique's gradient passes: the input's gradient only
+            grads = [torch.autograd.grad(m(x).square().sum(), x)[0] for m in (copy, model)]
+        return grads, "made" in copy[0].__dict__
+
+    with _redirected_relus(copy) as redirect:
+        redirect(False)
+        got, expected, fused = fused_pass(enabled=False)
+    assert not fused
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    grads, fused = gradients()
+    assert not fused
     torch.testing.assert_close(*grads, rtol=1e-4, atol=1e-4)
