@@ -89,10 +89,17 @@ def _fused_dtype(conv: nn.Conv2d, x: torch.Tensor) -> torch.dtype | None:
         return None  # one of them swapped: LRP's rules, guided backpropagation, ...
     if isinstance(conv.padding, str) or _hooked(conv, act, parent):
         return None
-    if torch.is_autocast_enabled("cpu"):
-        wanted = torch.get_autocast_dtype("cpu")
-        return wanted if wanted is torch.bfloat16 else None
+    cast = _cpu_autocast()
+    if cast is not None:  # fp16 autocast: the plain path
+        return cast if cast is torch.bfloat16 else None
     return torch.float32 if x.dtype is torch.float32 and conv.weight.dtype is x.dtype else None
+
+
+def _cpu_autocast() -> torch.dtype | None:
+    """The CPU autocast's dtype while it is on (torch 2.4 named these functions anew)."""
+    if hasattr(torch, "get_autocast_dtype"):
+        return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+    return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
 
 
 def _hooked(conv: nn.Module, act: nn.Module, parent: nn.Module) -> bool:
