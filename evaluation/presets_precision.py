@@ -38,7 +38,7 @@ def measure_precision(inp: Inputs, images: int) -> dict:
     precision (the probe)."""
     from reportgen.context import make_probabilities
     from reportgen.models import folded_copy
-    from reportgen.timing import probe
+    from reportgen.probe import probe
 
     x, t = inp.x[:images], inp.targets[:images]
     fast, _ = folded_copy(inp.model, tuple(inp.spec.input_size))  # what a run's bf16 passes use

@@ -34,9 +34,9 @@ from evaluation.presets_settings import default_inputs
 from reportgen.batcher import Batcher
 from reportgen.context import make_probabilities
 from reportgen.models import folded_copy
+from reportgen.probe import native_bf16
 from reportgen.store import Store
 from reportgen.techniques.cam import upsample
-from reportgen.timing import native_bf16
 
 
 def run_maps(site: Path) -> tuple[list[str], list[str], dict[str, int]]:

@@ -34,8 +34,9 @@ from .options import (
     parse_target,
     resolve_device,
 )
+from .probe import LAYOUTS, device_name, native_bf16, probe
 from .store import MODEL, PIXEL_LAYER, Store, atomic_write
-from .timing import LAYOUTS, PassCounter, Phases, Timer, device_name, native_bf16, probe
+from .timing import PassCounter, Phases, Timer
 
 PROBES: dict[tuple, dict] = {}  # one probe per model, device and threads in a process
 
@@ -344,7 +345,7 @@ def probed(
     quality: str,
     earlier: dict | None = None,
 ) -> dict:
-    """The start-up probe (``timing.probe``) in the precision of the preset's batched
+    """The start-up probe (``probe.probe``) in the precision of the preset's batched
     passes on this device, once per process for the same model, device, thread count,
     layouts and precision (tests run many small runs in one process). Passes are timed on
     ``forward_model`` (the folded copy the run's passes use). ``earlier``: the probe of

@@ -101,7 +101,7 @@ def check_layers(model, spec, names: list[str]) -> None:
 
 def forward_dtype(quality: str, probe: dict) -> torch.dtype | None:
     """bfloat16 for the forward-only passes where the preset allows it and the device
-    computes in bfloat16 natively (``timing.native_bf16``, recorded by the probe: a fixed
+    computes in bfloat16 natively (``probe.native_bf16``, recorded by the probe: a fixed
     property, so runs on one machine agree; the probe's timed speed-up is reported, not
     used); None (float32) otherwise."""
     if METRIC_PRESETS[quality]["forward"] != "bf16" or not probe.get("bf16_native"):

@@ -28,17 +28,10 @@ from .compute import compute, problem_of
 from .config import RunConfig
 from .context import Context, open_context, versions
 from .options import OptionError, check_same_settings, parse_metrics, warn_other_version
+from .probe import best_times, per_row_times
 from .scoring import references, scored, sensitivities
 from .store import MODEL, Store, batch_name
-from .timing import (
-    Phases,
-    best_times,
-    merge_phases,
-    peak_rss_mb,
-    per_row_times,
-    phase_rows,
-    timing_rows,
-)
+from .timing import Phases, merge_phases, peak_rss_mb, phase_rows, timing_rows
 
 TABLES = (
     "images",

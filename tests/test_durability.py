@@ -18,8 +18,10 @@ from .conftest import shared_run
 # cheap techniques of every kind: a gradient CAM at two layers, a pixel gradient, a
 # perturbation, a seeded random baseline, and the feature-map view
 RUN = [
-    "--layout",  # fixed: the start-up probe could pick another layout in another process
-    "nchw",
+    # fixed: the start-up probe could pick another layout in another process; channels-last,
+    # where bfloat16 passes on this CPU are 3x as fast as in NCHW (the run 39.6 -> 30.4 s)
+    "--layout",
+    "nhwc",
     "--limit",
     "4",
     "--batch-size",
