@@ -15,6 +15,10 @@ from torch import nn
 from .timing import time_shares
 
 PROBE_ROWS = {"cpu": (8, 16, 32), "cuda": (16, 64, 256)}  # rows per pass the probe tries
+# A pass this long is not grown further: a larger one spreads only the per-pass costs
+# (thread start-up, Python, the first layers' small work) over more rows, and those are a
+# few ms, while probing a heavy model (Swin-T) at 32 rows took most of a one-image run
+LONG_PASS_SECONDS = 0.1
 LAYOUTS = {"nchw": torch.contiguous_format, "nhwc": torch.channels_last}
 
 
@@ -115,7 +119,8 @@ def probe(
     """The model's best per-row inference time on this device: each memory layout at each
     batch size of ``PROBE_ROWS`` (a warm-up pass at each, as a new shape picks its kernels
     on its first call, then the best of two timed passes; a layout stops growing once a
-    larger pass is slower a row or 1.5x slower than the best so far), in the precision
+    larger pass is slower a row, 1.5x slower than the best so far, or once a pass takes over
+    ``LONG_PASS_SECONDS``), in the precision
     the run's batched passes will use (bfloat16 autocast with ``half``, else float32). The best
     (layout, rows) is what every batched phase of the run uses. At it, the other
     precision's forward and a forward + backward to the input are timed too: the per-row
@@ -146,6 +151,8 @@ def probe(
                     break  # slower a row than a smaller pass: larger ones will not win
                 if now > 1.5 * min(t["ms_per_row"] for t in tried):
                     break  # far behind another layout: larger passes gained 1.2x at most
+                if now * rows / 1000 > LONG_PASS_SECONDS:
+                    break
     best = min(tried, key=lambda t: t["ms_per_row"])
     for m in {id(model): model, id(ahead): ahead}.values():
         m.to(memory_format=LAYOUTS[best["layout"]])

@@ -233,6 +233,31 @@ def test_the_probe_stops_growing_a_layout_once_a_row_costs_more(monkeypatch):
     assert (found["layout"], found["rows"]) == ("nhwc", 8)
 
 
+def test_the_probe_does_not_grow_a_pass_that_already_takes_long(monkeypatch):
+    """A heavy model: 8 rows at 20 ms a row take 0.16 s, over ``LONG_PASS_SECONDS``; the
+    probe stops there (a larger pass would spread only per-pass costs of a few ms)."""
+    import torch
+
+    seen: list[int] = []
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 2, 3)
+
+        def forward(self, x):
+            seen.append(len(x))
+            return self.conv(x).mean((2, 3))
+
+    def fake(fn, repeats, device):
+        fn()
+        return 0.020 * seen[-1]
+
+    monkeypatch.setattr(probe, "_best_seconds", fake)
+    found = probe.probe(Net(), (8, 8), torch.device("cpu"), ("nhwc",), sizes=(8, 16, 32))
+    assert [t["rows"] for t in found["tried"]] == [8] and found["rows"] == 8
+
+
 def test_a_resumed_run_takes_its_stored_probe_only_from_the_same_machine(monkeypatch):
     """``--resume`` with the same settings takes the probe the run stored, instead of
     probing again, when the device (its model name too), threads, layouts and precision
