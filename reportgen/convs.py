@@ -11,6 +11,7 @@ same outputs bit for bit (docs/performance.md).
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -53,13 +54,13 @@ class _Fused:
     passes that one through; any other input, it rectifies as usual (idempotent anyway)."""
 
     post: tuple[str, list[float]]
+    conv_args: Callable[[torch.Tensor], tuple[torch.Tensor, tuple[int, int]]]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = _fused_dtype(self, x)
         if dtype is None:
             return super().forward(x)
-        same = isinstance(self, _SamePadded)
-        weight, padding = self.conv_args(x) if same else (self.weight, self.padding)
+        weight, padding = self.conv_args(x)
         bias = self.bias
         if dtype is torch.bfloat16:  # what autocast would have cast the convolution to
             x, weight = x.to(dtype), weight.to(dtype)
@@ -117,7 +118,9 @@ def _hooked(conv: nn.Module, act: nn.Module, parent: nn.Module) -> bool:
 
 
 class _FusedConv(_Fused, nn.Conv2d):
-    pass
+    def conv_args(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """The weight and padding the convolution runs with (``_SamePadded``'s for the other)."""
+        return self.weight, self.padding
 
 
 class _FusedSamePadded(_Fused, _SamePadded):
