@@ -75,11 +75,13 @@ def _contributions(module: nn.Module, x: torch.Tensor, relevance: torch.Tensor, 
         terms = [((pos, wp, b.clamp(min=0)), (neg, wn, zero))]  # the positive contributions
         if rule == "alpha_beta":  # and the negative ones, weighted 2 and -1
             terms.append(((pos, wn, b.clamp(max=0)), (neg, wp, zero)))
+        if not (x < 0).any():  # after a rectifier: the negative input's parts are exactly 0
+            terms = [term[:1] for term in terms]
         out = []
         for term in terms:
             leaves, zs = zip(*(through(*t) for t in term), strict=True)
-            share = relevance / stabilised(zs[0] + zs[1])
-            grads = torch.autograd.grad(zs, leaves, [share, share])
+            share = relevance / stabilised(sum(zs))
+            grads = torch.autograd.grad(zs, leaves, [share] * len(zs))
             out.append(sum(t[0] * g for t, g in zip(term, grads, strict=True)))
     return out[0] if rule == "zplus" else 2 * out[0] - out[1]
 
