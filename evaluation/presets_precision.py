@@ -38,7 +38,7 @@ def measure_precision(inp: Inputs, images: int) -> dict:
     precision (the probe)."""
     from reportgen.context import make_probabilities
     from reportgen.models import folded_copy
-    from reportgen.probe import probe
+    from reportgen.probe import per_row_times, probe
 
     x, t = inp.x[:images], inp.targets[:images]
     fast, _ = folded_copy(inp.model, tuple(inp.spec.input_size))  # what a run's bf16 passes use
@@ -99,6 +99,8 @@ def measure_precision(inp: Inputs, images: int) -> dict:
     for name, st in scores.items():
         _log(f"  {name}: rho {st['spearman']:.4f}, mean |d| {st['mean_abs_diff']:.4f}")
     speed = probe(inp.model, tuple(inp.spec.input_size), cpu, forward_model=fast)
+    size = tuple(inp.spec.input_size)  # both precisions at the probe's shape, as a run's end
+    speed.update(per_row_times(inp.model, size, cpu, speed["layout"], speed["rows"], fast))
     inp.model.to(memory_format=torch.contiguous_format)
     return {
         "what": "bfloat16 autocast against float32, same images, settings and seeds",

@@ -199,16 +199,15 @@ class Context:
             per_map += 2 * (self.curve_steps - 1)
         rows = per_map * len(scored) * len(self.records)
         p = self.probe
-        half = f", {p['forward_bf16_ms']:.1f} in bf16" if "forward_bf16_ms" in p else ""
-        forward = p["forward_bf16_ms"] if self.forward_dtype else p["forward_ms"]
+        key = "forward_bf16_ms" if self.forward_dtype else "forward_ms"
+        forward = p.get(key, p.get("forward_ms", p.get("forward_bf16_ms", 0.0)))
         precision = "bf16" if self.forward_dtype else "fp32"
         return (
             f"reportgen: {len(self.records)} images x {len(self.methods)} techniques "
             f"({len(units)} technique-layer units, {len(scored)} scored), metrics "
             f"{', '.join(self.metric_groups)}; {self.config.quality} preset. Probe: "
-            f"{p['layout']}, {p['rows']} rows a pass, {p['forward_ms']:.1f} ms a row forward"
-            f"{half}, {p['backward_ms']:.1f} ms forward + backward. Metric passes: {rows} rows "
-            f"in {precision}, about {rows * forward / 1000:.0f} s"
+            f"{p['layout']}, {p['rows']} rows a pass, {forward:.1f} ms a row forward in "
+            f"{precision}. Metric passes: {rows} rows, about {rows * forward / 1000:.0f} s"
         )
 
 

@@ -66,23 +66,19 @@ def per_row_times(
     layout: str,
     rows: int,
     forward_model: nn.Module | None = None,
-    known: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """At one shape: ms a row forward in float32 and in bfloat16 (autocast), and forward +
     backward to the input, on ``forward_model`` when given (the folded copy the run's
-    passes run on), each after a warm-up pass, one timed pass: the probe's figures at its
-    chosen shape, taken again at the end of a run (``finish`` takes the better of the
-    two, so one pass each suffices). ``known``: figures already measured at this shape
-    (the probe's search timed its own precision's forward), not timed again."""
+    passes run on), each after a warm-up pass, one timed pass: at the end of a run, at
+    the probe's chosen shape (the floor takes each figure's best of these and the
+    probe's)."""
     x = torch.zeros(rows, 3, *input_size, device=device).contiguous(memory_format=LAYOUTS[layout])
     ahead = forward_model if forward_model is not None else model
-    times = dict(known or {})
+    times = {}
     for key, cast in (
         ("forward_ms", nullcontext),
         ("forward_bf16_ms", lambda: torch.autocast(device.type, dtype=torch.bfloat16)),
     ):
-        if key in times:
-            continue
         with torch.inference_mode(), cast():
             ahead(x)  # warm-up: this precision's kernels
             times[key] = 1000 * _best_seconds(lambda: ahead(x), 1, device) / rows
@@ -99,12 +95,14 @@ def per_row_times(
 
 def best_times(*probes: dict | None) -> dict:
     """The first probe with each per-row time the lowest any of them measured: a probe
-    taken while the machine was busy must not inflate the floor."""
+    taken while the machine was busy must not inflate the floor (the start-up probe
+    times one of them, the end of the run all three)."""
     found = [p for p in probes if p]
     if not found:
         return {}
     keys = ("forward_ms", "forward_bf16_ms", "backward_ms")
-    return {**found[0], **{k: min(p[k] for p in found if k in p) for k in keys if k in found[0]}}
+    measured = {k: min(p[k] for p in found if k in p) for k in keys if any(k in p for p in found)}
+    return {**found[0], **measured}
 
 
 def probe(
@@ -122,10 +120,12 @@ def probe(
     larger pass is slower a row, 1.5x slower than the best so far, or once a pass takes over
     ``LONG_PASS_SECONDS``), in the precision
     the run's batched passes will use (bfloat16 autocast with ``half``, else float32). The best
-    (layout, rows) is what every batched phase of the run uses. At it, the other
-    precision's forward and a forward + backward to the input are timed too: the per-row
-    times the run's floor is built on; and each layer's share of a pass's time there
-    (``time_shares``, for ``PassCounter.weigh``).
+    (layout, rows) is what every batched phase of the run uses, and its time a row the
+    first of the per-row times the run's floor is built on; each layer's share of a pass's
+    time there is measured too (``time_shares``, for ``PassCounter.weigh``). The other
+    precision's forward and a forward + backward are timed at the end of the run
+    (``per_row_times``), warm: in a fresh CI process they took 8x and 4x their warm time
+    at start-up, after a warm-up pass, and most of the probe's 19 s.
 
     Passes are timed on ``forward_model`` when given (the copy with batch norms folded
     that the run's passes use). Both models are left in the best layout. Takes a few
@@ -163,15 +163,7 @@ def probe(
         "layout": best["layout"],
         "rows": best["rows"],
         "batched": "bf16" if half else "fp32",
-        **per_row_times(
-            model,
-            input_size,
-            device,
-            best["layout"],
-            best["rows"],
-            forward_model,
-            known={"forward_bf16_ms" if half else "forward_ms": best["ms_per_row"]},
-        ),
+        ("forward_bf16_ms" if half else "forward_ms"): best["ms_per_row"],
         "bf16_native": native_bf16(device),
         "tried": tried,
         "time_shares": shares,

@@ -192,6 +192,9 @@ def test_floor_takes_the_better_of_the_start_and_end_probes():
     assert best["forward_ms"] == 9.0 and best["forward_bf16_ms"] == 4.0
     assert best["backward_ms"] == 30.0 and best["layout"] == "nhwc" and best["rows"] == 8
     assert probe.best_times(start, None) == start and probe.best_times(None) == {}
+    # the start-up probe times only its batched precision; the end fills in the others
+    only = {"layout": "nhwc", "rows": 8, "forward_bf16_ms": 4.0}
+    assert probe.best_times(only, end) == {**only, "forward_ms": 9.0, "backward_ms": 30.0}
 
 
 def test_a_run_times_the_probe_again_at_its_end(site):

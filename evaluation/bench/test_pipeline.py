@@ -55,7 +55,8 @@ def test_full_run(benchmark, lite0, inputs, tmp_path_factory):
             "wall_seconds": wall,
             "efficiency": phases["efficiency"],
             "coverage": phases["coverage"],
-            "probe": run["probe"],  # this device's per-row times by layout, rows, precision
+            # this device's per-row times by layout, rows, precision (start and end's best)
+            "probe": phases["probe"],
             "forward_precision": run["forward_precision"],
             "batch": BATCH,
             "device": str(config.device),
