@@ -69,8 +69,9 @@ def per_row_times(
 ) -> dict[str, float]:
     """At one shape: ms a row forward in float32 and in bfloat16 (autocast), and forward +
     backward to the input, on ``forward_model`` when given (the folded copy the run's
-    passes run on), each after a warm-up pass, one timed pass: at the end of a run, at
-    the probe's chosen shape (the floor takes each figure's best of these and the
+    passes run on), each after a warm-up pass, the best of two timed passes (a single
+    one taken while the machine is busy would inflate the floor): at the end of a run,
+    at the probe's chosen shape (the floor takes each figure's best of these and the
     probe's)."""
     x = torch.zeros(rows, 3, *input_size, device=device).contiguous(memory_format=LAYOUTS[layout])
     ahead = forward_model if forward_model is not None else model
@@ -81,7 +82,7 @@ def per_row_times(
     ):
         with torch.inference_mode(), cast():
             ahead(x)  # warm-up: this precision's kernels
-            times[key] = 1000 * _best_seconds(lambda: ahead(x), 1, device) / rows
+            times[key] = 1000 * _best_seconds(lambda: ahead(x), 2, device) / rows
     x.requires_grad_(True)
 
     def backward() -> None:
@@ -89,7 +90,7 @@ def per_row_times(
 
     with torch.enable_grad():
         backward()  # warm-up: autograd's first backward
-        times["backward_ms"] = 1000 * _best_seconds(backward, 1, device) / rows
+        times["backward_ms"] = 1000 * _best_seconds(backward, 2, device) / rows
     return times
 
 
