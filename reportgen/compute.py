@@ -19,6 +19,7 @@ from evaluation import catalogue
 
 from .techniques import Technique
 from .techniques.cam import REGISTRY_CAM, cam_maps, upsample
+from .techniques.shared import shared_passes
 
 FUSED = "cam engine"  # the label the shared capture is timed and profiled under
 
@@ -70,7 +71,12 @@ def compute(
     ``around(label, layer, t)``: a context each computation runs in (the run's timer,
     profiler and autocast; ``t`` is None for the shared capture). A technique's
     ``ValueError`` or ``RuntimeError`` becomes the unit's ``problem`` (one unit's failure
-    is the run's note, not its end), or is raised if ``strict``."""
+    is the run's note, not its end), or is raised if ``strict``.
+
+    Passes that several of the call's techniques make alike (the input gradient, the
+    guided one, Grad-CAM's map) are made once (``techniques.shared``): kept while the call's
+    units are computed, not while the caller holds a result."""
+    kept: dict = {}
     fused = [(t, layer) for t, layer in units if t.name in REGISTRY_CAM]
     if fused:
         methods = list(dict.fromkeys(t.name for t, _ in fused))
@@ -78,7 +84,7 @@ def compute(
         errors: dict[tuple[str, str], str] | None = None if strict else {}
         negative: dict[str, torch.Tensor] = {}
         try:
-            with around(FUSED, ",".join(layers), None):
+            with around(FUSED, ",".join(layers), None), shared_passes(kept):
                 maps = cam_maps(
                     model, x, targets, layers, methods, classifier, errors, negative, reshape
                 )
@@ -102,7 +108,7 @@ def compute(
         where = {"layer": layer, "classifier": classifier, "reshape": reshape}
         where = where if t.needs_layer else {}
         try:
-            with around(t.name, layer, t):
+            with around(t.name, layer, t), shared_passes(kept):
                 maps = t.run(model, x, targets, **{**where, **settings(t)})
         except (ValueError, RuntimeError) as err:
             if strict:

@@ -246,11 +246,12 @@ def score(ctx, batch: Batch, refs: References | None, up: np.ndarray, values: li
             batcher = Batcher(ctx.probabilities, ctx.rows)
             for k in rows:
                 step = M.curve_step(up[k].shape, ctx.curve_steps)
+                rank = M.salience_rank(up[k])
                 for mode in ("insertion", "deletion"):
                     substrate = refs.blurred[k] if mode == "insertion" else None
                     plan = M.curve_plan(
                         inputs[k], up[k], mode=mode, step=step, substrate=substrate,
-                        spacing=ctx.curve_spacing,
+                        spacing=ctx.curve_spacing, rank=rank,
                     )  # fmt: skip
                     batcher.add(
                         plan.images(1, len(plan.changed) - 1),
@@ -284,6 +285,7 @@ def settings_variants(ctx, inputs, up: np.ndarray, classes, values: list[dict]) 
     """The ``settings`` group: each variant of the insertion / deletion games (another
     substrate, or a share of the run's steps) as a whole curve per map, batched."""
     batcher = Batcher(ctx.probabilities, ctx.rows)
+    ranks = [M.salience_rank(saliency) for saliency in up]
     for m in catalogue.of_group("settings"):
         mode = m.variant_of.removesuffix("_auc")
         key, value = m.change
@@ -294,7 +296,7 @@ def settings_variants(ctx, inputs, up: np.ndarray, classes, values: list[dict]) 
                 substrate = inputs[k].mean((0, 1))
             plan = M.curve_plan(
                 inputs[k], up[k], mode=mode, step=M.curve_step(up[k].shape, max(1, round(steps))),
-                substrate=substrate, spacing=ctx.curve_spacing,
+                substrate=substrate, spacing=ctx.curve_spacing, rank=ranks[k],
             )  # fmt: skip
 
             def keep(out, k=k, plan=plan, metric=m.id) -> None:

@@ -23,6 +23,7 @@ from .curves import (
     rise_blur,
     rise_kernel,
     salience_order,
+    salience_rank,
     substrate_image,
 )
 from .faithfulness import (
@@ -120,6 +121,7 @@ __all__ = [
     "road",
     "road_order",
     "salience_order",
+    "salience_rank",
     "substrate_image",
     "wilcoxon",
     "win_rate",

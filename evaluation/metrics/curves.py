@@ -61,6 +61,15 @@ def salience_order(saliency: np.ndarray) -> np.ndarray:
     return np.argsort(-_finite_map(saliency).ravel(), kind="stable")
 
 
+def salience_rank(saliency: np.ndarray) -> np.ndarray:
+    """Each pixel's place in :func:`salience_order`, ``[H, W]``: what a curve plan needs of
+    the map (both curves of a map share it)."""
+    pixels = np.size(saliency)
+    rank = np.empty(pixels, dtype=np.int64)
+    rank[salience_order(saliency)] = np.arange(pixels)
+    return rank.reshape(np.shape(saliency))
+
+
 def substrate_image(image: np.ndarray, substrate, mode: str) -> np.ndarray:
     """What a curve changes pixels to: by default black (deletion) or RISE's blur of the
     image (insertion)."""
@@ -120,13 +129,16 @@ def curve_plan(
     step: int | None = None,
     substrate: str | float | np.ndarray | None = None,
     spacing: float = 1.0,
+    rank: np.ndarray | None = None,
 ) -> CurvePlan:
     """The points of :func:`insertion_deletion`'s curve, without running the model.
 
     ``spacing`` places the curve's ``n`` steps: point ``i`` has changed ``n · step ·
     (i / n) ** spacing`` pixels (rounded up, at most all of them). 1: every step
     changes ``step`` pixels (RISE's curve); above 1 the points crowd where the curves move
-    most, the first pixels, so a curve of few steps follows them more closely."""
+    most, the first pixels, so a curve of few steps follows them more closely. ``rank``:
+    the map's :func:`salience_rank` when the caller has it (both curves of a map share it;
+    made here otherwise)."""
     img = np.asarray(image)
     if not np.issubdtype(img.dtype, np.floating):
         # float32 holds every 8- and 16-bit value exactly, and a curve's images take half
@@ -145,8 +157,7 @@ def curve_plan(
         raise ValueError("step must be at least one pixel")
     base = substrate_image(img, substrate, mode)
     start, finish = (img, base) if mode == "deletion" else (base, img)
-    rank = np.empty(pixels, dtype=np.int64)
-    rank[salience_order(saliency)] = np.arange(pixels)
+    rank = salience_rank(saliency) if rank is None else rank
     if not spacing > 0:
         raise ValueError(f"spacing must be positive, got {spacing}")
     n = math.ceil(pixels / step)
@@ -155,7 +166,7 @@ def curve_plan(
         changed = np.minimum(i * step, pixels)
     else:
         changed = np.minimum(np.ceil(step * n * (i / n) ** spacing).astype(np.int64), pixels)
-    return CurvePlan(start, finish, rank.reshape(h, w), changed)
+    return CurvePlan(start, finish, rank, changed)
 
 
 def insertion_deletion(

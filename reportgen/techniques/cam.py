@@ -24,6 +24,7 @@ from ..capture import (
 )
 from ..layout import layout_in
 from .registry import Technique, register
+from .shared import keep, lookup
 
 
 @dataclass
@@ -184,6 +185,16 @@ def cam_maps(
     A token or channels-last layer is read as ``[N, K, h, w]`` (``layout``; ``reshape``
     overrides the inferred layout), its gradients the same way.
     """
+
+    def shared(method: str, layer: str) -> tuple:  # CAM's map alone reads the classifier
+        return (method, layer, reshape, classifier if method == "cam" else None)
+
+    if errors is None and negative is None:  # made by an earlier capture of this compute call
+        found = {
+            (m, n): lookup("cam", model, x, targets, shared(m, n)) for m in methods for n in layers
+        }
+        if all(v is not None for v in found.values()):
+            return {key: m.clone() for key, m in found.items()}  # the caller may change it
     need_grad = any(REGISTRY_CAM[m].needs_gradient for m in methods)
     if need_grad:
         refuse_inference_mode()
@@ -220,6 +231,8 @@ def cam_maps(
                 if errors is None:
                     raise ValueError(message) from err
                 errors[(method, name)] = message
+    for (method, name), m in out.items():
+        keep("cam", model, x, targets, shared(method, name), m)
     return out
 
 

@@ -19,6 +19,7 @@ from torch import nn
 from ..capture import backward_rule, grad_ready_input, preserved_state, record_outputs
 from .cam import cam_maps, targets_tensor, upsample
 from .registry import Technique, register
+from .shared import once
 
 Targets = int | Sequence[int] | torch.Tensor
 
@@ -41,6 +42,17 @@ def input_gradient(
     return grad
 
 
+def _gradient_at_input(
+    model: nn.Module, x: torch.Tensor, targets: Targets, rule: str | None = None
+) -> torch.Tensor:
+    """``input_gradient`` of the image itself, made once per ``compute`` call and rule
+    (``shared.once``): saliency and input x gradient take the same one, guided
+    backpropagation and guided Grad-CAM the same guided one."""
+    return once(
+        "input gradient", model, x, targets, rule, lambda: input_gradient(model, x, targets, rule)
+    )
+
+
 def max_abs_over_channels(grad: torch.Tensor) -> torch.Tensor:
     """``[N, C, H, W] -> [N, H, W]``: the largest magnitude over colour channels (Simonyan)."""
     return grad.abs().amax(dim=1)
@@ -48,23 +60,23 @@ def max_abs_over_channels(grad: torch.Tensor) -> torch.Tensor:
 
 def saliency(model: nn.Module, x: torch.Tensor, targets: Targets, **_) -> torch.Tensor:
     """Simonyan et al. 2013: ``max_c |d S_target / d x_c|`` per pixel, ``[N, H, W]``."""
-    return max_abs_over_channels(input_gradient(model, x, targets))
+    return max_abs_over_channels(_gradient_at_input(model, x, targets))
 
 
 def input_x_gradient(model: nn.Module, x: torch.Tensor, targets: Targets, **_) -> torch.Tensor:
     """Shrikumar et al. 2016: ``Σ_c x_c ∂S/∂x_c`` per pixel, signed, in the model's input
     space (integrated gradients' integrand at the input, from a zero baseline)."""
-    return (x * input_gradient(model, x, targets)).sum(dim=1)
+    return (x * _gradient_at_input(model, x, targets)).sum(dim=1)
 
 
 def guided_backprop(model: nn.Module, x: torch.Tensor, targets: Targets, **_) -> torch.Tensor:
     """Springenberg et al. 2014: the guided gradient, reduced like saliency."""
-    return max_abs_over_channels(input_gradient(model, x, targets, rule="guided"))
+    return max_abs_over_channels(_gradient_at_input(model, x, targets, "guided"))
 
 
 def deconvnet(model: nn.Module, x: torch.Tensor, targets: Targets, **_) -> torch.Tensor:
     """Zeiler & Fergus 2014: the target score projected back with rectified signals."""
-    return max_abs_over_channels(input_gradient(model, x, targets, rule="deconvnet"))
+    return max_abs_over_channels(_gradient_at_input(model, x, targets, "deconvnet"))
 
 
 def guided_gradcam(
