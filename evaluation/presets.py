@@ -62,9 +62,9 @@ def table(results: dict) -> str:
             )
         if "noise_floor" in res:
             nf = res["noise_floor"]
+            floor = f"  noise floor ({'mirrored' if 'mirror' in nf['what'] else '2 seeds'})"
             rows.append(
-                f"{'  noise floor (2 seeds)':<30} {res['paper']:>6} {nf['mean_r']:>7.3f} "
-                f"{nf['min_r']:>7.3f} {'':>8}"
+                f"{floor:<30} {res['paper']:>6} {nf['mean_r']:>7.3f} {nf['min_r']:>7.3f} {'':>8}"
             )
     curves = results.get("curves")
     if curves:
@@ -96,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--floor-images",
         type=int,
         default=None,
-        help="photos for RISE's seed noise floor (default: as many as --rise-images)",
+        help="photos for the costly methods' noise floor (default: as many as --rise-images; 0: "
+        "none, the part keeps the floor measured before)",
     )
     parser.add_argument(
         "--only",
@@ -178,12 +179,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             save()
             continue
         images = min(n, args.rise_images or n) if part in costly else n
-        floor_images = min(images, args.floor_images or images) if part in costly else images
+        floor_images = images if args.floor_images is None else args.floor_images
+        floor_images = min(images, floor_images) if part in costly else images
         _log(f"{part} on {images} photos")
+        before = results["maps"].get(part, {}).get("noise_floor")
         res = measure_setting(inp, by_name[part], images, floor_images, partial(part))
+        if before and "noise_floor" not in res:  # --floor-images 0: the earlier command's
+            res["noise_floor"] = {**before, "note": "kept from an earlier command"}
         if images < n:
             res["note"] = f"measured on the first {images} of the {n} photos (CPU time)"
-        if floor_images < images and "noise_floor" in res:
+        if 0 < floor_images < images and "noise_floor" in res:
             res["noise_floor"]["note"] = f"on the first {floor_images} photos (CPU time)"
         results["maps"][part] = res
         save()

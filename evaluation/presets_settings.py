@@ -54,7 +54,7 @@ GRID: tuple[Setting, ...] = (
         "rise", "masks", 4000, (250, 500, 1000), {"seed": 0}, {"centred": True}, "rise_centred"
     ),
     Setting("scorecam", "channels", None, (64, 128, 256), {"layer": "bn2"}),
-    Setting("extremal_perturbation", "iterations", 800, (50, 100, 200)),
+    Setting("extremal_perturbation", "iterations", 800, (50, 64, 80, 100, 200)),
 )
 #: What "same seed" shares between a fast run and the paper run (read from the code).
 SHARED_DRAWS = {

@@ -92,8 +92,9 @@ def test_curve_agreement_is_exact_at_equal_steps_and_uses_the_pipeline_step():
 
 def test_committed_measurements_back_the_fast_presets():
     """The measurement on the default photos (``evaluation/bench/presets``) is what the
-    registrations use: the synthesis step counts it chose, and bfloat16 only for the
-    techniques whose maps it compared, with maps and scores that agree with float32's."""
+    registrations use: the synthesis step counts it chose, Extremal Perturbation's steps,
+    and bfloat16 only for the techniques whose maps it compared, with maps and scores that
+    agree with float32's."""
     import json
 
     from reportgen import techniques
@@ -103,6 +104,12 @@ def test_committed_measurements_back_the_fast_presets():
         measured = results["synthesis"][name]
         assert measured["chosen"] == techniques.get(name).preset("fast")["steps"], name
     assert results["synthesis"]["class_model"]["chosen"] is None  # not shortened: see why
+    # Extremal Perturbation: the fewest steps agreeing with the paper mask at 90 % of the
+    # paper setting's own reproducibility (its mirrored photo) or more
+    ep = results["maps"]["extremal_perturbation"]
+    bar = 0.9 * ep["noise_floor"]["mean_r"]
+    fewest = min(c["value"] for c in ep["candidates"] if c["mean_r"] >= bar)
+    assert techniques.get("extremal_perturbation").preset("fast")["iterations"] == fewest
     assert "steps" not in techniques.get("class_model").preset("fast")
     precision = results["precision"]
     bf16 = {t.name for t in techniques.REGISTRY.values() if t.bf16}
