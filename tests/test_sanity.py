@@ -322,3 +322,25 @@ def test_costly_methods_take_the_first_and_last_steps_of_the_run_cascade(tmp_pat
         labels = dict(zip(cascade.step, cascade.block, strict=True))
         assert all(labels[s] == b for s, b in zip(rows.step, rows.block, strict=True))
         assert rows[rows.step == 0].spearman.item() == 1.0
+
+
+def test_the_run_s_stored_maps_are_the_check_s_step_zero(tmp_path, monkeypatch):
+    """The trained model's maps are the ones the run stored, not made again: the check
+    explains the trained (folded) model once, for the random-logit test's other classes,
+    and every randomised model once."""
+    from collections import Counter
+
+    from reportgen.cli import main
+    from reportgen.learned import sanity as check
+
+    models = []
+    real = check.compute
+
+    def spy(model, *args, **kwargs):
+        models.append(model)  # kept: no id reused
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(check, "compute", spy)
+    args = ["--data", "synthetic", "--limit", "4", "--methods", "gradcam,saliency"]
+    assert main(["run", "--out", str(tmp_path / "run"), *args, "--metrics", "sanity"]) == 0
+    assert models and max(Counter(id(m) for m in models).values()) == 1
