@@ -28,7 +28,7 @@ from .compute import compute, problem_of
 from .config import RunConfig
 from .context import Context, open_context, versions
 from .options import OptionError, check_same_settings, parse_metrics, warn_other_version
-from .probe import best_times, gradient_rows, per_row_times
+from .probe import best_times, per_row_times
 from .scoring import references, scored, sensitivities
 from .store import MODEL, Store, batch_name
 from .timing import Phases, merge_phases, peak_rss_mb, phase_rows, timing_rows
@@ -159,10 +159,8 @@ def process(ctx: Context, index: int, records: list[data.ImageRecord]) -> None:
 
 def unit_settings(ctx: Context, technique) -> dict:
     """What a scored technique is called with besides the batch: its settings, the
-    normalisation, and rows per pass (fewer for passes with a backward, ``gradient_rows``;
-    on a GPU: what fits its free memory)."""
-    rows = ctx.rows if not technique.needs_gradient else gradient_rows(ctx.rows, ctx.device)
-    rows = None if ctx.device.type == "cuda" else rows
+    normalisation, and rows per forward pass (on a GPU: what fits its free memory)."""
+    rows = None if ctx.device.type == "cuda" else ctx.rows
     return {
         "batch_size": rows,
         "mean": ctx.spec.mean,

@@ -20,16 +20,6 @@ PROBE_ROWS = {"cpu": (8, 16, 32), "cuda": (16, 64, 256)}  # rows per pass the pr
 # few ms, while probing a heavy model (Swin-T) at 32 rows took most of a one-image run
 LONG_PASS_SECONDS = 0.1
 LAYOUTS = {"nchw": torch.contiguous_format, "nhwc": torch.channels_last}
-# Rows of a pass with a backward on a CPU: fewer than the probe's forward rows. On the
-# 2-core CPU, Lite0's forward + backward at 224 px took 18.8 ms a row at 8 rows, 20.7 at
-# 4, 24.1 at 16 and 25.9 at 32 (median of 6 rounds), where its bfloat16 forward is fastest
-# at 32; and 8 rows keep a quarter of 32's activations for the backward
-GRADIENT_ROWS = {"cpu": 8}
-
-
-def gradient_rows(rows: int, device: torch.device) -> int:
-    """Rows of a pass with a backward: the probe's ``rows``, at most ``GRADIENT_ROWS``."""
-    return min(rows, GRADIENT_ROWS.get(device.type, rows))
 
 
 def _best_seconds(fn, repeats: int, device: torch.device) -> float:
@@ -78,11 +68,11 @@ def per_row_times(
     forward_model: nn.Module | None = None,
 ) -> dict[str, float]:
     """At one shape: ms a row forward in float32 and in bfloat16 (autocast), and forward +
-    backward to the input (at ``gradient_rows``, the rows gradient passes take), on
-    ``forward_model`` when given (the folded copy the run's passes run on), each after a
-    warm-up pass, the best of two timed passes (a single one taken while the machine is
-    busy would inflate the floor): at the end of a run, at the probe's chosen shape (the
-    floor takes each figure's best of these and the probe's)."""
+    backward to the input, on ``forward_model`` when given (the folded copy the run's
+    passes run on), each after a warm-up pass, the best of two timed passes (a single
+    one taken while the machine is busy would inflate the floor): at the end of a run,
+    at the probe's chosen shape (the floor takes each figure's best of these and the
+    probe's)."""
     x = torch.zeros(rows, 3, *input_size, device=device).contiguous(memory_format=LAYOUTS[layout])
     ahead = forward_model if forward_model is not None else model
     times = {}
@@ -93,8 +83,7 @@ def per_row_times(
         with torch.inference_mode(), cast():
             ahead(x)  # warm-up: this precision's kernels
             times[key] = 1000 * _best_seconds(lambda: ahead(x), 2, device) / rows
-    x = x[: gradient_rows(rows, device)].clone().requires_grad_(True)
-    rows = len(x)
+    x.requires_grad_(True)
 
     def backward() -> None:
         ahead(x).sum().backward(inputs=[x])

@@ -107,28 +107,3 @@ def test_profile_run_writes_kernel_tables_and_perf_page(tmp_path):
     assert (timings.loc["gradcam", "passes_per_image"] == 1).all()  # both layers, one pass
     perf = (tmp_path / "perf.html").read_text()
     assert "Kernel tables" in perf and "cam engine" in perf and "occlusion" in perf
-
-
-def test_passes_with_a_backward_take_fewer_rows_on_a_cpu():
-    """Techniques that record gradients get at most ``GRADIENT_ROWS`` rows a pass on a CPU
-    (fastest there per row), forward-only ones the probe's rows; on a GPU each decides."""
-    from types import SimpleNamespace
-
-    from reportgen.pipeline import unit_settings
-    from reportgen.probe import GRADIENT_ROWS
-
-    spec = SimpleNamespace(mean=(0.5,) * 3, std=(0.5,) * 3, output="softmax")
-
-    def rows(name: str, device: str) -> int | None:
-        ctx = SimpleNamespace(
-            rows=32,
-            device=torch.device(device),
-            spec=spec,
-            config=SimpleNamespace(seed=0),
-            options=lambda t: {},
-        )
-        return unit_settings(ctx, techniques.get(name))["batch_size"]
-
-    assert rows("smoothgrad", "cpu") == rows("extremal_perturbation", "cpu") == GRADIENT_ROWS["cpu"]
-    assert rows("rise", "cpu") == rows("ablationcam", "cpu") == 32
-    assert rows("smoothgrad", "cuda") is None

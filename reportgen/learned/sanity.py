@@ -16,7 +16,6 @@ from .. import figures
 from ..compute import at_input, compute
 from ..models import fold_plan, folded_copy
 from ..options import METRIC_PRESETS
-from ..probe import gradient_rows
 from ..store import PIXEL_LAYER, learned_path
 from ..techniques.cam import REGISTRY_CAM
 from .common import View, model_inputs, ok_ids, register_view
@@ -85,9 +84,6 @@ def sanity(ctx: Context) -> dict:
         "seed": ctx.config.seed,
     }
 
-    def rows_of(t) -> int:  # as the run's passes: fewer for passes with a backward
-        return gradient_rows(ctx.rows, ctx.device) if t.needs_gradient else ctx.rows
-
     def maps_of(model, x, targets, units=units) -> dict[str, torch.Tensor]:
         found = compute(
             folded(ctx, model, plan),
@@ -96,7 +92,7 @@ def sanity(ctx: Context) -> dict:
             units,
             ctx.spec.classifier,
             reshape=ctx.spec.reshape,
-            settings=lambda t: {**common, **ctx.options(t), "batch_size": rows_of(t)},
+            settings=lambda t: {**common, **ctx.options(t), "batch_size": ctx.rows},
             around=lambda label, layer, t: ctx.autocast(t),
         )  # a method that cannot apply at the layer (CAM at a ViT's tokens) is left out
         return {
