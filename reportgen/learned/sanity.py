@@ -116,7 +116,7 @@ def sanity(ctx: Context) -> dict:
         # the trained model's maps, made once: step 0 of both randomisations and the
         # target maps of the random-logit test; the run's own where it stored them all
         stored = [stored_maps(ctx, image, units, x.shape[-2:]) for image in images]
-        if all(stored) and all(m.keys() == stored[0].keys() for m in stored):
+        if all(stored):  # each holds every unit's map, or is None
             trained = shown({key: torch.cat([m[key] for m in stored]) for key in stored[0]})
         else:
             trained = explain(ctx.model, x, targets)

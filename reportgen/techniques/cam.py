@@ -186,12 +186,12 @@ def cam_maps(
     overrides the inferred layout), its gradients the same way.
     """
 
-    def shared(method: str, layer: str) -> tuple:  # CAM's map alone reads the classifier
+    def key_of(method: str, layer: str) -> tuple:  # CAM's map alone reads the classifier
         return (method, layer, reshape, classifier if method == "cam" else None)
 
     if errors is None and negative is None:  # made by an earlier capture of this compute call
         found = {
-            (m, n): lookup("cam", model, x, targets, shared(m, n)) for m in methods for n in layers
+            (m, n): lookup("cam", model, x, targets, key_of(m, n)) for m in methods for n in layers
         }
         if all(v is not None for v in found.values()):
             return {key: m.clone() for key, m in found.items()}  # the caller may change it
@@ -232,7 +232,7 @@ def cam_maps(
                     raise ValueError(message) from err
                 errors[(method, name)] = message
     for (method, name), m in out.items():
-        keep("cam", model, x, targets, shared(method, name), m)
+        keep("cam", model, x, targets, key_of(method, name), m)
     return out
 
 
